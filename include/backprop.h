@@ -1,0 +1,278 @@
+/*
+ * backprop.h - the whole public API of libbackprop.
+ *
+ * Train a [784,30,10] sigmoid network on MNIST the way Nielsen's chapter 1 does:
+ *
+ *     bp_dataset *all, *test, *train, *valid;
+ *     bp_dataset_load_idx(&all, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
+ *     bp_dataset_load_idx(&test, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+ *     bp_dataset_slice(all, 0, 50000, &train);
+ *     bp_dataset_slice(all, 50000, 10000, &valid);
+ *
+ *     int sizes[] = {784, 30, 10};
+ *     bp_net_config nc;
+ *     bp_net_config_init(&nc);
+ *     nc.sizes = sizes; nc.n_sizes = 3;
+ *     nc.cost = BP_COST_QUADRATIC;
+ *     bp_net *net;
+ *     if (bp_net_create(&net, &nc) != BP_OK) fprintf(stderr, "%s\n", bp_last_error());
+ *
+ *     bp_train_config tc;
+ *     bp_train_config_init(&tc);
+ *     tc.epochs = 30; tc.batch = 10; tc.eta = 3.0f;
+ *     bp_train(net, train, valid, &tc, NULL);
+ *     float acc;
+ *     bp_evaluate(net, test, &acc, NULL);
+ *
+ *     bp_net_free(net); bp_dataset_free(train); ...
+ *
+ * Conventions
+ * - Every fallible call returns bp_status; BP_OK is 0. On failure bp_last_error() returns a
+ *   message (per thread) that names what was wrong. The library never prints, exits or aborts.
+ * - Matrices are column-major, BLAS style: element (i, j) is data[i + j * ld]. A mini-batch holds
+ *   one sample per column.
+ * - Whoever creates a handle frees it; pointers a getter returns are views into the handle and
+ *   live as long as it does.
+ */
+#ifndef BACKPROP_H
+#define BACKPROP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(BP_BUILDING_LIBRARY) && defined(__GNUC__)
+#define BP_API __attribute__((visibility("default")))
+#else
+#define BP_API
+#endif
+
+#define BP_VERSION_MAJOR 0
+#define BP_VERSION_MINOR 1
+#define BP_VERSION_PATCH 0
+
+/* ---- status ---------------------------------------------------------------------------- */
+
+typedef enum bp_status {
+    BP_OK = 0,
+    BP_ENOMEM,     /* an allocation failed */
+    BP_EINVAL,     /* a bad argument: a wrong dimension, an unknown name, a NULL */
+    BP_EIO,        /* a file could not be opened, read or written */
+    BP_EFORMAT,    /* a file's contents are not what its format promises */
+    BP_EDIVERGED,  /* training produced a non-finite cost */
+    BP_ENOTSUP,    /* a valid request this build cannot serve */
+    BP_STATUS_COUNT
+} bp_status;
+
+/* A static string naming the status ("invalid argument"); never NULL. */
+BP_API const char *bp_status_str(bp_status status);
+/* The calling thread's message for its last failed call; "" if none. Valid until the next
+ * failing call on the same thread. */
+BP_API const char *bp_last_error(void);
+
+/* "0.1.0" */
+BP_API const char *bp_version(void);
+
+/* ---- process-wide settings ------------------------------------------------------------- */
+
+/* The number of threads BLAS may use. n <= 0 means one per online core (the default). */
+BP_API bp_status bp_set_threads(int n);
+BP_API int bp_get_threads(void);
+
+/* Counters of the library's own heap allocations (every buffer it makes goes through one
+ * allocator). Tests use them to prove that a training step allocates nothing. */
+typedef struct bp_alloc_stats {
+    uint64_t allocations; /* calls that obtained memory */
+    uint64_t frees;
+    uint64_t bytes_live;
+} bp_alloc_stats;
+BP_API void bp_alloc_stats_get(bp_alloc_stats *out);
+
+/* ---- networks -------------------------------------------------------------------------- */
+
+typedef enum bp_activation {
+    BP_ACT_SIGMOID = 0, /* 1 / (1 + e^-z) */
+    BP_ACT_TANH,        /* tanh z */
+    BP_ACT_RELU,        /* max(0, z) */
+    BP_ACT_LINEAR,      /* z */
+    BP_ACT_SOFTMAX,     /* e^z_j / sum_k e^z_k over a column; output layer only */
+    BP_ACT_COUNT
+} bp_activation;
+
+typedef enum bp_cost {
+    BP_COST_QUADRATIC = 0,  /* 1/2 ||a - y||^2 */
+    BP_COST_CROSS_ENTROPY,  /* -sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)]; outputs in (0,1) */
+    BP_COST_LOG_LIKELIHOOD, /* -ln a_y; outputs in (0,1) */
+    BP_COST_COUNT
+} bp_cost;
+
+typedef enum bp_init {
+    BP_INIT_GAUSSIAN = 0, /* W ~ N(0, 1/n_in), b ~ N(0, 1): Nielsen ch. 3 */
+    BP_INIT_LARGE,        /* W ~ N(0, 1), b ~ N(0, 1): Nielsen ch. 1 */
+    BP_INIT_XAVIER,       /* W ~ U(+-sqrt(6 / (n_in + n_out))), b = 0: Glorot & Bengio */
+    BP_INIT_HE,           /* W ~ N(0, 2/n_in), b = 0: He et al. */
+    BP_INIT_ORTHOGONAL,   /* W = Q of the QR of a Gaussian matrix (LAPACK), b = 0 */
+    BP_INIT_COUNT
+} bp_init;
+
+/* Parse and name the enums above ("sigmoid", "cross-entropy", "orthogonal", ...).
+ * The parsers return BP_EINVAL for an unknown name. */
+BP_API bp_status bp_activation_parse(const char *name, bp_activation *out);
+BP_API bp_status bp_cost_parse(const char *name, bp_cost *out);
+BP_API bp_status bp_init_parse(const char *name, bp_init *out);
+BP_API const char *bp_activation_name(bp_activation a);
+BP_API const char *bp_cost_name(bp_cost c);
+BP_API const char *bp_init_name(bp_init i);
+
+/* The arithmetic backends: "blas" (OpenBLAS sgemm) and "naive" (plain loops, the reference).
+ * Both are always built; the network code path is the same for both. */
+BP_API int bp_backend_count(void);
+BP_API const char *bp_backend_name(int index);
+
+typedef struct bp_net bp_net;
+
+typedef struct bp_net_config {
+    const int *sizes;          /* neurons per layer, input first: {784, 30, 10} */
+    int n_sizes;               /* at least 2 */
+    bp_activation hidden;      /* default sigmoid; softmax is refused here */
+    bp_activation output;      /* default sigmoid */
+    bp_cost cost;              /* default cross-entropy */
+    bp_init init;              /* default gaussian */
+    uint64_t seed;             /* default 1; drives initialisation */
+    int max_batch;             /* buffers are planned for this many columns; default 64.
+                                  Training with a larger batch replans once, before the first
+                                  step. */
+    const char *backend;       /* "blas" (default) or "naive" */
+} bp_net_config;
+
+BP_API void bp_net_config_init(bp_net_config *cfg);
+
+/* Build a network: one aligned arena for all parameters, one with the same layout for all
+ * gradients, and activation and delta buffers for cfg->max_batch columns. Checks every size and
+ * pairing once, here (cross-entropy and log-likelihood need outputs in (0,1): sigmoid or
+ * softmax). The caller frees *out with bp_net_free. */
+BP_API bp_status bp_net_create(bp_net **out, const bp_net_config *cfg);
+BP_API void bp_net_free(bp_net *net);
+
+/* Switch the arithmetic backend by name; the parameters are untouched. */
+BP_API bp_status bp_net_set_backend(bp_net *net, const char *name);
+BP_API const char *bp_net_backend(const bp_net *net);
+
+/* Make the buffers hold at least max_batch columns (allocates only if they are smaller). */
+BP_API bp_status bp_net_reserve(bp_net *net, int max_batch);
+
+BP_API int bp_net_layers(const bp_net *net);        /* weight layers: n_sizes - 1 */
+BP_API int bp_net_size(const bp_net *net, int i);   /* neurons in layer i, 0 = input */
+BP_API bp_cost bp_net_cost(const bp_net *net);
+
+/* The parameter and gradient arenas: n floats each, the same layout, 64-byte aligned. Writing
+ * the parameters through this view is allowed (that is how an optimiser or a loader works). */
+BP_API float *bp_net_params(bp_net *net, size_t *n);
+BP_API float *bp_net_grads(bp_net *net, size_t *n);
+
+/* Views of layer l's weights (n_l x n_(l-1), leading dimension *ld) and biases (n_l),
+ * l = 1 .. layers, inside the arenas above. */
+BP_API float *bp_net_weights(bp_net *net, int l, int *rows, int *cols, int *ld);
+BP_API float *bp_net_biases(bp_net *net, int l);
+BP_API float *bp_net_weight_grads(bp_net *net, int l);
+BP_API float *bp_net_bias_grads(bp_net *net, int l);
+
+/* Forward pass of `batch` samples (columns of x, n_0 x batch, leading dimension ldx).
+ * Writes the outputs to out (n_L x batch, leading dimension ldout) unless out is NULL.
+ * batch may exceed the planned size: the call then reserves first (and may allocate). */
+BP_API bp_status bp_net_forward(bp_net *net, const float *x, int ldx, int batch, float *out,
+                                int ldout);
+
+/* Forward and backward pass (BP1-BP4) of one mini-batch against targets y (n_L x batch,
+ * leading dimension ldy). OVERWRITES the gradient arena with the gradient of the mean cost
+ * C = (1/batch) sum_x C_x, and stores that mean cost in *cost unless cost is NULL. */
+BP_API bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                                 int batch, double *cost);
+
+/* One step of mini-batch SGD: bp_net_gradient, then params -= eta * grads. batch must not
+ * exceed the planned size: the step never allocates. */
+BP_API bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                                 int batch, float eta, double *cost);
+
+/* ---- data sets ------------------------------------------------------------------------- */
+
+typedef struct bp_dataset bp_dataset;
+
+/* Read an IDX image file (magic 0x00000803) and its label file (0x00000801), raw or gzip.
+ * Every header field is checked against the file's real length and sane limits before the
+ * payload is allocated; a bad file gives BP_EFORMAT (or BP_EIO) and a message naming the file
+ * and the field. Pixels stay bytes in memory and are scaled to [0,1] as batches are gathered. */
+BP_API bp_status bp_dataset_load_idx(bp_dataset **out, const char *images_path,
+                                     const char *labels_path);
+
+/* A data set from caller memory: n samples of dim floats (column-major, one sample a column,
+ * ld = dim) with integer labels in [0, classes). Both arrays are copied. */
+BP_API bp_status bp_dataset_from_floats(bp_dataset **out, const float *x, const int *labels,
+                                        size_t n, int dim, int classes);
+
+/* A view of count samples starting at first; shares the storage (which lives until its last
+ * view is freed). */
+BP_API bp_status bp_dataset_slice(const bp_dataset *src, size_t first, size_t count,
+                                  bp_dataset **out);
+BP_API void bp_dataset_free(bp_dataset *ds);
+
+BP_API size_t bp_dataset_count(const bp_dataset *ds);
+BP_API int bp_dataset_dim(const bp_dataset *ds);     /* inputs per sample: 784 for MNIST */
+BP_API int bp_dataset_classes(const bp_dataset *ds); /* 1 + the largest label */
+BP_API int bp_dataset_label(const bp_dataset *ds, size_t i);
+
+/* Gather samples idx[0..batch) as float columns into x (dim x batch, ld = dim) and, if y is
+ * not NULL, their one-hot targets into y (n_out x batch, ld = n_out). idx NULL means the
+ * samples first .. first+batch-1 with first = 0. */
+BP_API bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, float *x,
+                                   float *y, int n_out);
+
+/* ---- training -------------------------------------------------------------------------- */
+
+typedef struct bp_epoch_report {
+    int epoch;                 /* 1-based */
+    double train_cost;         /* mean mini-batch cost over the epoch (before each update) */
+    double validation_accuracy;/* in [0,1]; -1 when there is no validation set */
+    double seconds;            /* wall time of the epoch's training steps */
+    double samples_per_second;
+} bp_epoch_report;
+
+/* Called after every epoch; return non-zero to stop training early. */
+typedef int (*bp_epoch_callback)(const bp_epoch_report *report, void *user);
+
+typedef struct bp_train_config {
+    int epochs;         /* default 30 */
+    int batch;          /* default 10 */
+    float eta;          /* default 3.0 */
+    uint64_t seed;      /* default 1; drives the per-epoch shuffle */
+    bp_epoch_callback on_epoch; /* may be NULL */
+    void *user;
+} bp_train_config;
+
+BP_API void bp_train_config_init(bp_train_config *cfg);
+
+typedef struct bp_train_result {
+    int epochs;                 /* epochs completed */
+    double train_seconds;       /* wall time spent in training steps */
+    double samples_per_second;
+    double validation_accuracy; /* after the last epoch; -1 without a validation set */
+} bp_train_result;
+
+/* Mini-batch SGD over `train` (shuffled each epoch by the library's seeded RNG), evaluating on
+ * `validation` (may be NULL) after each epoch. Fails with BP_EDIVERGED, keeping the epoch count
+ * reached, if the cost stops being finite. result may be NULL. */
+BP_API bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
+                          const bp_train_config *cfg, bp_train_result *result);
+
+/* Fraction of samples whose largest output is the label, and the mean cost (either may be
+ * NULL). Allocates only if the net's buffers are smaller than its evaluation batch. */
+BP_API bp_status bp_evaluate(bp_net *net, const bp_dataset *ds, float *accuracy, double *cost);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BACKPROP_H */

@@ -1,0 +1,278 @@
+/*
+ * dataset.c - the bp_dataset handle: samples as columns of one shared, reference-counted store,
+ * views (slices) into it, and the gather that turns a list of sample indices into the float
+ * mini-batch and one-hot targets the network consumes.
+ *
+ * IDX pixels stay unsigned bytes in memory (MNIST's training set is 47 MB as bytes, 188 MB as
+ * floats) and are scaled to [0,1] as they are gathered; bp_dataset_from_floats keeps floats.
+ */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "io/io.h"
+
+/* What the views share. Exactly one of pixels and floats is set. */
+typedef struct ds_storage {
+    atomic_size_t refs;  /* views alive; the last bp_dataset_free releases the store */
+    uint8_t *pixels;     /* dim x n bytes, one sample a column (ld = dim) */
+    float *floats;       /* dim x n floats, likewise */
+    int32_t *labels;     /* n; int32 rather than bytes so from_floats may have > 256 classes */
+    size_t n;
+    int dim;
+    int classes;
+} ds_storage;
+
+/* A view: samples [first, first + count) of the store. Slices inherit the store's class count,
+ * so a validation slice that happens to lack some label still asks for the full output width. */
+struct bp_dataset {
+    ds_storage *st;
+    size_t first;
+    size_t count;
+};
+
+static void storage_release(ds_storage *st)
+{
+    if (atomic_fetch_sub_explicit(&st->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    bp_free(st->pixels);
+    bp_free(st->floats);
+    bp_free(st->labels);
+    bp_free(st);
+}
+
+/* Wrap a filled store in its first view. Takes ownership of st (freed on failure). */
+static bp_status dataset_wrap(ds_storage *st, bp_dataset **out)
+{
+    bp_dataset *ds = bp_alloc(sizeof *ds);
+    if (!ds) {
+        storage_release(st);
+        return bp_fail(BP_ENOMEM, "cannot allocate a data set handle");
+    }
+    ds->st = st;
+    ds->first = 0;
+    ds->count = st->n;
+    *out = ds;
+    return BP_OK;
+}
+
+static ds_storage *storage_new(void)
+{
+    ds_storage *st = bp_calloc(1, sizeof *st);
+    if (st)
+        atomic_init(&st->refs, 1);
+    return st;
+}
+
+bp_status bp_dataset_load_idx(bp_dataset **out, const char *images_path,
+                              const char *labels_path)
+{
+    if (!out)
+        return bp_fail(BP_EINVAL, "bp_dataset_load_idx: out is NULL");
+    *out = NULL;
+    if (!images_path || !labels_path)
+        return bp_fail(BP_EINVAL, "bp_dataset_load_idx: %s path is NULL",
+                       images_path ? "labels" : "images");
+
+    uint8_t *pixels = NULL, *label_bytes = NULL;
+    size_t n_images = 0, n_labels = 0;
+    int rows = 0, cols = 0;
+    bp_status s = bp_idx_read_images(images_path, &pixels, &n_images, &rows, &cols);
+    if (s != BP_OK)
+        return s;
+    s = bp_idx_read_labels(labels_path, &label_bytes, &n_labels);
+    if (s != BP_OK) {
+        bp_free(pixels);
+        return s;
+    }
+    if (n_images != n_labels) {
+        bp_free(pixels);
+        bp_free(label_bytes);
+        return bp_fail(BP_EFORMAT, "%s holds %zu images but %s holds %zu labels", images_path,
+                       n_images, labels_path, n_labels);
+    }
+
+    ds_storage *st = storage_new();
+    int32_t *labels = bp_alloc(n_labels * sizeof *labels);
+    if (!st || !labels) {
+        bp_free(st);
+        bp_free(labels);
+        bp_free(pixels);
+        bp_free(label_bytes);
+        return bp_fail(BP_ENOMEM, "cannot allocate the data set for %s", images_path);
+    }
+    int largest = 0;
+    for (size_t i = 0; i < n_labels; i++) {
+        labels[i] = label_bytes[i];
+        if (label_bytes[i] > largest)
+            largest = label_bytes[i];
+    }
+    bp_free(label_bytes);
+
+    st->pixels = pixels;
+    st->labels = labels;
+    st->n = n_images;
+    st->dim = rows * cols; /* at most 4096 * 4096: the reader's limits keep it an int */
+    st->classes = largest + 1;
+    return dataset_wrap(st, out);
+}
+
+bp_status bp_dataset_from_floats(bp_dataset **out, const float *x, const int *labels, size_t n,
+                                 int dim, int classes)
+{
+    if (!out)
+        return bp_fail(BP_EINVAL, "bp_dataset_from_floats: out is NULL");
+    *out = NULL;
+    if (!x || !labels)
+        return bp_fail(BP_EINVAL, "bp_dataset_from_floats: %s is NULL", x ? "labels" : "x");
+    if (n == 0)
+        return bp_fail(BP_EINVAL, "bp_dataset_from_floats: no samples (n = 0)");
+    if (dim <= 0)
+        return bp_fail(BP_EINVAL, "bp_dataset_from_floats: dim = %d, must be positive", dim);
+    if (classes <= 0)
+        return bp_fail(BP_EINVAL, "bp_dataset_from_floats: classes = %d, must be positive",
+                       classes);
+    if (n > SIZE_MAX / sizeof(float) / (size_t)dim)
+        return bp_fail(BP_EINVAL, "bp_dataset_from_floats: %zu samples of %d floats do not fit "
+                       "in memory", n, dim);
+    for (size_t i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= classes)
+            return bp_fail(BP_EINVAL, "bp_dataset_from_floats: labels[%zu] = %d is outside "
+                           "[0, %d)", i, labels[i], classes);
+
+    ds_storage *st = storage_new();
+    float *xs = bp_alloc(n * (size_t)dim * sizeof *xs);
+    int32_t *ls = bp_alloc(n * sizeof *ls);
+    if (!st || !xs || !ls) {
+        bp_free(st);
+        bp_free(xs);
+        bp_free(ls);
+        return bp_fail(BP_ENOMEM, "cannot allocate a data set of %zu samples of %d floats", n,
+                       dim);
+    }
+    memcpy(xs, x, n * (size_t)dim * sizeof *xs);
+    for (size_t i = 0; i < n; i++)
+        ls[i] = labels[i];
+    st->floats = xs;
+    st->labels = ls;
+    st->n = n;
+    st->dim = dim;
+    st->classes = classes;
+    return dataset_wrap(st, out);
+}
+
+bp_status bp_dataset_slice(const bp_dataset *src, size_t first, size_t count, bp_dataset **out)
+{
+    if (!out)
+        return bp_fail(BP_EINVAL, "bp_dataset_slice: out is NULL");
+    *out = NULL;
+    if (!src)
+        return bp_fail(BP_EINVAL, "bp_dataset_slice: src is NULL");
+    if (count == 0)
+        return bp_fail(BP_EINVAL, "bp_dataset_slice: a slice needs at least one sample");
+    if (first > src->count || count > src->count - first)
+        return bp_fail(BP_EINVAL, "bp_dataset_slice: samples [%zu, %zu + %zu) are outside the "
+                       "%zu of the data set", first, first, count, src->count);
+    bp_dataset *ds = bp_alloc(sizeof *ds);
+    if (!ds)
+        return bp_fail(BP_ENOMEM, "cannot allocate a data set view");
+    atomic_fetch_add_explicit(&src->st->refs, 1, memory_order_relaxed);
+    ds->st = src->st;
+    ds->first = src->first + first;
+    ds->count = count;
+    *out = ds;
+    return BP_OK;
+}
+
+void bp_dataset_free(bp_dataset *ds)
+{
+    if (!ds)
+        return;
+    storage_release(ds->st);
+    bp_free(ds);
+}
+
+size_t bp_dataset_count(const bp_dataset *ds) { return ds ? ds->count : 0; }
+
+int bp_dataset_dim(const bp_dataset *ds) { return ds ? ds->st->dim : 0; }
+
+int bp_dataset_classes(const bp_dataset *ds) { return ds ? ds->st->classes : 0; }
+
+int bp_dataset_label(const bp_dataset *ds, size_t i)
+{
+    if (!ds) {
+        bp_fail(BP_EINVAL, "bp_dataset_label: ds is NULL");
+        return -1;
+    }
+    if (i >= ds->count) {
+        bp_fail(BP_EINVAL, "bp_dataset_label: sample %zu is out of range (the data set holds "
+                "%zu)", i, ds->count);
+        return -1;
+    }
+    return ds->st->labels[ds->first + i];
+}
+
+/* The hot loops, kept apart with restrict so the compiler vectorises them.
+ * dst[k] = src[k] / 255 as a multiply: 255 * (1/255.f) rounds to exactly 1.0f. */
+static void column_from_bytes(float *restrict dst, const uint8_t *restrict src, size_t dim)
+{
+    const float scale = 1.0f / 255.0f;
+    for (size_t k = 0; k < dim; k++)
+        dst[k] = (float)src[k] * scale;
+}
+
+static void column_one_hot(float *restrict dst, int n_out, int label)
+{
+    for (int k = 0; k < n_out; k++)
+        dst[k] = 0.0f;
+    dst[label] = 1.0f;
+}
+
+bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, float *x,
+                            float *y, int n_out)
+{
+    if (!ds || !x)
+        return bp_fail(BP_EINVAL, "bp_dataset_gather: %s is NULL", ds ? "x" : "ds");
+    if (batch < 0)
+        return bp_fail(BP_EINVAL, "bp_dataset_gather: batch = %d is negative", batch);
+    if (y && n_out <= 0)
+        return bp_fail(BP_EINVAL, "bp_dataset_gather: n_out = %d, must be positive", n_out);
+    if (!idx && (size_t)batch > ds->count)
+        return bp_fail(BP_EINVAL, "bp_dataset_gather: batch of %d samples but the data set "
+                       "holds %zu", batch, ds->count);
+    const ds_storage *st = ds->st;
+    const int32_t *labels = st->labels + ds->first;
+
+    /* Check everything before writing anything, so a failed call leaves x and y as they were.
+     * One pass over batch indices: nothing next to the copy below. */
+    for (int j = 0; j < batch; j++) {
+        size_t s = idx ? idx[j] : (size_t)j;
+        if (s >= ds->count)
+            return bp_fail(BP_EINVAL, "bp_dataset_gather: idx[%d] = %zu is out of range (the "
+                           "data set holds %zu samples)", j, s, ds->count);
+        if (y && labels[s] >= n_out)
+            return bp_fail(BP_EINVAL, "bp_dataset_gather: sample %zu has label %d, which "
+                           "does not fit %d outputs", s, (int)labels[s], n_out);
+    }
+
+    const size_t dim = (size_t)st->dim;
+    if (st->pixels) {
+        const uint8_t *base = st->pixels + ds->first * dim;
+        for (int j = 0; j < batch; j++) {
+            size_t s = idx ? idx[j] : (size_t)j;
+            column_from_bytes(x + (size_t)j * dim, base + s * dim, dim);
+        }
+    } else {
+        const float *base = st->floats + ds->first * dim;
+        for (int j = 0; j < batch; j++) {
+            size_t s = idx ? idx[j] : (size_t)j;
+            memcpy(x + (size_t)j * dim, base + s * dim, dim * sizeof *x);
+        }
+    }
+    if (y)
+        for (int j = 0; j < batch; j++) {
+            size_t s = idx ? idx[j] : (size_t)j;
+            column_one_hot(y + (size_t)j * (size_t)n_out, n_out, labels[s]);
+        }
+    return BP_OK;
+}

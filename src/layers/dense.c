@@ -1,0 +1,130 @@
+/*
+ * dense.c - the fully connected layer: Z = W A + b 1^T, A' = act(Z).
+ *
+ * Shapes: W n_out x n_in (ld = ldw), b n_out, inputs n_in x B, outputs and deltas n_out x B.
+ * Every product is one GEMM over the whole mini-batch.
+ */
+#include <math.h>
+#include <string.h>
+
+#include <lapacke.h>
+
+#include "layers/layer.h"
+
+static size_t dense_param_count(const bp_layer *l)
+{
+    return bp_round_floats((size_t)l->n_out * (size_t)l->n_in) + bp_round_floats((size_t)l->n_out);
+}
+
+static void dense_bind(bp_layer *l, float *params, float *grads)
+{
+    size_t wsize = bp_round_floats((size_t)l->n_out * (size_t)l->n_in);
+    l->ldw = l->n_out;
+    l->w = params;
+    l->gw = grads;
+    l->b = params + wsize;
+    l->gb = grads + wsize;
+}
+
+/* W = the orthonormal factor of a Gaussian matrix: QR of the taller of G (n_out x n_in) and its
+ * transpose, so W has orthonormal columns (n_out >= n_in) or rows (n_out < n_in). Multiplying
+ * each column of Q by the sign of R's diagonal makes the result uniformly (Haar) distributed. */
+static bp_status init_orthogonal(bp_layer *l, bp_rng *rng)
+{
+    int tall = l->n_out >= l->n_in;
+    int m = tall ? l->n_out : l->n_in; /* rows of the matrix factorised */
+    int n = tall ? l->n_in : l->n_out;
+    float *q = bp_alloc(sizeof(float) * (size_t)m * (size_t)n);
+    float *tau = bp_alloc(sizeof(float) * (size_t)n);
+    float *sign = bp_alloc(sizeof(float) * (size_t)n);
+    bp_status st = BP_OK;
+    if (!q || !tau || !sign) {
+        st = bp_fail(BP_ENOMEM, "orthogonal init: no memory for a %d x %d matrix", m, n);
+        goto out;
+    }
+    for (size_t i = 0; i < (size_t)m * (size_t)n; i++)
+        q[i] = (float)bp_rng_gaussian(rng);
+    lapack_int info = LAPACKE_sgeqrf(LAPACK_COL_MAJOR, m, n, q, m, tau);
+    if (info == 0) {
+        for (int j = 0; j < n; j++)
+            sign[j] = q[j + (size_t)j * m] < 0.0f ? -1.0f : 1.0f;
+        info = LAPACKE_sorgqr(LAPACK_COL_MAJOR, m, n, n, q, m, tau);
+    }
+    if (info != 0) {
+        st = bp_fail(BP_EINVAL, "orthogonal init: LAPACK returned %d for a %d x %d matrix",
+                     (int)info, m, n);
+        goto out;
+    }
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float v = q[i + (size_t)j * m] * sign[j];
+            if (tall)
+                l->w[i + (size_t)j * l->ldw] = v;
+            else
+                l->w[j + (size_t)i * l->ldw] = v;
+        }
+out:
+    bp_free(q);
+    bp_free(tau);
+    bp_free(sign);
+    return st;
+}
+
+static bp_status dense_init(bp_layer *l, bp_init scheme, bp_rng *rng)
+{
+    double n_in = l->n_in, n_out = l->n_out;
+    int gaussian_biases = scheme == BP_INIT_GAUSSIAN || scheme == BP_INIT_LARGE;
+    if (scheme == BP_INIT_ORTHOGONAL) {
+        bp_status st = init_orthogonal(l, rng);
+        if (st != BP_OK)
+            return st;
+    } else {
+        double scale = 1.0, bound = sqrt(6.0 / (n_in + n_out));
+        if (scheme == BP_INIT_GAUSSIAN)
+            scale = 1.0 / sqrt(n_in);
+        else if (scheme == BP_INIT_HE)
+            scale = sqrt(2.0 / n_in);
+        for (int j = 0; j < l->n_in; j++)
+            for (int i = 0; i < l->n_out; i++) {
+                double v = scheme == BP_INIT_XAVIER ? bound * (2.0 * bp_rng_uniform(rng) - 1.0)
+                                                    : scale * bp_rng_gaussian(rng);
+                l->w[i + (size_t)j * l->ldw] = (float)v;
+            }
+    }
+    for (int i = 0; i < l->n_out; i++)
+        l->b[i] = gaussian_biases ? (float)bp_rng_gaussian(rng) : 0.0f;
+    return BP_OK;
+}
+
+static void dense_forward(const bp_layer *l, const bp_backend *be, int batch, const float *in,
+                          int ldin, float *out, int ldout)
+{
+    /* Z = W A: (n_out x n_in)(n_in x B); then A' = act(Z + b 1^T) in the same pass. */
+    be->sgemm(BP_NOTRANS, BP_NOTRANS, l->n_out, batch, l->n_in, 1.0f, l->w, l->ldw, in, ldin,
+              0.0f, out, ldout);
+    be->bias_act(l->act, l->n_out, batch, l->b, out, ldout);
+}
+
+static void dense_backward(const bp_layer *l, const bp_backend *be, int batch, const float *in,
+                           int ldin, const float *d, int ldd, float *d_in, int ld_din)
+{
+    float inv_batch = 1.0f / (float)batch;
+    /* BP4: dC/dW = D A_in^T / B: (n_out x B)(B x n_in). */
+    be->sgemm(BP_NOTRANS, BP_TRANS, l->n_out, l->n_in, batch, inv_batch, d, ldd, in, ldin, 0.0f,
+              l->gw, l->ldw);
+    /* BP3: dC/db = D 1 / B. */
+    be->rowsum(l->n_out, batch, inv_batch, d, ldd, l->gb);
+    /* BP2 (before the Hadamard, which belongs to the layer below): W^T D. */
+    if (d_in)
+        be->sgemm(BP_TRANS, BP_NOTRANS, l->n_in, batch, l->n_out, 1.0f, l->w, l->ldw, d, ldd,
+                  0.0f, d_in, ld_din);
+}
+
+const bp_layer_ops bp_dense_ops = {
+    .name = "dense",
+    .param_count = dense_param_count,
+    .bind = dense_bind,
+    .init = dense_init,
+    .forward = dense_forward,
+    .backward = dense_backward,
+};

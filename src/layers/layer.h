@@ -1,0 +1,49 @@
+/*
+ * layer.h - what a layer kind provides to the net: a const ops table, and the small common
+ * struct the net fills with views into its arenas and buffers.
+ *
+ * A layer never allocates in forward or backward and never knows files, epochs or optimisers.
+ * New kinds (conv2d through im2col, maxpool, dropout, batchnorm) add a table and, where they need
+ * it, a private state; the net code does not change.
+ */
+#ifndef BP_LAYER_H
+#define BP_LAYER_H
+
+#include <stddef.h>
+
+#include "backprop.h"
+#include "core/core.h"
+#include "kernels/backend.h"
+
+typedef struct bp_layer bp_layer;
+
+typedef struct bp_layer_ops {
+    const char *name;
+    /* Floats this layer needs in the parameter arena (the gradient arena mirrors it), including
+     * padding that keeps each tensor on a cache line. */
+    size_t (*param_count)(const bp_layer *l);
+    /* Point the layer's views into the arenas at the offset the net chose. */
+    void (*bind)(bp_layer *l, float *params, float *grads);
+    /* Fill the parameters; may allocate (initialisation is not part of a training step). */
+    bp_status (*init)(bp_layer *l, bp_init scheme, bp_rng *rng);
+    /* out (n_out x batch) = act(layer(in)); in is n_in x batch. */
+    void (*forward)(const bp_layer *l, const bp_backend *be, int batch, const float *in, int ldin,
+                    float *out, int ldout);
+    /* Given d = dC/dZ of this layer (n_out x batch), overwrite the layer's gradients with the
+     * batch mean, and, if d_in is not NULL, write dC/dA_in (n_in x batch) into it. */
+    void (*backward)(const bp_layer *l, const bp_backend *be, int batch, const float *in,
+                     int ldin, const float *d, int ldd, float *d_in, int ld_din);
+} bp_layer_ops;
+
+struct bp_layer {
+    const bp_layer_ops *ops;
+    int n_in, n_out;      /* flattened sizes of the input and output columns */
+    bp_activation act;    /* applied inside forward; its derivative by the net in BP2 */
+    /* Views into the arenas (dense: W is n_out x n_in with leading dimension ldw). */
+    float *w, *b, *gw, *gb;
+    int ldw;
+};
+
+extern const bp_layer_ops bp_dense_ops;
+
+#endif

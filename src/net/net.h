@@ -1,0 +1,42 @@
+/*
+ * net.h - the layer stack, its arenas and its planned buffers. Private to the library; train/
+ * and the tests reach the batch buffers through here.
+ */
+#ifndef BP_NET_H
+#define BP_NET_H
+
+#include "core/core.h"
+#include "kernels/backend.h"
+#include "layers/layer.h"
+
+struct bp_net {
+    int n_layers;          /* weight layers */
+    int *sizes;            /* n_layers + 1 entries, input first */
+    bp_layer *layers;
+    bp_cost cost;
+    const bp_backend *be;
+
+    float *params, *grads; /* the two arenas, n_params floats each, same layout */
+    size_t n_params;
+
+    /* Planned once for max_batch columns: one block holding, for every layer, its activations
+     * A (n_out x max_batch) and deltas D (same), and the input and target batch buffers that
+     * training gathers into. Column-major with ld = rows, so a smaller batch is a column prefix. */
+    int max_batch;
+    float *buffers;
+    float **a, **d;        /* a[i], d[i]: output and delta of layers[i] */
+    float *x_batch;        /* sizes[0] x max_batch */
+    float *y_batch;        /* sizes[n_layers] x max_batch */
+};
+
+static inline int bp_net_inputs(const bp_net *net) { return net->sizes[0]; }
+static inline int bp_net_outputs(const bp_net *net) { return net->sizes[net->n_layers]; }
+static inline const float *bp_net_output(const bp_net *net) { return net->a[net->n_layers - 1]; }
+
+/* Forward and backward over `batch` columns with no argument checks and no allocation: the
+ * inner part of bp_net_gradient and bp_net_sgd_step. Returns the summed (not mean) cost. */
+double bp_net_gradient_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                                 int batch);
+void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch);
+
+#endif

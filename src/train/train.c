@@ -1,0 +1,169 @@
+/*
+ * train.c - epochs of mini-batch SGD: the seeded shuffle, the gather of each mini-batch into the
+ * net's planned buffers, validation after each epoch, and evaluation.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "loss/loss.h"
+#include "net/net.h"
+#include "optim/optim.h"
+
+enum { EVAL_BATCH = 256 };
+
+void bp_train_config_init(bp_train_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->epochs = 30;
+    cfg->batch = 10;
+    cfg->eta = 3.0f;
+    cfg->seed = 1;
+}
+
+static bp_status check_data(const bp_net *net, const bp_dataset *ds, const char *what)
+{
+    if (bp_dataset_count(ds) == 0)
+        return bp_fail(BP_EINVAL, "the %s set is empty", what);
+    if (bp_dataset_dim(ds) != bp_net_inputs(net))
+        return bp_fail(BP_EINVAL, "the network has %d inputs but the %s samples have %d values",
+                       bp_net_inputs(net), what, bp_dataset_dim(ds));
+    if (bp_dataset_classes(ds) > bp_net_outputs(net))
+        return bp_fail(BP_EINVAL, "the network has %d outputs but the %s labels go up to %d",
+                       bp_net_outputs(net), what, bp_dataset_classes(ds) - 1);
+    return BP_OK;
+}
+
+static int argmax_column(const float *a, int rows)
+{
+    int best = 0;
+    for (int i = 1; i < rows; i++)
+        if (a[i] > a[best])
+            best = i;
+    return best;
+}
+
+bp_status bp_evaluate(bp_net *net, const bp_dataset *ds, float *accuracy, double *cost)
+{
+    if (!net || !ds)
+        return bp_fail(BP_EINVAL, "bp_evaluate: network or data set is NULL");
+    bp_status st = check_data(net, ds, "evaluation");
+    if (st != BP_OK || (st = bp_net_reserve(net, EVAL_BATCH)) != BP_OK)
+        return st;
+    size_t n = bp_dataset_count(ds), correct = 0;
+    int n_out = bp_net_outputs(net);
+    double total = 0.0;
+    size_t idx[EVAL_BATCH];
+    for (size_t start = 0; start < n; start += EVAL_BATCH) {
+        int batch = n - start < EVAL_BATCH ? (int)(n - start) : EVAL_BATCH;
+        for (int j = 0; j < batch; j++)
+            idx[j] = start + (size_t)j;
+        st = bp_dataset_gather(ds, idx, batch, net->x_batch, net->y_batch, n_out);
+        if (st != BP_OK)
+            return st;
+        bp_net_forward_unchecked(net, net->x_batch, bp_net_inputs(net), batch);
+        const float *out = bp_net_output(net);
+        for (int j = 0; j < batch; j++)
+            correct += argmax_column(out + (size_t)j * n_out, n_out) ==
+                       bp_dataset_label(ds, start + (size_t)j);
+        if (cost)
+            total += bp_loss_value(net->cost, n_out, batch, out, net->y_batch, n_out);
+    }
+    if (accuracy)
+        *accuracy = (float)((double)correct / (double)n);
+    if (cost)
+        *cost = total / (double)n;
+    return BP_OK;
+}
+
+/* Fisher-Yates with the library's RNG: the same seed gives the same epoch order everywhere. */
+static void shuffle(size_t *order, size_t n, bp_rng *rng)
+{
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)bp_rng_below(rng, i);
+        size_t t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
+    }
+}
+
+bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
+                   const bp_train_config *cfg, bp_train_result *result)
+{
+    if (result) {
+        memset(result, 0, sizeof *result);
+        result->validation_accuracy = -1.0;
+    }
+    if (!net || !train || !cfg)
+        return bp_fail(BP_EINVAL, "bp_train: network, training set or configuration is NULL");
+    if (cfg->epochs < 1 || cfg->batch < 1)
+        return bp_fail(BP_EINVAL, "epochs and batch size must be at least 1 (got %d and %d)",
+                       cfg->epochs, cfg->batch);
+    if (!(cfg->eta > 0.0f) || !isfinite(cfg->eta))
+        return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", cfg->eta);
+    bp_status st = check_data(net, train, "training");
+    if (st == BP_OK && validation)
+        st = check_data(net, validation, "validation");
+    if (st == BP_OK)
+        st = bp_net_reserve(net, cfg->batch);
+    if (st != BP_OK)
+        return st;
+
+    size_t n = bp_dataset_count(train);
+    size_t *order = bp_alloc(sizeof(size_t) * n);
+    if (!order)
+        return bp_fail(BP_ENOMEM, "no memory for the order of %zu samples", n);
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    bp_rng rng;
+    bp_rng_seed(&rng, cfg->seed);
+    int n_in = bp_net_inputs(net), n_out = bp_net_outputs(net);
+    double seconds_total = 0.0;
+    float accuracy = -1.0f;
+
+    for (int epoch = 1; epoch <= cfg->epochs && st == BP_OK; epoch++) {
+        shuffle(order, n, &rng);
+        double cost = 0.0, t0 = bp_now();
+        for (size_t start = 0; start < n; start += (size_t)cfg->batch) {
+            /* Nielsen keeps the last, shorter mini-batch; so do we. */
+            int batch = n - start < (size_t)cfg->batch ? (int)(n - start) : cfg->batch;
+            st = bp_dataset_gather(train, order + start, batch, net->x_batch, net->y_batch, n_out);
+            if (st != BP_OK)
+                break;
+            double c = bp_net_gradient_unchecked(net, net->x_batch, n_in, net->y_batch, n_out,
+                                                 batch);
+            if (!isfinite(c)) {
+                st = bp_fail(BP_EDIVERGED,
+                             "the cost became %g in epoch %d at sample %zu (try a smaller eta)", c,
+                             epoch, start);
+                break;
+            }
+            bp_sgd_update(net, cfg->eta);
+            cost += c;
+        }
+        double seconds = bp_now() - t0;
+        if (st != BP_OK)
+            break;
+        seconds_total += seconds;
+        if (validation && (st = bp_evaluate(net, validation, &accuracy, NULL)) != BP_OK)
+            break;
+        if (result) {
+            result->epochs = epoch;
+            result->train_seconds = seconds_total;
+            result->samples_per_second = (double)n * epoch / seconds_total;
+            result->validation_accuracy = validation ? accuracy : -1.0;
+        }
+        bp_epoch_report report = {
+            .epoch = epoch,
+            .train_cost = cost / (double)n,
+            .validation_accuracy = validation ? accuracy : -1.0,
+            .seconds = seconds,
+            .samples_per_second = (double)n / seconds,
+        };
+        if (cfg->on_epoch && cfg->on_epoch(&report, cfg->user))
+            break;
+    }
+    bp_free(order);
+    return st;
+}

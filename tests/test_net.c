@@ -1,0 +1,313 @@
+/*
+ * test_net.c - the network as a whole: backend equivalence, determinism, configuration checks,
+ * initialisation schemes, argument errors.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backprop.h"
+#include "testutil.h"
+
+/* blas and naive differ only in the summation order inside each GEMM (relative error ~1e-7 per
+ * value, NMSE ~1e-14 per product); through a few layers the differences add, not multiply
+ * (sigmoid and tanh are contractive), so 1e-9 is a wide bound that a transposed or mis-strided
+ * product (NMSE ~1) cannot meet. */
+static const double BACKEND_NMSE = 1e-9;
+
+static bp_net *make_net(const int *sizes, int n, bp_activation hidden, bp_activation output,
+                        bp_cost cost, int max_batch, const char *backend, uint64_t seed)
+{
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.sizes = sizes;
+    cfg.n_sizes = n;
+    cfg.hidden = hidden;
+    cfg.output = output;
+    cfg.cost = cost;
+    cfg.max_batch = max_batch;
+    cfg.backend = backend;
+    cfg.seed = seed;
+    bp_net *net = NULL;
+    ck_assert_msg(bp_net_create(&net, &cfg) == BP_OK, "create: %s", bp_last_error());
+    return net;
+}
+
+static const int batches[] = {1, 7, 64, 13};
+
+START_TEST(test_backends_agree)
+{
+    const int sizes[] = {37, 33, 17, 10};
+    const bp_activation hidden = (bp_activation)(_i % 3); /* sigmoid, tanh, relu */
+    for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
+        int B = batches[bi];
+        bp_net *blas = make_net(sizes, 4, hidden, BP_ACT_SOFTMAX, BP_COST_LOG_LIKELIHOOD, B,
+                                "blas", 77);
+        bp_net *naive = make_net(sizes, 4, hidden, BP_ACT_SOFTMAX, BP_COST_LOG_LIKELIHOOD, B,
+                                 "naive", 77);
+        size_t n;
+        float *pb = bp_net_params(blas, &n), *pn = bp_net_params(naive, NULL);
+        ck_assert_mem_eq(pb, pn, n * sizeof(float)); /* same seed, same parameters */
+
+        float *x = malloc(sizeof(float) * 37 * B), *y = calloc(10 * (size_t)B, sizeof(float));
+        uint64_t seed = 3 + (uint64_t)B;
+        bp_test_fill(x, 37 * (size_t)B, 0, 1, &seed);
+        for (int s = 0; s < B; s++)
+            y[s * 10 + (s * 7) % 10] = 1;
+        float *ob = malloc(sizeof(float) * 10 * B), *on = malloc(sizeof(float) * 10 * B);
+        ck_assert_int_eq(bp_net_forward(blas, x, 37, B, ob, 10), BP_OK);
+        ck_assert_int_eq(bp_net_forward(naive, x, 37, B, on, 10), BP_OK);
+        double e = bp_test_nmse(ob, on, 10 * (size_t)B);
+        ck_assert_msg(e < BACKEND_NMSE, "B=%d outputs nmse %g", B, e);
+
+        double cb, cn;
+        ck_assert_int_eq(bp_net_gradient(blas, x, 37, y, 10, B, &cb), BP_OK);
+        ck_assert_int_eq(bp_net_gradient(naive, x, 37, y, 10, B, &cn), BP_OK);
+        ck_assert_double_eq_tol(cb, cn, 1e-5 * fabs(cn));
+        for (int l = 1; l <= 3; l++) {
+            int rows, cols, ld;
+            bp_net_weights(blas, l, &rows, &cols, &ld);
+            e = bp_test_nmse(bp_net_weight_grads(blas, l), bp_net_weight_grads(naive, l),
+                             (size_t)ld * cols);
+            ck_assert_msg(e < BACKEND_NMSE, "B=%d layer %d dW nmse %g", B, l, e);
+            e = bp_test_nmse(bp_net_bias_grads(blas, l), bp_net_bias_grads(naive, l),
+                             (size_t)rows);
+            ck_assert_msg(e < BACKEND_NMSE, "B=%d layer %d db nmse %g", B, l, e);
+        }
+        free(x), free(y), free(ob), free(on);
+        bp_net_free(blas);
+        bp_net_free(naive);
+    }
+}
+END_TEST
+
+/* Same seed, backend and one thread: bit-identical parameters after training. */
+START_TEST(test_training_is_deterministic)
+{
+    bp_set_threads(1);
+    const int sizes[] = {20, 16, 4};
+    float x[20 * 200];
+    int labels[200];
+    uint64_t seed = 11;
+    bp_test_fill(x, sizeof x / sizeof *x, 0, 1, &seed);
+    for (int i = 0; i < 200; i++)
+        labels[i] = (x[i * 20] > 0.5f) + 2 * (x[i * 20 + 1] > 0.5f);
+    bp_dataset *ds;
+    ck_assert_int_eq(bp_dataset_from_floats(&ds, x, labels, 200, 20, 4), BP_OK);
+    float *runs[3];
+    size_t n = 0;
+    for (int r = 0; r < 3; r++) {
+        bp_net *net = make_net(sizes, 3, BP_ACT_TANH, BP_ACT_SOFTMAX, BP_COST_LOG_LIKELIHOOD, 10,
+                               r == 2 ? "naive" : "blas", 5);
+        bp_train_config tc;
+        bp_train_config_init(&tc);
+        tc.epochs = 3;
+        tc.eta = 0.3f;
+        tc.seed = 8;
+        ck_assert_int_eq(bp_train(net, ds, NULL, &tc, NULL), BP_OK);
+        float *p = bp_net_params(net, &n);
+        runs[r] = malloc(n * sizeof(float));
+        memcpy(runs[r], p, n * sizeof(float));
+        bp_net_free(net);
+    }
+    ck_assert_mem_eq(runs[0], runs[1], n * sizeof(float));
+    /* The other backend trains to nearly the same place (not bit-identical: summation order). */
+    ck_assert_msg(bp_test_nmse(runs[2], runs[0], n) < 1e-6, "naive vs blas after training");
+    /* A different shuffle seed gives a different run, so the equality above is not vacuous. */
+    bp_net *net = make_net(sizes, 3, BP_ACT_TANH, BP_ACT_SOFTMAX, BP_COST_LOG_LIKELIHOOD, 10,
+                           "blas", 5);
+    bp_train_config tc;
+    bp_train_config_init(&tc);
+    tc.epochs = 3;
+    tc.eta = 0.3f;
+    tc.seed = 9;
+    ck_assert_int_eq(bp_train(net, ds, NULL, &tc, NULL), BP_OK);
+    ck_assert(memcmp(bp_net_params(net, NULL), runs[0], n * sizeof(float)) != 0);
+    bp_net_free(net);
+    for (int r = 0; r < 3; r++)
+        free(runs[r]);
+    bp_dataset_free(ds);
+    bp_set_threads(0);
+}
+END_TEST
+
+START_TEST(test_bad_configurations_are_refused)
+{
+    bp_net_config cfg;
+    bp_net *net = (bp_net *)&cfg; /* must be reset to NULL on failure */
+    const int ok[] = {4, 3, 2}, zero[] = {4, 0, 2};
+    bp_net_config_init(&cfg);
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_EINVAL); /* no sizes */
+    ck_assert_ptr_null(net);
+    cfg.sizes = zero;
+    cfg.n_sizes = 3;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_EINVAL);
+    ck_assert_ptr_nonnull(strstr(bp_last_error(), "layer 1 has 0 neurons"));
+    cfg.sizes = ok;
+    cfg.n_sizes = 1;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_EINVAL);
+    cfg.n_sizes = 3;
+    cfg.hidden = BP_ACT_SOFTMAX;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_EINVAL);
+    cfg.hidden = BP_ACT_SIGMOID;
+    cfg.output = BP_ACT_TANH;
+    cfg.cost = BP_COST_CROSS_ENTROPY;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_EINVAL);
+    ck_assert_ptr_nonnull(strstr(bp_last_error(), "cross-entropy"));
+    cfg.cost = BP_COST_LOG_LIKELIHOOD;
+    cfg.output = BP_ACT_RELU;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_EINVAL);
+    cfg.cost = BP_COST_QUADRATIC; /* quadratic takes any output */
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_OK);
+    bp_net_free(net);
+    cfg.backend = "gpu";
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_EINVAL);
+    ck_assert_ptr_nonnull(strstr(bp_last_error(), "gpu"));
+    cfg.backend = NULL;
+    cfg.max_batch = 0;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_EINVAL);
+    ck_assert_int_eq(bp_net_create(NULL, &cfg), BP_EINVAL);
+    ck_assert_str_eq(bp_status_str(BP_EFORMAT), "bad file format");
+    ck_assert_str_eq(bp_status_str((bp_status)999), "unknown status");
+}
+END_TEST
+
+START_TEST(test_bad_calls_are_refused)
+{
+    const int sizes[] = {4, 3, 2};
+    bp_net *net = make_net(sizes, 3, BP_ACT_SIGMOID, BP_ACT_SIGMOID, BP_COST_QUADRATIC, 4,
+                           "blas", 1);
+    float x[4 * 8] = {0}, y[2 * 8] = {0};
+    ck_assert_int_eq(bp_net_forward(net, x, 3, 1, NULL, 0), BP_EINVAL); /* ldx < 4 */
+    ck_assert_ptr_nonnull(strstr(bp_last_error(), "expects 4"));
+    ck_assert_int_eq(bp_net_forward(net, x, 4, 0, NULL, 0), BP_EINVAL);
+    ck_assert_int_eq(bp_net_gradient(net, x, 4, y, 1, 2, NULL), BP_EINVAL); /* ldy < 2 */
+    ck_assert_int_eq(bp_net_sgd_step(net, x, 4, y, 2, 8, 0.1f, NULL), BP_EINVAL); /* > planned */
+    ck_assert_int_eq(bp_net_sgd_step(net, x, 4, y, 2, 2, NAN, NULL), BP_EINVAL);
+    ck_assert_int_eq(bp_net_sgd_step(net, x, 4, y, 2, 2, -1.0f, NULL), BP_EINVAL);
+    ck_assert_int_eq(bp_net_set_backend(net, "nope"), BP_EINVAL);
+    ck_assert_int_eq(bp_net_set_backend(net, "naive"), BP_OK);
+    ck_assert_str_eq(bp_net_backend(net), "naive");
+    /* forward with a larger batch reserves instead of failing */
+    ck_assert_int_eq(bp_net_forward(net, x, 4, 8, NULL, 0), BP_OK);
+    ck_assert_int_eq(bp_net_sgd_step(net, x, 4, y, 2, 8, 0.1f, NULL), BP_OK);
+    ck_assert_ptr_null(bp_net_weights(net, 0, NULL, NULL, NULL));
+    ck_assert_ptr_null(bp_net_weights(net, 3, NULL, NULL, NULL));
+    bp_net_free(net);
+}
+END_TEST
+
+/* Sample statistics of each scheme against its stated distribution; for 200x300 weights the
+ * sample variance is within a few percent of the true one. */
+START_TEST(test_init_schemes)
+{
+    const int sizes[] = {300, 200, 100};
+    for (int scheme = 0; scheme < BP_INIT_COUNT; scheme++) {
+        bp_net_config cfg;
+        bp_net_config_init(&cfg);
+        cfg.sizes = sizes;
+        cfg.n_sizes = 3;
+        cfg.init = (bp_init)scheme;
+        bp_net *net;
+        ck_assert_int_eq(bp_net_create(&net, &cfg), BP_OK);
+        int rows, cols, ld;
+        const float *w = bp_net_weights(net, 1, &rows, &cols, &ld);
+        const float *b = bp_net_biases(net, 1);
+        double sum = 0, sq = 0, bsq = 0;
+        for (int j = 0; j < cols; j++)
+            for (int i = 0; i < rows; i++)
+                sum += w[i + j * ld], sq += (double)w[i + j * ld] * w[i + j * ld];
+        for (int i = 0; i < rows; i++)
+            bsq += (double)b[i] * b[i];
+        double n = (double)rows * cols, var = sq / n - (sum / n) * (sum / n);
+        double want = scheme == BP_INIT_GAUSSIAN ? 1.0 / 300
+                      : scheme == BP_INIT_LARGE  ? 1.0
+                      : scheme == BP_INIT_XAVIER ? 2.0 / 500 /* (2b)^2/12 with b^2 = 6/500 */
+                      : scheme == BP_INIT_HE     ? 2.0 / 300
+                                                 : 1.0 / 300; /* orthonormal rows of length 1 */
+        ck_assert_msg(fabs(var / want - 1) < 0.05, "%s: variance %g, want %g",
+                      bp_init_name(scheme), var, want);
+        if (scheme == BP_INIT_GAUSSIAN || scheme == BP_INIT_LARGE)
+            ck_assert_msg(fabs(bsq / rows - 1) < 0.3, "%s: bias variance %g",
+                          bp_init_name(scheme), bsq / rows);
+        else
+            ck_assert_double_eq(bsq, 0);
+        if (scheme == BP_INIT_ORTHOGONAL) { /* 200 x 300: W W^T = I */
+            double worst = 0;
+            for (int p = 0; p < rows; p++)
+                for (int q = 0; q <= p; q++) {
+                    double dot = 0;
+                    for (int j = 0; j < cols; j++)
+                        dot += (double)w[p + j * ld] * w[q + j * ld];
+                    worst = fmax(worst, fabs(dot - (p == q)));
+                }
+            ck_assert_msg(worst < 1e-4, "W W^T deviates from I by %g", worst);
+        }
+        bp_net_free(net);
+    }
+}
+END_TEST
+
+START_TEST(test_orthogonal_tall)
+{
+    const int sizes[] = {20, 50, 3};
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.sizes = sizes;
+    cfg.n_sizes = 3;
+    cfg.init = BP_INIT_ORTHOGONAL;
+    bp_net *net;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_OK);
+    int rows, cols, ld;
+    const float *w = bp_net_weights(net, 1, &rows, &cols, &ld); /* 50 x 20: W^T W = I */
+    for (int p = 0; p < cols; p++)
+        for (int q = 0; q < cols; q++) {
+            double dot = 0;
+            for (int i = 0; i < rows; i++)
+                dot += (double)w[i + p * ld] * w[i + q * ld];
+            ck_assert_double_eq_tol(dot, p == q, 1e-5);
+        }
+    bp_net_free(net);
+}
+END_TEST
+
+START_TEST(test_names_round_trip)
+{
+    for (int a = 0; a < BP_ACT_COUNT; a++) {
+        bp_activation got;
+        ck_assert_int_eq(bp_activation_parse(bp_activation_name(a), &got), BP_OK);
+        ck_assert_int_eq(got, a);
+    }
+    for (int c = 0; c < BP_COST_COUNT; c++) {
+        bp_cost got;
+        ck_assert_int_eq(bp_cost_parse(bp_cost_name(c), &got), BP_OK);
+        ck_assert_int_eq(got, c);
+    }
+    for (int i = 0; i < BP_INIT_COUNT; i++) {
+        bp_init got;
+        ck_assert_int_eq(bp_init_parse(bp_init_name(i), &got), BP_OK);
+        ck_assert_int_eq(got, i);
+    }
+    bp_cost c;
+    ck_assert_int_eq(bp_cost_parse("entropy", &c), BP_EINVAL);
+    ck_assert_ptr_nonnull(strstr(bp_last_error(), "entropy"));
+}
+END_TEST
+
+static Suite *net_suite(void)
+{
+    Suite *s = suite_create("net");
+    TCase *tc = tcase_create("net");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_backends_agree, 0, 3);
+    tcase_add_test(tc, test_training_is_deterministic);
+    tcase_add_test(tc, test_bad_configurations_are_refused);
+    tcase_add_test(tc, test_bad_calls_are_refused);
+    tcase_add_test(tc, test_init_schemes);
+    tcase_add_test(tc, test_orthogonal_tall);
+    tcase_add_test(tc, test_names_round_trip);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return bp_test_main(net_suite()); }
