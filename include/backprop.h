@@ -221,7 +221,9 @@ BP_API void bp_dataset_free(bp_dataset *ds);
 
 BP_API size_t bp_dataset_count(const bp_dataset *ds);
 BP_API int bp_dataset_dim(const bp_dataset *ds);     /* inputs per sample: 784 for MNIST */
-BP_API int bp_dataset_classes(const bp_dataset *ds); /* 1 + the largest label */
+/* Classes: 1 + the largest label of a loaded file, the count given to bp_dataset_from_floats,
+ * and for a slice its parent's (so a slice lacking a digit keeps the full output width). */
+BP_API int bp_dataset_classes(const bp_dataset *ds);
 BP_API int bp_dataset_label(const bp_dataset *ds, size_t i);
 
 /* Gather samples idx[0..batch) as float columns into x (dim x batch, ld = dim) and, if y is

@@ -52,8 +52,7 @@ static uint32_t be32(const unsigned char *p)
 
 static bp_status idx_open(idx_file *f, const char *path)
 {
-    f->path = path;
-    f->gz = NULL;
+    *f = (idx_file){.path = path};
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return bp_fail(BP_EIO, "%s: cannot open: %s", path, strerror(errno));
@@ -77,7 +76,6 @@ static bp_status idx_open(idx_file *f, const char *path)
     }
     /* Larger than zlib's 8 KiB default: fewer read calls on a 47 MB file. */
     gzbuffer(f->gz, 1u << 17);
-    f->raw = 0;
     return BP_OK;
 }
 
@@ -244,8 +242,8 @@ static bp_status read_payload(idx_file *f, const idx_kind *kind, const uint32_t 
     char what[96];
     describe(what, sizeof what, kind, dims);
     if (have < payload) {
-        /* Only a gzip file gets here: a raw file's length was checked. A raw file that shrank
-         * while we read it is an I/O problem rather than a format one. */
+        /* A gzip file whose header lies. A raw file gets here only if it shrank while we read
+         * it (its length was checked): an I/O problem rather than a format one. */
         st = bp_fail(f->raw ? BP_EIO : BP_EFORMAT, "%s: header says %s (%zu + %zu bytes) but "
                      "the %s holds %zu bytes", f->path, what, header_bytes, payload,
                      f->raw ? "file now" : "decompressed data", header_bytes + have);

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite on a fresh Debian 12 machine: install what it needs, fetch
+# real MNIST, build and run every suite (fast and slow) in a release build, then again in an
+# address+undefined sanitizer build. Ends with the line `tests: N passed, M failed`, counting
+# every meson test of both builds.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh || exit 1
+BACKPROP_MNIST_DIR=$(scripts/fetch-mnist.sh | tail -n 1) || exit 1
+export BACKPROP_MNIST_DIR
+
+# A build that does not configure or compile counts as one failure (its tests never ran).
+failed_builds=0
+run_build() { # dir, meson options...
+    local dir=$1
+    shift
+    rm -f "$dir/meson-logs/testlog.json"
+    if [[ ! -f $dir/build.ninja ]] && ! meson setup "$dir" "$@"; then
+        failed_builds=$((failed_builds + 1))
+        return
+    fi
+    if ! meson compile -C "$dir"; then
+        failed_builds=$((failed_builds + 1))
+        return
+    fi
+    meson test -C "$dir" --print-errorlogs --num-processes 2
+}
+
+run_build build --buildtype=release
+# UBSan reports are made fatal so undefined behaviour fails the test that hit it.
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+    run_build build-sanitize --buildtype=debugoptimized -Db_sanitize=address,undefined \
+    -Db_lundef=false
+
+# Count the results meson recorded for both builds.
+python3 - "$failed_builds" <<'PY'
+import json, sys
+passed = failed = 0
+for d in ("build", "build-sanitize"):
+    try:
+        lines = open(f"{d}/meson-logs/testlog.json").read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL", "SKIP"):
+            passed += r != "SKIP"
+        else:
+            failed += 1
+failed += int(sys.argv[1])
+print(f"tests: {passed} passed, {failed} failed")
+sys.exit(1 if failed or passed == 0 else 0)
+PY
