@@ -192,8 +192,10 @@ BP_API bp_status bp_net_forward(bp_net *net, const float *x, int ldx, int batch,
 BP_API bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, double *cost);
 
-/* One step of mini-batch SGD: bp_net_gradient, then params -= eta * grads. batch must not
- * exceed the planned size: the step never allocates. */
+/* One step of mini-batch SGD: params -= eta * (mean gradient), the gradient being that of
+ * bp_net_gradient. The update is fused into the weight-gradient GEMM, so the gradient arena is
+ * NOT written (its contents are unspecified afterwards). *cost is the batch's mean cost before
+ * the step. batch must not exceed the planned size: the step never allocates. */
 BP_API bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, float eta, double *cost);
 

@@ -294,6 +294,41 @@ START_TEST(test_names_round_trip)
 }
 END_TEST
 
+
+/* The SGD step folds the update into BP4's GEMM (W = W - eta/B D A^T): it must land where the
+ * unfused gradient and an explicit update land. Float rounding differs only in where the
+ * update is added, so agreement to 1e-6 relative per parameter is expected. */
+START_TEST(test_fused_sgd_step_matches_gradient_update)
+{
+    const int sizes[] = {13, 9, 7, 4};
+    for (int be = 0; be < bp_backend_count(); be++) {
+        bp_net *net = make_net(sizes, 4, BP_ACT_TANH, BP_ACT_SIGMOID, BP_COST_CROSS_ENTROPY, 6,
+                               bp_backend_name(be), 21);
+        float x[13 * 6], y[4 * 6] = {0};
+        uint64_t seed = 17;
+        bp_test_fill(x, 13 * 6, -1, 1, &seed);
+        for (int s = 0; s < 6; s++)
+            y[s * 4 + s % 4] = 1;
+        size_t n;
+        float *p = bp_net_params(net, &n);
+        float *expected = malloc(n * sizeof(float));
+        double c_grad, c_step;
+        ck_assert_int_eq(bp_net_gradient(net, x, 13, y, 4, 6, &c_grad), BP_OK);
+        const float *g = bp_net_grads(net, NULL);
+        for (size_t i = 0; i < n; i++)
+            expected[i] = p[i] - 0.7f * g[i];
+        ck_assert_int_eq(bp_net_sgd_step(net, x, 13, y, 4, 6, 0.7f, &c_step), BP_OK);
+        ck_assert_double_eq(c_grad, c_step); /* the cost is of the parameters before the step */
+        double worst = 0;
+        for (size_t i = 0; i < n; i++)
+            worst = fmax(worst, fabs(p[i] - expected[i]) / fmax(1e-3, fabs(expected[i])));
+        ck_assert_msg(worst < 1e-5, "%s: fused step differs by %g", bp_backend_name(be), worst);
+        free(expected);
+        bp_net_free(net);
+    }
+}
+END_TEST
+
 static Suite *net_suite(void)
 {
     Suite *s = suite_create("net");
@@ -301,6 +336,7 @@ static Suite *net_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_backends_agree, 0, 3);
     tcase_add_test(tc, test_training_is_deterministic);
+    tcase_add_test(tc, test_fused_sgd_step_matches_gradient_update);
     tcase_add_test(tc, test_bad_configurations_are_refused);
     tcase_add_test(tc, test_bad_calls_are_refused);
     tcase_add_test(tc, test_init_schemes);

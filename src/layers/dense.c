@@ -106,18 +106,29 @@ static void dense_forward(const bp_layer *l, const bp_backend *be, int batch, co
 }
 
 static void dense_backward(const bp_layer *l, const bp_backend *be, int batch, const float *in,
-                           int ldin, const float *d, int ldd, float *d_in, int ld_din)
+                           int ldin, const float *d, int ldd, float *d_in, int ld_din,
+                           const bp_fused_step *step)
 {
     float inv_batch = 1.0f / (float)batch;
-    /* BP4: dC/dW = D A_in^T / B: (n_out x B)(B x n_in). */
-    be->sgemm(BP_NOTRANS, BP_TRANS, l->n_out, l->n_in, batch, inv_batch, d, ldd, in, ldin, 0.0f,
-              l->gw, l->ldw);
-    /* BP3: dC/db = D 1 / B. */
-    be->rowsum(l->n_out, batch, inv_batch, d, ldd, l->gb);
-    /* BP2 (before the Hadamard, which belongs to the layer below): W^T D. */
+    /* BP2 (before the Hadamard, which belongs to the layer below): W^T D, taken before any
+     * fused update changes W. */
     if (d_in)
         be->sgemm(BP_TRANS, BP_NOTRANS, l->n_in, batch, l->n_out, 1.0f, l->w, l->ldw, d, ldd,
                   0.0f, d_in, ld_din);
+    /* BP3: dC/db = D 1 / B, into the gradient arena (n_out floats; the fused path only borrows
+     * it as scratch and adds it to b at once). */
+    be->rowsum(l->n_out, batch, inv_batch, d, ldd, l->gb);
+    if (!step) {
+        /* BP4: dC/dW = D A_in^T / B: (n_out x B)(B x n_in). */
+        be->sgemm(BP_NOTRANS, BP_TRANS, l->n_out, l->n_in, batch, inv_batch, d, ldd, in, ldin,
+                  0.0f, l->gw, l->ldw);
+        return;
+    }
+    /* BP4 and the update in one GEMM: W = decay W + (scale / B) D A_in^T, so the weight
+     * gradient is never written to memory and read back. */
+    be->sgemm(BP_NOTRANS, BP_TRANS, l->n_out, l->n_in, batch, step->scale * inv_batch, d, ldd, in,
+              ldin, step->decay, l->w, l->ldw);
+    be->axpy((size_t)l->n_out, step->scale, l->gb, l->b);
 }
 
 const bp_layer_ops bp_dense_ops = {

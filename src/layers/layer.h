@@ -17,6 +17,15 @@
 
 typedef struct bp_layer bp_layer;
 
+/* An update folded into BP4's GEMM: p = decay * p + scale * (mean gradient). Plain SGD is
+ * {scale = -eta, decay = 1}; L2 weight decay will be decay = 1 - eta * lambda / n (applied to
+ * weights, not biases). It serves any rule that needs no per-parameter state; momentum and
+ * Adam read the gradient arena instead. */
+typedef struct bp_fused_step {
+    float scale;
+    float decay;
+} bp_fused_step;
+
 typedef struct bp_layer_ops {
     const char *name;
     /* Floats this layer needs in the parameter arena (the gradient arena mirrors it), including
@@ -29,11 +38,15 @@ typedef struct bp_layer_ops {
     /* out (n_out x batch) = act(layer(in)); in is n_in x batch. */
     void (*forward)(const bp_layer *l, const bp_backend *be, int batch, const float *in, int ldin,
                     float *out, int ldout);
-    /* Given d = dC/dZ of this layer (n_out x batch), overwrite the layer's gradients with the
-     * batch mean, and, if d_in is not NULL, write dC/dA_in (n_in x batch) into it. */
+    /* Given d = dC/dZ of this layer (n_out x batch): if d_in is not NULL, write dC/dA_in
+     * (n_in x batch) into it (from the parameters as they were on entry); then either overwrite
+     * the layer's gradients with the batch mean (step == NULL), or apply `step` to the
+     * parameters directly, leaving the gradient arena as it was. */
     void (*backward)(const bp_layer *l, const bp_backend *be, int batch, const float *in,
-                     int ldin, const float *d, int ldd, float *d_in, int ld_din);
+                     int ldin, const float *d, int ldd, float *d_in, int ld_din,
+                     const bp_fused_step *step);
 } bp_layer_ops;
+
 
 struct bp_layer {
     const bp_layer_ops *ops;

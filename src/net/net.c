@@ -242,8 +242,8 @@ void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch)
     }
 }
 
-double bp_net_gradient_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                                 int batch)
+double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                                 int batch, const bp_fused_step *step)
 {
     bp_net_forward_unchecked(net, x, ldx, batch);
     int L = net->n_layers;
@@ -257,7 +257,7 @@ double bp_net_gradient_unchecked(bp_net *net, const float *x, int ldx, const flo
         int ldin = i == 0 ? ldx : l->n_in;
         /* The input layer has no delta to propagate into: skip its BP2. */
         float *d_in = i == 0 ? NULL : net->d[i - 1];
-        l->ops->backward(l, net->be, batch, in, ldin, net->d[i], l->n_out, d_in, l->n_in);
+        l->ops->backward(l, net->be, batch, in, ldin, net->d[i], l->n_out, d_in, l->n_in, step);
         if (d_in) {
             const bp_layer *below = &net->layers[i - 1];
             net->be->act_bwd_hadamard(below->act, below->n_out, batch, net->a[i - 1],
@@ -319,7 +319,7 @@ bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, 
         st = check_targets(net, y, ldy, batch);
     if (st != BP_OK)
         return st;
-    double c = bp_net_gradient_unchecked(net, x, ldx, y, ldy, batch) / batch;
+    double c = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL) / batch;
     if (cost)
         *cost = c;
     return BP_OK;
@@ -335,8 +335,7 @@ bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, 
         return st;
     if (!(eta > 0.0f) || !isfinite(eta))
         return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", eta);
-    double c = bp_net_gradient_unchecked(net, x, ldx, y, ldy, batch) / batch;
-    bp_sgd_update(net, eta);
+    double c = bp_sgd_step_unchecked(net, x, ldx, y, ldy, batch, eta) / batch;
     if (cost)
         *cost = c;
     return BP_OK;

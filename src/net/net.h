@@ -34,9 +34,11 @@ static inline int bp_net_outputs(const bp_net *net) { return net->sizes[net->n_l
 static inline const float *bp_net_output(const bp_net *net) { return net->a[net->n_layers - 1]; }
 
 /* Forward and backward over `batch` columns with no argument checks and no allocation: the
- * inner part of bp_net_gradient and bp_net_sgd_step. Returns the summed (not mean) cost. */
-double bp_net_gradient_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                                 int batch);
+ * inner part of bp_net_gradient and bp_net_sgd_step. With step == NULL the gradient arena is
+ * overwritten with the mean gradient; otherwise the step is fused into BP4 and applied to the
+ * parameters directly. Returns the summed (not mean) cost of the batch before any update. */
+double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                                 int batch, const bp_fused_step *step);
 void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch);
 
 #endif

@@ -7,8 +7,10 @@
 
 #include "net/net.h"
 
-/* Plain SGD: params -= eta * grads (the grads already hold the batch mean, so this is Nielsen's
- * W -= eta/B sum_x dC_x/dW). */
-void bp_sgd_update(bp_net *net, float eta);
+/* One plain SGD step, params -= eta * (mean gradient), which is Nielsen's
+ * W -= eta/B sum_x dC_x/dW. Plain SGD keeps no state, so the update is fused into BP4's GEMM
+ * and the gradient arena is not written. Returns the summed cost before the update. */
+double bp_sgd_step_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                             int batch, float eta);
 
 #endif

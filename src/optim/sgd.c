@@ -1,7 +1,9 @@
-/* sgd.c - the plain stochastic gradient descent update over the whole arena. */
+/* sgd.c - plain stochastic gradient descent, fused into backpropagation. */
 #include "optim/optim.h"
 
-void bp_sgd_update(bp_net *net, float eta)
+double bp_sgd_step_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                             int batch, float eta)
 {
-    net->be->axpy(net->n_params, -eta, net->grads, net->params);
+    const bp_fused_step step = {.scale = -eta, .decay = 1.0f};
+    return bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, &step);
 }

@@ -131,15 +131,14 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
             st = bp_dataset_gather(train, order + start, batch, net->x_batch, net->y_batch, n_out);
             if (st != BP_OK)
                 break;
-            double c = bp_net_gradient_unchecked(net, net->x_batch, n_in, net->y_batch, n_out,
-                                                 batch);
+            double c = bp_sgd_step_unchecked(net, net->x_batch, n_in, net->y_batch, n_out,
+                                             batch, cfg->eta);
             if (!isfinite(c)) {
                 st = bp_fail(BP_EDIVERGED,
                              "the cost became %g in epoch %d at sample %zu (try a smaller eta)", c,
                              epoch, start);
                 break;
             }
-            bp_sgd_update(net, cfg->eta);
             cost += c;
         }
         double seconds = bp_now() - t0;

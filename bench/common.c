@@ -1,0 +1,107 @@
+/* common.c - timing, the report header and the sgemm roofline for the benchmark programs. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "commit.h"
+#include "common.h"
+
+double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+bench_stats bench_time(void (*fn)(void *), void *arg, int warmup, int reps)
+{
+    for (int i = 0; i < warmup; i++)
+        fn(arg);
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    for (int i = 0; i < reps; i++) {
+        double t0 = bench_now();
+        fn(arg);
+        t[i] = bench_now() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp_double);
+    bench_stats s = {.median = t[reps / 2], .best = t[0], .reps = reps};
+    free(t);
+    return s;
+}
+
+const char *bench_cpu_name(void)
+{
+    static char name[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return name;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *colon = strchr(line, ':');
+            if (colon) {
+                colon += colon[1] == ' ' ? 2 : 1;
+                colon[strcspn(colon, "\n")] = 0;
+                snprintf(name, sizeof name, "%s", colon);
+            }
+            break;
+        }
+    }
+    fclose(f);
+    return name;
+}
+
+/* The OpenBLAS version is the second word of its config string ("OpenBLAS 0.3.21 DYNAMIC_ARCH
+ * ..."). */
+static void openblas_version(char *out, size_t size)
+{
+    const char *cfg = openblas_get_config();
+    const char *sp = cfg ? strchr(cfg, ' ') : NULL;
+    snprintf(out, size, "%.*s", sp ? (int)strcspn(sp + 1, " ") : 7, sp ? sp + 1 : "unknown");
+}
+
+void bench_header(FILE *out, int json, const char *threads_desc)
+{
+    char version[64];
+    openblas_version(version, sizeof version);
+    if (json)
+        fprintf(out,
+                "{\"cpu\": \"%s\", \"openblas\": \"%s\", \"openblas_core\": \"%s\", "
+                "\"threads\": \"%s\", \"commit\": \"%s\"}",
+                bench_cpu_name(), version, openblas_get_corename(), threads_desc, BP_COMMIT);
+    else
+        fprintf(out, "# cpu %s | openblas %s core %s | threads %s | commit %s\n",
+                bench_cpu_name(), version, openblas_get_corename(), threads_desc, BP_COMMIT);
+}
+
+static float *roof_a, *roof_b, *roof_c;
+enum { ROOF_N = 2048 };
+
+static void roof_gemm(void *arg)
+{
+    (void)arg;
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ROOF_N, ROOF_N, ROOF_N, 1.0f, roof_a,
+                ROOF_N, roof_b, ROOF_N, 0.0f, roof_c, ROOF_N);
+}
+
+double bench_roofline_gflops(void)
+{
+    size_t n = (size_t)ROOF_N * ROOF_N;
+    if (!roof_a) {
+        roof_a = aligned_alloc(64, n * sizeof(float));
+        roof_b = aligned_alloc(64, n * sizeof(float));
+        roof_c = aligned_alloc(64, n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            roof_a[i] = roof_b[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    }
+    bench_stats s = bench_time(roof_gemm, NULL, 1, 5);
+    return 2.0 * ROOF_N * ROOF_N * ROOF_N / s.best * 1e-9;
+}

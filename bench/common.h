@@ -1,0 +1,32 @@
+/*
+ * common.h - what the benchmark programs share: timing statistics, the report header (CPU,
+ * OpenBLAS version and core, threads, commit) and small output helpers.
+ */
+#ifndef BP_BENCH_COMMON_H
+#define BP_BENCH_COMMON_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* Seconds on CLOCK_MONOTONIC. */
+double bench_now(void);
+
+typedef struct bench_stats {
+    double median, best; /* seconds per repetition */
+    int reps;
+} bench_stats;
+
+/* Time fn(arg) `reps` times after `warmup` untimed calls. */
+bench_stats bench_time(void (*fn)(void *), void *arg, int warmup, int reps);
+
+/* One line naming the machine and the libraries: "# cpu ... | openblas 0.3.21 core Cooperlake |
+ * threads 2 | commit abc123". In JSON mode, the same fields as a JSON object (no newline). */
+void bench_header(FILE *out, int json, const char *threads_desc);
+
+/* The CPU model name from /proc/cpuinfo, or "unknown". */
+const char *bench_cpu_name(void);
+
+/* sgemm roofline: GFLOPS of one 2048^3 cblas_sgemm (best of a few) with the current threads. */
+double bench_roofline_gflops(void);
+
+#endif

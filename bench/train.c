@@ -1,0 +1,390 @@
+/*
+ * train.c - epoch times of real training against the GEMM floor and the sgemm roofline, all
+ * measured in one process so every ratio compares like with like on a noisy machine.
+ *
+ * For each net, thread count and batch size B it reports:
+ *   epoch     seconds for 60,000 samples of bp_train (shuffle, gather, forward, BP, update);
+ *   floor     seconds for only the GEMM calls that same step makes, same shapes and threads,
+ *             for the same number of steps: what a perfect implementation would still pay;
+ *   x floor   epoch / floor;
+ *   GFLOPS    true training FLOPs (no BP2 into the input layer) per second, and % of the 2048^3
+ *             sgemm roofline for that thread count.
+ * Plus, for [784,100,10]: the naive backend (on a slice, scaled, marked), and a per-sample
+ * baseline that runs each sample alone through matrix-vector products and accumulates, as
+ * Nielsen's network.py does, to show what batching buys.
+ *
+ * Data: real MNIST when scripts/fetch-mnist.sh has put it in place, else random bytes of the
+ * same shape (the arithmetic does not depend on the values).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "backprop.h"
+#include "common.h"
+
+enum { EPOCH = 60000, MAX_NET = 8 };
+
+typedef struct net_spec {
+    const char *name;
+    int sizes[MAX_NET];
+    int n;
+    bp_activation hidden, output;
+    bp_cost cost;
+} net_spec;
+
+static const net_spec nets[] = {
+    {"784-100-10", {784, 100, 10}, 3, BP_ACT_SIGMOID, BP_ACT_SIGMOID, BP_COST_CROSS_ENTROPY},
+    {"784-1024-1024-10", {784, 1024, 1024, 10}, 4, BP_ACT_RELU, BP_ACT_SOFTMAX,
+     BP_COST_LOG_LIKELIHOOD},
+};
+
+typedef struct options {
+    int json, quick;
+    int batches[8], n_batches;
+    int threads[4], n_threads;
+    unsigned net_mask;
+} options;
+
+/* FLOPs of one training step: forward and BP4 for every layer, BP2 for all but the first. */
+static double step_flops(const net_spec *net, int batch)
+{
+    double f = 0;
+    for (int l = 0; l + 1 < net->n; l++) {
+        double mn = (double)net->sizes[l] * net->sizes[l + 1];
+        f += 2 * 2 * mn * batch + (l > 0 ? 2 * mn * batch : 0);
+    }
+    return f;
+}
+
+/* How many samples a case runs before scaling to an epoch: the whole epoch unless that would
+ * take more than `budget` GFLOP of work. */
+static int samples_for(const net_spec *net, int batch, double budget_gflop)
+{
+    double per_sample = step_flops(net, batch) / batch;
+    double n = budget_gflop * 1e9 / per_sample;
+    if (n >= EPOCH)
+        return EPOCH;
+    int steps = (int)(n / batch);
+    return (steps < 4 ? 4 : steps) * batch;
+}
+
+/* ---- the data ----------------------------------------------------------------------------- */
+
+static bp_dataset *load_data(const char **source)
+{
+    const char *dir = getenv("BACKPROP_MNIST_DIR");
+    char images[4200], labels[4200], base[4096];
+    if (!dir) {
+        const char *root = getenv("BACKPROP_DATA_DIR");
+        const char *home = getenv("HOME");
+        if (root)
+            snprintf(base, sizeof base, "%s/mnist", root);
+        else
+            snprintf(base, sizeof base, "%s/.cache/backprop/mnist", home ? home : ".");
+        dir = base;
+    }
+    snprintf(images, sizeof images, "%s/train-images-idx3-ubyte", dir);
+    snprintf(labels, sizeof labels, "%s/train-labels-idx1-ubyte", dir);
+    bp_dataset *ds = NULL;
+    if (bp_dataset_load_idx(&ds, images, labels) == BP_OK) {
+        *source = "mnist";
+        return ds;
+    }
+    *source = "synthetic";
+    float *x = malloc(sizeof(float) * 784 * (size_t)EPOCH);
+    int *y = malloc(sizeof(int) * EPOCH);
+    unsigned s = 12345;
+    for (size_t i = 0; i < 784 * (size_t)EPOCH; i++) {
+        s = s * 1103515245u + 12345u;
+        x[i] = (float)((s >> 16) & 255) / 255.0f;
+    }
+    for (int i = 0; i < EPOCH; i++)
+        y[i] = i % 10;
+    bp_status st = bp_dataset_from_floats(&ds, x, y, EPOCH, 784, 10);
+    free(x);
+    free(y);
+    return st == BP_OK ? ds : NULL;
+}
+
+/* ---- one training epoch through the library -------------------------------------------- */
+
+static bp_net *make_net(const net_spec *spec, int batch, const char *backend)
+{
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.sizes = spec->sizes;
+    cfg.n_sizes = spec->n;
+    cfg.hidden = spec->hidden;
+    cfg.output = spec->output;
+    cfg.cost = spec->cost;
+    cfg.max_batch = batch;
+    cfg.backend = backend;
+    cfg.init = spec->hidden == BP_ACT_RELU ? BP_INIT_HE : BP_INIT_GAUSSIAN;
+    bp_net *net = NULL;
+    if (bp_net_create(&net, &cfg) != BP_OK) {
+        fprintf(stderr, "bench_train: %s\n", bp_last_error());
+        exit(1);
+    }
+    return net;
+}
+
+/* Seconds to train `samples` samples at batch B (the net's first steps are a warm-up). */
+static double train_seconds(const net_spec *spec, const bp_dataset *data, int batch, int samples,
+                            const char *backend)
+{
+    bp_net *net = make_net(spec, batch, backend);
+    bp_train_config tc;
+    bp_train_config_init(&tc);
+    tc.epochs = 1;
+    tc.batch = batch;
+    tc.eta = 0.01f; /* small: the bench measures speed, and must not diverge */
+    bp_dataset *slice = NULL, *warm = NULL;
+    bp_dataset_slice(data, 0, (size_t)samples, &slice);
+    bp_dataset_slice(data, 0, (size_t)(batch * 4 < samples ? batch * 4 : samples), &warm);
+    bp_train_result res;
+    bp_train(net, warm, NULL, &tc, &res);
+    if (bp_train(net, slice, NULL, &tc, &res) != BP_OK) {
+        fprintf(stderr, "bench_train: %s\n", bp_last_error());
+        exit(1);
+    }
+    bp_dataset_free(slice);
+    bp_dataset_free(warm);
+    bp_net_free(net);
+    return res.train_seconds;
+}
+
+/* ---- the GEMM floor ------------------------------------------------------------------------ */
+
+typedef struct floor_case {
+    const net_spec *spec;
+    int batch, steps;
+    float *w[MAX_NET], *a[MAX_NET], *d[MAX_NET];
+} floor_case;
+
+/* Exactly the sgemm calls of `steps` training steps, on buffers of the real shapes. */
+static void floor_run(void *arg)
+{
+    floor_case *fc = arg;
+    const int *n = fc->spec->sizes, L = fc->spec->n - 1, B = fc->batch;
+    for (int s = 0; s < fc->steps; s++) {
+        for (int l = 0; l < L; l++)
+            cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n[l + 1], B, n[l], 1.0f,
+                        fc->w[l], n[l + 1], fc->a[l], n[l], 0.0f, fc->a[l + 1], n[l + 1]);
+        for (int l = L - 1; l >= 0; l--) {
+            if (l > 0)
+                cblas_sgemm(CblasColMajor, CblasTrans, CblasNoTrans, n[l], B, n[l + 1], 1.0f,
+                            fc->w[l], n[l + 1], fc->d[l + 1], n[l + 1], 0.0f, fc->d[l], n[l]);
+            cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, n[l + 1], n[l], B, -0.01f,
+                        fc->d[l + 1], n[l + 1], fc->a[l], n[l], 1.0f, fc->w[l], n[l + 1]);
+        }
+    }
+}
+
+static double floor_seconds(const net_spec *spec, int batch, int samples)
+{
+    floor_case fc = {.spec = spec, .batch = batch, .steps = samples / batch};
+    for (int l = 0; l < spec->n; l++) {
+        size_t act = (size_t)spec->sizes[l] * batch;
+        fc.a[l] = calloc(act, sizeof(float));
+        fc.d[l] = calloc(act, sizeof(float));
+        if (l + 1 < spec->n)
+            fc.w[l] = calloc((size_t)spec->sizes[l] * spec->sizes[l + 1], sizeof(float));
+    }
+    floor_case warm = fc;
+    warm.steps = fc.steps < 4 ? fc.steps : 4;
+    floor_run(&warm);
+    bench_stats st = bench_time(floor_run, &fc, 0, 3);
+    for (int l = 0; l < spec->n; l++)
+        free(fc.a[l]), free(fc.d[l]), free(fc.w[l]);
+    return st.median;
+}
+
+/* ---- the per-sample baseline (network.py's loop) ------------------------------------------ */
+
+/* [784,100,10], sigmoid, quadratic cost as in network.py: each sample's gradient by
+ * matrix-vector products, summed over the mini-batch of 10, then the update. */
+static double per_sample_seconds(const bp_dataset *data, int samples)
+{
+    enum { N0 = 784, N1 = 100, N2 = 10, MB = 10 };
+    static float w1[N1 * N0], w2[N2 * N1], b1[N1], b2[N2], gw1[N1 * N0], gw2[N2 * N1], gb1[N1],
+        gb2[N2];
+    float x[N0], y[N2], a1[N1], a2[N2], d1[N1], d2[N2];
+    for (int i = 0; i < N1 * N0; i++)
+        w1[i] = (float)((i * 37) % 101) / 1010.0f - 0.05f;
+    for (int i = 0; i < N2 * N1; i++)
+        w2[i] = (float)((i * 17) % 103) / 1030.0f - 0.05f;
+    double t0 = bench_now();
+    for (int start = 0; start + MB <= samples; start += MB) {
+        memset(gw1, 0, sizeof gw1), memset(gw2, 0, sizeof gw2);
+        memset(gb1, 0, sizeof gb1), memset(gb2, 0, sizeof gb2);
+        for (int s = start; s < start + MB; s++) {
+            size_t idx = (size_t)s;
+            bp_dataset_gather(data, &idx, 1, x, y, N2);
+            memcpy(a1, b1, sizeof a1);
+            cblas_sgemv(CblasColMajor, CblasNoTrans, N1, N0, 1.0f, w1, N1, x, 1, 1.0f, a1, 1);
+            for (int i = 0; i < N1; i++)
+                a1[i] = 1.0f / (1.0f + expf(-a1[i]));
+            memcpy(a2, b2, sizeof a2);
+            cblas_sgemv(CblasColMajor, CblasNoTrans, N2, N1, 1.0f, w2, N2, a1, 1, 1.0f, a2, 1);
+            for (int i = 0; i < N2; i++) {
+                a2[i] = 1.0f / (1.0f + expf(-a2[i]));
+                d2[i] = (a2[i] - y[i]) * a2[i] * (1.0f - a2[i]);
+                gb2[i] += d2[i];
+            }
+            cblas_sger(CblasColMajor, N2, N1, 1.0f, d2, 1, a1, 1, gw2, N2);
+            cblas_sgemv(CblasColMajor, CblasTrans, N2, N1, 1.0f, w2, N2, d2, 1, 0.0f, d1, 1);
+            for (int i = 0; i < N1; i++) {
+                d1[i] *= a1[i] * (1.0f - a1[i]);
+                gb1[i] += d1[i];
+            }
+            cblas_sger(CblasColMajor, N1, N0, 1.0f, d1, 1, x, 1, gw1, N1);
+        }
+        cblas_saxpy(N1 * N0, -0.3f, gw1, 1, w1, 1);
+        cblas_saxpy(N2 * N1, -0.3f, gw2, 1, w2, 1);
+        cblas_saxpy(N1, -0.3f, gb1, 1, b1, 1);
+        cblas_saxpy(N2, -0.3f, gb2, 1, b2, 1);
+    }
+    return bench_now() - t0;
+}
+
+/* ---- reporting -------------------------------------------------------------------------- */
+
+static void report(const options *o, const char *net, const char *what, int threads, int batch,
+                   int samples, double seconds, double floor, double flops_per_epoch,
+                   double roof)
+{
+    double scale = (double)EPOCH / samples, epoch = seconds * scale;
+    double gflops = flops_per_epoch / epoch * 1e-9;
+    if (o->json) {
+        printf("{\"net\": \"%s\", \"variant\": \"%s\", \"threads\": %d, \"batch\": %d, "
+               "\"epoch_s\": %.6g, \"samples_per_s\": %.6g, \"floor_s\": %.6g, "
+               "\"x_floor\": %.4g, \"gflops\": %.4g, \"roofline_gflops\": %.4g, "
+               "\"measured_samples\": %d, \"scaled\": %s}\n",
+               net, what, threads, batch, epoch, EPOCH / epoch, floor > 0 ? floor * scale : 0,
+               floor > 0 ? seconds / floor : 0, gflops, roof, samples,
+               samples < EPOCH ? "true" : "false");
+        return;
+    }
+    char fl[32] = "-", xf[32] = "-";
+    if (floor > 0) {
+        snprintf(fl, sizeof fl, "%.3f", floor * scale);
+        snprintf(xf, sizeof xf, "%.2f", seconds / floor);
+    }
+    printf("%-17s %-10s %3d %5d %9.3f %10.0f %8s %7s %8.1f %5.0f%%  %s\n", net, what, threads,
+           batch, epoch, EPOCH / epoch, fl, xf, gflops, 100 * gflops / roof,
+           samples < EPOCH ? "scaled" : "");
+    fflush(stdout);
+}
+
+static int parse_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 1 << 20)
+            return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',')
+            return -1;
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    options o = {.batches = {1, 10, 32, 128, 1024}, .n_batches = 5, .threads = {1, 2},
+                 .n_threads = 2, .net_mask = 3};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            o.json = 1;
+        else if (!strcmp(argv[i], "--quick"))
+            o.quick = 1;
+        else if (!strcmp(argv[i], "--small"))
+            o.net_mask = 1;
+        else if (!strcmp(argv[i], "--big"))
+            o.net_mask = 2;
+        else if (!strcmp(argv[i], "--batches") && i + 1 < argc)
+            o.n_batches = parse_list(argv[++i], o.batches, 8);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            o.n_threads = parse_list(argv[++i], o.threads, 4);
+        else {
+            fprintf(stderr, "usage: bench_train [--quick] [--json] [--small|--big] "
+                            "[--batches 1,10,...] [--threads 1,2]\n");
+            return 2;
+        }
+        if (o.n_batches < 1 || o.n_threads < 1) {
+            fprintf(stderr, "bench_train: bad list after %s\n", argv[i - 1]);
+            return 2;
+        }
+    }
+    const char *source;
+    bp_dataset *data = load_data(&source);
+    if (!data) {
+        fprintf(stderr, "bench_train: no data\n");
+        return 1;
+    }
+    char tdesc[64] = "";
+    for (int t = 0; t < o.n_threads; t++)
+        snprintf(tdesc + strlen(tdesc), sizeof tdesc - strlen(tdesc), "%s%d", t ? "," : "",
+                 o.threads[t]);
+    bench_header(stdout, o.json, tdesc);
+    if (o.json)
+        printf("\n{\"data\": \"%s\", \"epoch_samples\": %d}\n", source, EPOCH);
+    else
+        printf("# data %s; every time is per epoch of %d samples; 'scaled' rows ran a slice\n"
+               "%-17s %-10s %3s %5s %9s %10s %8s %7s %8s %6s\n",
+               source, EPOCH, "net", "variant", "thr", "B", "s/epoch", "samples/s", "floor",
+               "x floor", "GFLOPS", "%roof");
+
+    /* Work per case: a full epoch where affordable; --quick trims for CI. */
+    double budget = o.quick ? 3.0 : 60.0;
+    for (int t = 0; t < o.n_threads; t++) {
+        int threads = o.threads[t];
+        bp_set_threads(threads);
+        double roof = bench_roofline_gflops();
+        if (o.json)
+            printf("{\"roofline_gflops\": %.4g, \"threads\": %d}\n", roof, threads);
+        else
+            printf("# sgemm roofline (2048^3), %d thread%s: %.1f GFLOPS\n", threads,
+                   threads > 1 ? "s" : "", roof);
+        for (size_t ni = 0; ni < sizeof nets / sizeof *nets; ni++) {
+            if (!(o.net_mask & (1u << ni)))
+                continue;
+            const net_spec *spec = &nets[ni];
+            for (int bi = 0; bi < o.n_batches; bi++) {
+                int B = o.batches[bi];
+                int samples = samples_for(spec, B, budget);
+                double flops = step_flops(spec, B) * ((double)EPOCH / B);
+                double fl = floor_seconds(spec, B, samples);
+                double s = train_seconds(spec, data, B, samples, "blas");
+                report(&o, spec->name, "blas", threads, B, samples, s, fl, flops, roof);
+            }
+            if (ni == 0 && threads == 1) {
+                /* The reference loops: a slice, since an epoch takes minutes. */
+                int slice = o.quick ? 500 : 3000;
+                for (int bi = 0; bi < o.n_batches; bi++) {
+                    int B = o.batches[bi];
+                    if (B != 10 && B != 128)
+                        continue;
+                    int n = slice / B * B;
+                    double fl = floor_seconds(spec, B, n);
+                    double s = train_seconds(spec, data, B, n, "naive");
+                    report(&o, spec->name, "naive", threads, B, n, s, fl,
+                           step_flops(spec, B) * ((double)EPOCH / B), roof);
+                }
+                int n = o.quick ? 3000 : 12000;
+                double s = per_sample_seconds(data, n);
+                report(&o, spec->name, "per-sample", threads, 10, n, s, 0,
+                       step_flops(spec, 10) * ((double)EPOCH / 10), roof);
+            }
+        }
+    }
+    bp_dataset_free(data);
+    return 0;
+}
