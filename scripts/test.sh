@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite on a fresh Debian 12 machine: install what it needs, fetch
-# real MNIST, build and run every suite (fast and slow) in a release build, then again in an
-# address+undefined sanitizer build. Ends with the line `tests: N passed, M failed`, counting
+# real MNIST, build and run every suite (fast, slow, perf) in a release build, then fast and
+# slow again in an address+undefined sanitizer build (instruction counts mean nothing there). Ends with the line `tests: N passed, M failed`, counting
 # every meson test of both builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh || exit 1
+scripts/install-deps.sh valgrind || exit 1
 BACKPROP_MNIST_DIR=$(scripts/fetch-mnist.sh | tail -n 1) || exit 1
 export BACKPROP_MNIST_DIR
 
 # A build that does not configure or compile counts as one failure (its tests never ran).
 failed_builds=0
-run_build() { # dir, meson options...
-    local dir=$1
-    shift
+run_build() { # dir, meson test options, meson setup options...
+    local dir=$1 test_opts=$2
+    shift 2
     rm -f "$dir/meson-logs/testlog.json"
     if [[ ! -f $dir/build.ninja ]] && ! meson setup "$dir" "$@"; then
         failed_builds=$((failed_builds + 1))
@@ -24,13 +24,14 @@ run_build() { # dir, meson options...
         failed_builds=$((failed_builds + 1))
         return
     fi
-    meson test -C "$dir" --print-errorlogs --num-processes 2
+    # shellcheck disable=SC2086
+    meson test -C "$dir" --print-errorlogs --num-processes 2 $test_opts
 }
 
-run_build build --buildtype=release
+run_build build "" --buildtype=release
 # UBSan reports are made fatal so undefined behaviour fails the test that hit it.
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-    run_build build-sanitize --buildtype=debugoptimized -Db_sanitize=address,undefined \
+    run_build build-sanitize "--no-suite perf" --buildtype=debugoptimized -Db_sanitize=address,undefined \
     -Db_lundef=false
 
 # Count the results meson recorded for both builds.

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""perf_check.py - the performance regression check behind `meson test --suite perf`.
+
+Two kinds of evidence, neither of them a wall-clock threshold:
+
+1. Instruction counts. bench_step (a fixed 20-step training run plus one evaluation on synthetic
+   data, one thread) runs under `valgrind --tool=callgrind`; the inclusive instruction count of
+   each op of the training step is compared with bench/baseline.json. Counts do not depend on the
+   machine's load. Tolerance: 3% per op (compiler or library updates move counts by a fraction of
+   that; a lost fusion or vectorisation moves them by tens of percent).
+
+2. Ratios measured in one run of bench_train (same process, same data, same moment): the epoch
+   as a multiple of its GEMM floor, and the blas backend's speed-up over the naive loops. On a
+   shared machine such ratios still wander by +-25%, so a regression is flagged at 1.5x the
+   baseline ratio (epoch/floor) or below 0.5x the baseline speed-up.
+
+Usage: perf_check.py --build DIR [--update] [--skip-ratios]
+  --update   rewrite bench/baseline.json from this run (the documented refresh command is
+             `python3 bench/perf_check.py --build build --update`).
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BASELINE = os.path.join(HERE, "baseline.json")
+
+# op name -> regular expression over callgrind function names; the op's count is the largest
+# inclusive count among matching functions (the outermost one).
+OPS = {
+    "step (whole training step)": r"^bp_sgd_step_unchecked$",
+    "sgemm (all GEMM calls)": r"^cblas_sgemm$",
+    "bias+activation": r"bias_act",
+    "derivative (.) delta": r"act_bwd",
+    "row sums (BP3)": r"rowsum",
+    "bias update (axpy)": r"axpy",
+    "BP1 (output delta)": r"^bp_loss_delta$",
+    "cost value": r"^bp_loss_value$",
+    "mini-batch gather": r"^bp_dataset_gather$",
+    "evaluation pass": r"^bp_evaluate$",
+}
+IR_TOLERANCE = 0.03
+RATIO_TOLERANCE = 1.5
+SPEEDUP_TOLERANCE = 0.5
+
+
+def callgrind_counts(build):
+    exe = os.path.join(build, "bench", "bench_step")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "cg.out")
+        # meson sets MALLOC_PERTURB_, which makes glibc fill each allocation: that would be
+        # counted against whichever op allocated.
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_PERTURB_"}
+        subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, exe],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out],
+                              check=True, capture_output=True, text=True).stdout
+    funcs = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+(?:\S*:)?([^\s\[]+)", line)
+        if m:
+            name = m.group(2).split(":")[-1]
+            funcs[name] = max(funcs.get(name, 0), int(m.group(1).replace(",", "")))
+    counts = {}
+    for op, pattern in OPS.items():
+        matches = [n for n in funcs if re.search(pattern, n)]
+        counts[op] = max((funcs[n] for n in matches), default=0)
+    return counts
+
+
+def ratios(build):
+    exe = os.path.join(build, "bench", "bench_train")
+    text = subprocess.run([exe, "--json", "--quick", "--small", "--threads", "1", "--batches",
+                           "10,128"], check=True, capture_output=True, text=True).stdout
+    rows = [json.loads(l) for l in text.splitlines() if l.startswith("{")]
+    out = {}
+    blas = {r["batch"]: r for r in rows if r.get("variant") == "blas"}
+    naive = {r["batch"]: r for r in rows if r.get("variant") == "naive"}
+    for b, r in blas.items():
+        out[f"epoch/floor, 784-100-10, B={b}, 1 thread"] = r["x_floor"]
+        if b in naive:
+            out[f"blas speed-up over naive, B={b}"] = naive[b]["epoch_s"] / r["epoch_s"]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--update", action="store_true")
+    ap.add_argument("--skip-ratios", action="store_true")
+    args = ap.parse_args()
+
+    counts = callgrind_counts(args.build)
+    measured = {"instructions": counts}
+    if not args.skip_ratios:
+        measured["ratios"] = ratios(args.build)
+
+    if args.update:
+        with open(BASELINE, "w") as f:
+            json.dump(measured, f, indent=2, sort_keys=True)
+            f.write("\n")
+        print(f"# baseline written to {BASELINE}")
+        return 0
+
+    with open(BASELINE) as f:
+        base = json.load(f)
+    failures = 0
+    n = 0
+    for op, want in base["instructions"].items():
+        got = counts.get(op, 0)
+        n += 1
+        change = (got - want) / want if want else float("inf")
+        ok = want > 0 and got > 0 and change <= IR_TOLERANCE
+        failures += not ok
+        print(f"{'ok' if ok else 'not ok'} {n} - instructions of {op}: {got:,} "
+              f"(baseline {want:,}, {change:+.1%}, tolerance +{IR_TOLERANCE:.0%})")
+        if change < -IR_TOLERANCE:
+            print(f"# {op} got cheaper by {-change:.1%}: refresh the baseline to keep the gain")
+    for name, want in base.get("ratios", {}).items():
+        if args.skip_ratios:
+            break
+        got = measured["ratios"].get(name)
+        n += 1
+        if got is None:
+            ok = False
+        elif name.startswith("epoch/floor"):
+            ok = got <= want * RATIO_TOLERANCE
+        else:
+            ok = got >= want * SPEEDUP_TOLERANCE
+        failures += not ok
+        print(f"{'ok' if ok else 'not ok'} {n} - {name}: {got if got is None else round(got, 3)}"
+              f" (baseline {want:.3f})")
+    print(f"1..{n}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
