@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/threads.h"
 #include "testutil.h"
 
 static const double GEMM_NMSE = 1e-9;
@@ -19,6 +20,7 @@ static const double GEMM_NMSE = 1e-9;
 /* m, n, k; each case also runs with padded leading dimensions. */
 static const int shapes[][3] = {
     {1, 1, 1}, {7, 1, 33}, {1, 7, 5}, {33, 7, 64}, {64, 33, 7}, {100, 13, 784}, {10, 64, 100},
+    {300, 200, 100}, /* large enough that the blas backend runs it on every thread */
 };
 
 static const bp_backend *backend_at(int i) { return bp_backend_find(bp_backend_name(i)); }
@@ -191,6 +193,20 @@ START_TEST(test_backend_registry)
 }
 END_TEST
 
+/* The per-shape thread rule: one thread where a second one was measured to lose. */
+START_TEST(test_gemm_thread_choice)
+{
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 300, 200, 100, 2), 2);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 300, 200, 100, 1), 1);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 100, 784, 32, 2), 1);  /* BP4, B=32 */
+    ck_assert_int_eq(bp_gemm_threads(BP_TRANS, BP_NOTRANS, 100, 1024, 10, 2), 1); /* BP2 */
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 10, 1024, 1024, 2), 1);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 1024, 1, 1024, 2), 2); /* B=1 */
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 100, 1, 784, 2), 1);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 1024, 1024, 256, 2), 2);
+}
+END_TEST
+
 static Suite *kernels_suite(void)
 {
     Suite *s = suite_create("kernels");
@@ -201,6 +217,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_bias_act_all_backends);
     tcase_add_test(tc, test_act_bwd_and_rowsum_all_backends);
     tcase_add_test(tc, test_backend_registry);
+    tcase_add_test(tc, test_gemm_thread_choice);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -2,9 +2,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cblas.h>
-
 #include "core.h"
+#include "kernels/threads.h"
 
 static int thread_count;
 
@@ -15,7 +14,9 @@ bp_status bp_set_threads(int n)
         n = cores > 0 ? (int)cores : 1;
     }
     thread_count = n;
-    openblas_set_num_threads(n);
+    /* The blas backend chooses per GEMM (kernels/threads.c); this is the ceiling, and what
+     * OpenBLAS uses for any call made outside our backend. */
+    bp_blas_use_threads(n);
     return BP_OK;
 }
 

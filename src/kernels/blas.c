@@ -2,6 +2,7 @@
 #include <cblas.h>
 
 #include "kernels/backend.h"
+#include "kernels/threads.h"
 
 static void sgemm_blas(bp_trans ta, bp_trans tb, int m, int n, int k, float alpha,
                        const float *a, int lda, const float *b, int ldb, float beta, float *c,
@@ -9,6 +10,7 @@ static void sgemm_blas(bp_trans ta, bp_trans tb, int m, int n, int k, float alph
 {
     if (m <= 0 || n <= 0)
         return;
+    bp_blas_use_threads(bp_gemm_threads(ta, tb, m, n, k, bp_get_threads()));
     cblas_sgemm(CblasColMajor, ta == BP_TRANS ? CblasTrans : CblasNoTrans,
                 tb == BP_TRANS ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta,
                 c, ldc);
