@@ -21,6 +21,7 @@ static const double GEMM_NMSE = 1e-9;
 static const int shapes[][3] = {
     {1, 1, 1}, {7, 1, 33}, {1, 7, 5}, {33, 7, 64}, {64, 33, 7}, {100, 13, 784}, {10, 64, 100},
     {300, 200, 100}, /* large enough that the blas backend runs it on every thread */
+    {100, 784, 1}, {33, 17, 1}, /* k = 1: the rank-1 path of BP4 at B = 1 */
 };
 
 static const bp_backend *backend_at(int i) { return bp_backend_find(bp_backend_name(i)); }
