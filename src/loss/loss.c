@@ -20,7 +20,7 @@ bp_status bp_loss_check(bp_cost cost, bp_activation act)
 /* A saturated sigmoid or softmax output is exactly 0 or 1 in float; the log is taken of at least
  * the smallest float so the cost stays finite (and large) instead of becoming NaN from 0 * -inf,
  * as Nielsen's nan_to_num does. */
-static inline double safe_log(double x) { return log(x > 1e-45 ? x : 1e-45); }
+static inline double safe_log(float x) { return logf(x > 1e-45f ? x : 1e-45f); }
 
 double bp_loss_value(bp_cost cost, int rows, int cols, const float *a, const float *y, int ldy)
 {
@@ -29,19 +29,21 @@ double bp_loss_value(bp_cost cost, int rows, int cols, const float *a, const flo
         const float *ac = a + (size_t)j * rows;
         const float *yc = y + (size_t)j * ldy;
         for (int i = 0; i < rows; i++) {
-            double ai = ac[i], yi = yc[i];
+            /* The logs are taken in float (the outputs are floats; logf is accurate to an ulp
+             * and twice as fast as log), the sum in double. */
+            float ai = ac[i], yi = yc[i];
             switch (cost) {
             case BP_COST_QUADRATIC:
-                total += 0.5 * (ai - yi) * (ai - yi);
+                total += 0.5 * ((double)ai - yi) * ((double)ai - yi);
                 break;
             case BP_COST_CROSS_ENTROPY:
-                if (yi != 0.0)
+                if (yi != 0.0f)
                     total -= yi * safe_log(ai);
-                if (yi != 1.0)
-                    total -= (1.0 - yi) * safe_log(1.0 - ai);
+                if (yi != 1.0f)
+                    total -= (1.0 - yi) * safe_log(1.0f - ai);
                 break;
             case BP_COST_LOG_LIKELIHOOD:
-                if (yi != 0.0)
+                if (yi != 0.0f)
                     total -= yi * safe_log(ai);
                 break;
             default:

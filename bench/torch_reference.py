@@ -1,0 +1,76 @@
+#!/usr/bin/python3
+"""torch_reference.py - the same training epochs in PyTorch, for side-by-side numbers in
+docs/PERFORMANCE.md. Not part of any test; needs Debian's python3-torch, run with Debian's own
+interpreter (/usr/bin/python3), which uses the same OpenBLAS as backprop.
+
+    /usr/bin/python3 bench/torch_reference.py [--threads 1] [--batches 1,10,128,1024] [--big]
+
+Each epoch is 60,000 samples: a shuffled index per epoch, the mini-batch gathered from one float
+tensor, forward, backward, plain SGD step, as a minimal hand-written PyTorch loop does.
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+
+def load_mnist():
+    d = os.environ.get("BACKPROP_MNIST_DIR",
+                       os.path.join(os.environ.get("BACKPROP_DATA_DIR",
+                                                   os.path.expanduser("~/.cache/backprop")),
+                                    "mnist"))
+    with open(os.path.join(d, "train-images-idx3-ubyte"), "rb") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)
+    with open(os.path.join(d, "train-labels-idx1-ubyte"), "rb") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)
+    return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
+
+
+def epoch_seconds(model, loss_fn, one_hot, x, y, batch, max_samples):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    n = min(len(x), max_samples)
+    order = torch.randperm(len(x))[:n]
+    t0 = time.perf_counter()
+    for s in range(0, n - batch + 1, batch):
+        idx = order[s:s + batch]
+        xb, yb = x[idx], y[idx]
+        target = torch.nn.functional.one_hot(yb, 10).float() if one_hot else yb
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), target)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - t0) * len(x) / (n // batch * batch), n < len(x)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batches", default="1,10,32,128,1024")
+    ap.add_argument("--big", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    x, y = load_mnist()
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"blas: {torch.__config__.show().count('OpenBLAS') and 'OpenBLAS' or 'other'}")
+    for b in [int(v) for v in args.batches.split(",")]:
+        if args.big:
+            model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(),
+                                        torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+                                        torch.nn.Linear(1024, 10), torch.nn.LogSoftmax(dim=1))
+            loss_fn, one_hot, name = torch.nn.NLLLoss(), False, "784-1024-1024-10"
+            limit = 60000 if b >= 32 else 3000
+        else:
+            model = torch.nn.Sequential(torch.nn.Linear(784, 100), torch.nn.Sigmoid(),
+                                        torch.nn.Linear(100, 10), torch.nn.Sigmoid())
+            loss_fn, one_hot, name = torch.nn.BCELoss(reduction="sum"), True, "784-100-10"
+            limit = 60000 if b >= 10 else 12000
+        epoch_seconds(model, loss_fn, one_hot, x, y, b, 20 * b)  # warm-up
+        s, scaled = epoch_seconds(model, loss_fn, one_hot, x, y, b, limit)
+        print(f"{name:17s} torch  {args.threads} thr  B={b:5d}  {s:8.3f} s/epoch  "
+              f"{60000 / s:9.0f} samples/s{'  scaled' if scaled else ''}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
