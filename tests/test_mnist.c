@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "backprop.h"
 #include "testutil.h"
@@ -68,6 +69,14 @@ START_TEST(test_mnist_two_epochs_96)
     printf("# MNIST [784,100,10] cross-entropy, 2 epochs: validation %.4f, test %.4f, %.0f "
            "samples/s\n", res.validation_accuracy, acc, res.samples_per_second);
     ck_assert_msg(acc >= 0.96f, "test accuracy %.4f < 0.96", acc);
+    /* Peak memory of the whole process (data as bytes, net, buffers, OpenBLAS): under 100 MB.
+     * Sanitizer builds keep shadow memory and quarantines, so the figure means nothing there. */
+#if !defined(__SANITIZE_ADDRESS__)
+    struct rusage ru;
+    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    printf("# peak resident memory %.1f MB\n", ru.ru_maxrss / 1024.0);
+    ck_assert_msg(ru.ru_maxrss < 100 * 1024, "peak memory %ld kB >= 100 MB", ru.ru_maxrss);
+#endif
     bp_net_free(net);
     bp_dataset_free(train);
     bp_dataset_free(valid);
