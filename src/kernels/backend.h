@@ -59,4 +59,16 @@ void bp_act_bwd_hadamard_ref(bp_activation act, int rows, int cols, const float 
 void bp_rowsum_ref(int rows, int cols, float alpha, const float *d, int ldd, float *out);
 void bp_axpy_ref(size_t n, float alpha, const float *x, float *y);
 
+/* The fast elementwise kernels (fast.c), used by `blas`: the same contracts, with a vectorisable
+ * exp (vexp.h), compiled per ISA and chosen at load time. They agree with the reference
+ * kernels within a few ulp (sigmoid, tanh, softmax) or to the bit (relu, linear, the Hadamard
+ * products, row sums, axpy), and give the same bits on every x86-64. `blas` hands axpy over
+ * 2^17 floats to OpenBLAS, whose threads win there. */
+void bp_bias_act_fast(bp_activation act, int rows, int cols, const float *bias, float *z,
+                      int ldz);
+void bp_act_bwd_hadamard_fast(bp_activation act, int rows, int cols, const float *a, int lda,
+                              float *d, int ldd);
+void bp_rowsum_fast(int rows, int cols, float alpha, const float *d, int ldd, float *out);
+void bp_axpy_fast(size_t n, float alpha, const float *x, float *y);
+
 #endif
