@@ -205,6 +205,8 @@ START_TEST(test_gemm_thread_choice)
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 1024, 1, 1024, 2), 2); /* B=1 */
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 100, 1, 784, 2), 1);
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 1024, 1024, 256, 2), 2);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 100, 784, 256, 2), 1);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 100, 784, 1024, 2), 2);
 }
 END_TEST
 
