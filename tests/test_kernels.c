@@ -20,7 +20,7 @@ static const double GEMM_NMSE = 1e-9;
 /* m, n, k; each case also runs with padded leading dimensions. */
 static const int shapes[][3] = {
     {1, 1, 1}, {7, 1, 33}, {1, 7, 5}, {33, 7, 64}, {64, 33, 7}, {100, 13, 784}, {10, 64, 100},
-    {300, 200, 100}, /* large enough that the blas backend runs it on every thread */
+    {300, 200, 160}, /* large enough that the blas backend runs it on every thread */
     {100, 784, 1}, {33, 17, 1}, /* k = 1: the rank-1 path of BP4 at B = 1 */
 };
 
@@ -197,15 +197,16 @@ END_TEST
 /* The per-shape thread rule: one thread where a second one was measured to lose. */
 START_TEST(test_gemm_thread_choice)
 {
-    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 300, 200, 100, 2), 2);
-    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 300, 200, 100, 1), 1);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 300, 200, 160, 2), 2);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 300, 200, 160, 1), 1);
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 100, 784, 32, 2), 1);  /* BP4, B=32 */
     ck_assert_int_eq(bp_gemm_threads(BP_TRANS, BP_NOTRANS, 100, 1024, 10, 2), 1); /* BP2 */
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 10, 1024, 1024, 2), 1);
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 1024, 1, 1024, 2), 2); /* B=1 */
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_NOTRANS, 100, 1, 784, 2), 1);
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 1024, 1024, 256, 2), 2);
-    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 100, 784, 256, 2), 1);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 100, 784, 64, 2), 1);
+    ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 1024, 784, 10, 2), 2);
     ck_assert_int_eq(bp_gemm_threads(BP_NOTRANS, BP_TRANS, 100, 784, 1024, 2), 2);
 }
 END_TEST
