@@ -306,7 +306,7 @@ static int parse_list(const char *s, int *out, int max)
 
 int main(int argc, char **argv)
 {
-    options o = {.batches = {1, 10, 32, 128, 1024}, .n_batches = 5, .threads = {1, 2},
+    options o = {.batches = {1, 10, 32, 128, 256, 1024}, .n_batches = 6, .threads = {1, 2},
                  .n_threads = 2, .net_mask = 3};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
