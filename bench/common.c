@@ -82,6 +82,27 @@ void bench_header(FILE *out, int json, const char *threads_desc)
                 bench_cpu_name(), version, openblas_get_corename(), threads_desc, BP_COMMIT);
 }
 
+int bench_parse_list(const char *s, int *out, int max, int lo)
+{
+    int n = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < lo || v > (1 << 20) || n == max || (*end && *end != ','))
+            return 0;
+        out[n++] = (int)v;
+        s = *end ? end + 1 : end;
+    }
+    return n;
+}
+
+void bench_join_ints(char *buf, size_t size, const int *v, int n)
+{
+    buf[0] = 0;
+    for (int i = 0; i < n; i++)
+        snprintf(buf + strlen(buf), size - strlen(buf), "%s%d", i ? "," : "", v[i]);
+}
+
 static float *roof_a, *roof_b, *roof_c;
 enum { ROOF_N = 2048 };
 

@@ -26,6 +26,13 @@ void bench_header(FILE *out, int json, const char *threads_desc);
 /* The CPU model name from /proc/cpuinfo, or "unknown". */
 const char *bench_cpu_name(void);
 
+/* "784,100,10" into out[] (at most max values, each in [lo, 2^20]). Returns the count, or 0 on
+ * any malformed, out-of-range or surplus value. */
+int bench_parse_list(const char *s, int *out, int max, int lo);
+
+/* {1, 2} as "1,2" into buf. */
+void bench_join_ints(char *buf, size_t size, const int *v, int n);
+
 /* sgemm roofline: GFLOPS of one 2048^3 cblas_sgemm (best of a few) with the current threads. */
 double bench_roofline_gflops(void);
 

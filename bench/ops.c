@@ -486,21 +486,6 @@ static void rooflines(const options *o, const char *when)
 
 /* ---- arguments ------------------------------------------------------------------------------ */
 
-/* "784,100,10" into out[]; every value must be in [lo, 1 << 20]. Returns the count, or 0. */
-static int parse_list(const char *s, int *out, int max, int lo)
-{
-    int n = 0;
-    while (*s) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < lo || v > (1 << 20) || n == max || (*end && *end != ','))
-            return 0;
-        out[n++] = (int)v;
-        s = *end ? end + 1 : end;
-    }
-    return n;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_ops [--layers 784,100,10] [--hidden sigmoid] [--output softmax]\n"
@@ -530,13 +515,13 @@ static int parse_args(int argc, char **argv, options *o)
         } else if (!v)
             ok = 0;
         else if (!strcmp(a, "--layers"))
-            ok = (o->n_sizes = parse_list(v, o->sizes, MAX_SIZES, 1)) >= 2, i++;
+            ok = (o->n_sizes = bench_parse_list(v, o->sizes, MAX_SIZES, 1)) >= 2, i++;
         else if (!strcmp(a, "--batch"))
-            ok = (o->n_batches = parse_list(v, o->batches, MAX_LIST, 1)) > 0, i++;
+            ok = (o->n_batches = bench_parse_list(v, o->batches, MAX_LIST, 1)) > 0, i++;
         else if (!strcmp(a, "--threads"))
-            ok = (o->n_threads = parse_list(v, o->threads, MAX_LIST, 1)) > 0, i++;
+            ok = (o->n_threads = bench_parse_list(v, o->threads, MAX_LIST, 1)) > 0, i++;
         else if (!strcmp(a, "--reps"))
-            ok = parse_list(v, &o->reps, 1, 1) == 1, i++;
+            ok = bench_parse_list(v, &o->reps, 1, 1) == 1, i++;
         else if (!strcmp(a, "--hidden"))
             ok = bp_activation_parse(v, &o->hidden) == BP_OK && o->hidden != BP_ACT_SOFTMAX, i++;
         else if (!strcmp(a, "--output"))
@@ -567,10 +552,8 @@ int main(int argc, char **argv)
     if (o.reps)
         p.reps = o.reps;
 
-    char tdesc[128] = "";
-    for (int t = 0; t < o.n_threads; t++)
-        snprintf(tdesc + strlen(tdesc), sizeof tdesc - strlen(tdesc), "%s%d", t ? "," : "",
-                 o.threads[t]);
+    char tdesc[128];
+    bench_join_ints(tdesc, sizeof tdesc, o.threads, o.n_threads);
     bench_header(stdout, o.json, tdesc);
     if (o.json)
         printf("\n");

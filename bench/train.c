@@ -288,22 +288,6 @@ static void report(const options *o, const char *net, const char *what, int thre
     fflush(stdout);
 }
 
-static int parse_list(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (*s && n < max) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 1 << 20)
-            return -1;
-        out[n++] = (int)v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',')
-            return -1;
-    }
-    return n;
-}
-
 int main(int argc, char **argv)
 {
     options o = {.batches = {1, 10, 32, 128, 256, 1024}, .n_batches = 6, .threads = {1, 2},
@@ -318,9 +302,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--big"))
             o.net_mask = 2;
         else if (!strcmp(argv[i], "--batches") && i + 1 < argc)
-            o.n_batches = parse_list(argv[++i], o.batches, 8);
+            o.n_batches = bench_parse_list(argv[++i], o.batches, 8, 1);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
-            o.n_threads = parse_list(argv[++i], o.threads, 4);
+            o.n_threads = bench_parse_list(argv[++i], o.threads, 4, 1);
         else {
             fprintf(stderr, "usage: bench_train [--quick] [--json] [--small|--big] "
                             "[--batches 1,10,...] [--threads 1,2]\n");
@@ -337,10 +321,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_train: no data\n");
         return 1;
     }
-    char tdesc[64] = "";
-    for (int t = 0; t < o.n_threads; t++)
-        snprintf(tdesc + strlen(tdesc), sizeof tdesc - strlen(tdesc), "%s%d", t ? "," : "",
-                 o.threads[t]);
+    char tdesc[64];
+    bench_join_ints(tdesc, sizeof tdesc, o.threads, o.n_threads);
     bench_header(stdout, o.json, tdesc);
     if (o.json)
         printf("\n{\"data\": \"%s\", \"epoch_samples\": %d}\n", source, EPOCH);
