@@ -22,6 +22,7 @@ static const int shapes[][3] = {
     {1, 1, 1}, {7, 1, 33}, {1, 7, 5}, {33, 7, 64}, {64, 33, 7}, {100, 13, 784}, {10, 64, 100},
     {300, 200, 160}, /* large enough that the blas backend runs it on every thread */
     {100, 784, 1}, {33, 17, 1}, /* k = 1: the rank-1 path of BP4 at B = 1 */
+    {100, 1, 784}, {784, 1, 100}, {1024, 1, 1024}, /* n = 1: the matrix-vector path (B = 1) */
 };
 
 static const bp_backend *backend_at(int i) { return bp_backend_find(bp_backend_name(i)); }
@@ -72,6 +73,52 @@ START_TEST(test_sgemm_matches_naive)
                             free(a), free(b), free(c), free(ref);
                         }
     }
+}
+END_TEST
+
+/* The matrix-vector (n = 1) and rank-1 (k = 1) products skip the zeros of their vector operand,
+ * as MNIST's inputs are mostly zero: with 80% zeros (and NaN in C where beta = 0 forbids reading
+ * it), both still agree with the naive loops, for beta 0, 1/2 and 1 and a padded lda. */
+START_TEST(test_sgemm_sparse_vector_operand)
+{
+    uint64_t seed = 11;
+    const int m = 100, k = 784, lda = 104;
+    const float betas[] = {0.0f, 0.5f, 1.0f};
+    float *w = malloc(sizeof(float) * lda * k), *x = malloc(sizeof(float) * k);
+    float *c = malloc(sizeof(float) * lda * k), *ref = malloc(sizeof(float) * lda * k);
+    float *d = malloc(sizeof(float) * m);
+    bp_test_fill(w, (size_t)lda * k, -1, 1, &seed);
+    bp_test_fill(x, (size_t)k, -1, 1, &seed);
+    bp_test_fill(d, (size_t)m, -1, 1, &seed);
+    for (int j = 0; j < k; j++)
+        if (j % 5 != 0)
+            x[j] = 0.0f;
+    for (int be_i = 0; be_i < bp_backend_count(); be_i++) {
+        const bp_backend *be = backend_at(be_i);
+        for (int bi = 0; bi < 3; bi++) {
+            float beta = betas[bi];
+            /* forward at B = 1: c (m) = W x */
+            bp_test_fill(ref, (size_t)m, -1, 1, &seed);
+            for (int i = 0; i < m; i++)
+                c[i] = beta == 0.0f ? NAN : ref[i];
+            bp_sgemm_naive(BP_NOTRANS, BP_NOTRANS, m, 1, k, 0.75f, w, lda, x, k, beta, ref, m);
+            be->sgemm(BP_NOTRANS, BP_NOTRANS, m, 1, k, 0.75f, w, lda, x, k, beta, c, m);
+            ck_assert_msg(bp_test_nmse(c, ref, (size_t)m) < GEMM_NMSE,
+                          "%s matrix-vector, sparse x, beta %g", be->name, beta);
+            /* BP4 at B = 1: C (m x k, ld lda) = beta C - d x^T */
+            bp_test_fill(ref, (size_t)lda * k, -1, 1, &seed);
+            for (size_t i = 0; i < (size_t)lda * k; i++)
+                c[i] = beta == 0.0f ? NAN : ref[i];
+            bp_sgemm_naive(BP_NOTRANS, BP_TRANS, m, k, 1, -0.5f, d, m, x, k, beta, ref, lda);
+            be->sgemm(BP_NOTRANS, BP_TRANS, m, k, 1, -0.5f, d, m, x, k, beta, c, lda);
+            for (int j = 0; j < k; j++)
+                for (int i = 0; i < m; i++)
+                    ck_assert_msg(fabsf(c[i + j * lda] - ref[i + j * lda]) <= 1e-6f,
+                                  "%s rank-1, sparse x, beta %g: C(%d,%d) = %g, want %g",
+                                  be->name, beta, i, j, c[i + j * lda], ref[i + j * lda]);
+        }
+    }
+    free(w), free(x), free(c), free(ref), free(d);
 }
 END_TEST
 
@@ -218,6 +265,7 @@ static Suite *kernels_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_naive_sgemm_by_hand);
     tcase_add_test(tc, test_sgemm_matches_naive);
+    tcase_add_test(tc, test_sgemm_sparse_vector_operand);
     tcase_add_test(tc, test_bias_act_all_backends);
     tcase_add_test(tc, test_act_bwd_and_rowsum_all_backends);
     tcase_add_test(tc, test_backend_registry);

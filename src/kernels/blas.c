@@ -7,9 +7,9 @@
 
 /* C = alpha a b^T + beta C for a contiguous column a (m) and a strided row b (n, stride incb):
  * the k = 1 product of BP4 at B = 1 (W -= eta d x^T). OpenBLAS 0.3.21 takes ~9 us for the
- * 100 x 784 case through sgemm and ~8 us through sger; this loop, one axpy per column of C,
- * takes ~5.7 us on the same machine. Compiled for AVX-512, AVX2 and baseline x86-64, picked
- * when the library loads. */
+ * 100 x 784 case through sgemm and ~8 us through sger on SkylakeX (14 us through sger on
+ * Zen 3); this loop, one axpy per column of C, takes ~5.7 us (5.3 us on Zen 3). Compiled for
+ * AVX-512, AVX2 and baseline x86-64, picked when the library loads. */
 __attribute__((target_clones("avx512f", "avx2", "default"))) static void
 rank1_update(int m, int n, float alpha, const float *restrict a, const float *restrict b,
              int incb, float beta, float *restrict c, int ldc)
@@ -20,13 +20,50 @@ rank1_update(int m, int n, float alpha, const float *restrict a, const float *re
         if (beta == 0.0f)
             for (int i = 0; i < m; i++)
                 cj[i] = bj * a[i];
-        else if (beta == 1.0f)
+        else if (beta == 1.0f) {
+            /* As reference BLAS's sger does, a zero in b leaves its column alone: MNIST's
+             * inputs are ~80% zero pixels, so BP4 of the first layer touches a fifth of W. */
+            if (bj == 0.0f)
+                continue;
             for (int i = 0; i < m; i++)
                 cj[i] += bj * a[i];
+        }
         else
             for (int i = 0; i < m; i++)
                 cj[i] = beta * cj[i] + bj * a[i];
     }
+}
+
+/* c = alpha A x + beta c for A m x k (column-major, lda) when most of x is zero: only the
+ * columns of A that meet a non-zero x_j are read. A forward pass at B = 1 on MNIST reads a fifth
+ * of W this way; sgemv reads all of it. */
+__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+sparse_gemv_n(int m, int k, float alpha, const float *restrict a, int lda,
+              const float *restrict x, float beta, float *restrict c)
+{
+    if (beta == 0.0f)
+        for (int i = 0; i < m; i++)
+            c[i] = 0.0f;
+    else if (beta != 1.0f)
+        for (int i = 0; i < m; i++)
+            c[i] *= beta;
+    for (int j = 0; j < k; j++) {
+        float xj = alpha * x[j];
+        if (xj == 0.0f)
+            continue;
+        const float *restrict aj = a + (size_t)j * lda;
+        for (int i = 0; i < m; i++)
+            c[i] += xj * aj[i];
+    }
+}
+
+/* The share of zeros in x (n floats) from which sparse_gemv_n beats sgemv. */
+static int mostly_zero(int n, const float *x)
+{
+    int zeros = 0;
+    for (int j = 0; j < n; j++)
+        zeros += x[j] == 0.0f;
+    return zeros * 2 > n;
 }
 
 static void sgemm_blas(bp_trans ta, bp_trans tb, int m, int n, int k, float alpha,
@@ -41,6 +78,23 @@ static void sgemm_blas(bp_trans ta, bp_trans tb, int m, int n, int k, float alph
         return;
     }
     bp_blas_use_threads(bp_gemm_threads(ta, tb, m, n, k, bp_get_threads()));
+    if (n == 1 && k > 0) {
+        /* One column of C (B = 1, or the evaluation of one sample): a matrix-vector product.
+         * OpenBLAS 0.3.21 sends sgemm with n = 1 through its full packing path: 27-33 us for
+         * the 100 x 784 products of [784,100,10] on Zen 3, against 5.4-6.9 us through sgemv.
+         * op(B) is k x 1: B's first column (tb = N) or first row (tb = T, stride ldb). */
+        if (ta == BP_NOTRANS && tb == BP_NOTRANS && mostly_zero(k, b)) {
+            sparse_gemv_n(m, k, alpha, a, lda, b, beta, c);
+            return;
+        }
+        int rows_a = ta == BP_TRANS ? k : m, cols_a = ta == BP_TRANS ? m : k;
+        if (beta == 0.0f) /* the contract: C is not read; sgemv would scale it (NaN * 0) */
+            for (int i = 0; i < m; i++)
+                c[i] = 0.0f;
+        cblas_sgemv(CblasColMajor, ta == BP_TRANS ? CblasTrans : CblasNoTrans, rows_a, cols_a,
+                    alpha, a, lda, b, tb == BP_TRANS ? ldb : 1, beta, c, 1);
+        return;
+    }
     cblas_sgemm(CblasColMajor, ta == BP_TRANS ? CblasTrans : CblasNoTrans,
                 tb == BP_TRANS ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta,
                 c, ldc);
