@@ -33,6 +33,25 @@ static bp_net *make_net(const int *sizes, int n, bp_activation hidden, bp_activa
     return net;
 }
 
+/* Train `net` on ds for `epochs` epochs at batch B and rate eta (shuffle seed `seed`), free it,
+ * and return a malloc'd copy of its parameters (*n floats). */
+static float *trained_params(bp_net *net, const bp_dataset *ds, int epochs, int batch, float eta,
+                            uint64_t seed, size_t *n)
+{
+    bp_train_config tc;
+    bp_train_config_init(&tc);
+    tc.epochs = epochs;
+    tc.batch = batch;
+    tc.eta = eta;
+    tc.seed = seed;
+    ck_assert_int_eq(bp_train(net, ds, ds, &tc, NULL), BP_OK);
+    const float *p = bp_net_params(net, n);
+    float *copy = malloc(*n * sizeof(float));
+    memcpy(copy, p, *n * sizeof(float));
+    bp_net_free(net);
+    return copy;
+}
+
 static const int batches[] = {1, 7, 64, 13};
 
 START_TEST(test_backends_agree)
@@ -96,34 +115,19 @@ START_TEST(test_training_is_deterministic)
     ck_assert_int_eq(bp_dataset_from_floats(&ds, x, labels, 200, 20, 4), BP_OK);
     float *runs[3];
     size_t n = 0;
-    for (int r = 0; r < 3; r++) {
-        bp_net *net = make_net(sizes, 3, BP_ACT_TANH, BP_ACT_SOFTMAX, BP_COST_LOG_LIKELIHOOD, 10,
-                               r == 2 ? "naive" : "blas", 5);
-        bp_train_config tc;
-        bp_train_config_init(&tc);
-        tc.epochs = 3;
-        tc.eta = 0.3f;
-        tc.seed = 8;
-        ck_assert_int_eq(bp_train(net, ds, NULL, &tc, NULL), BP_OK);
-        float *p = bp_net_params(net, &n);
-        runs[r] = malloc(n * sizeof(float));
-        memcpy(runs[r], p, n * sizeof(float));
-        bp_net_free(net);
-    }
+    for (int r = 0; r < 3; r++)
+        runs[r] = trained_params(make_net(sizes, 3, BP_ACT_TANH, BP_ACT_SOFTMAX,
+                                          BP_COST_LOG_LIKELIHOOD, 10, r == 2 ? "naive" : "blas", 5),
+                                 ds, 3, 10, 0.3f, 8, &n);
     ck_assert_mem_eq(runs[0], runs[1], n * sizeof(float));
     /* The other backend trains to nearly the same place (not bit-identical: summation order). */
     ck_assert_msg(bp_test_nmse(runs[2], runs[0], n) < 1e-6, "naive vs blas after training");
     /* A different shuffle seed gives a different run, so the equality above is not vacuous. */
-    bp_net *net = make_net(sizes, 3, BP_ACT_TANH, BP_ACT_SOFTMAX, BP_COST_LOG_LIKELIHOOD, 10,
-                           "blas", 5);
-    bp_train_config tc;
-    bp_train_config_init(&tc);
-    tc.epochs = 3;
-    tc.eta = 0.3f;
-    tc.seed = 9;
-    ck_assert_int_eq(bp_train(net, ds, NULL, &tc, NULL), BP_OK);
-    ck_assert(memcmp(bp_net_params(net, NULL), runs[0], n * sizeof(float)) != 0);
-    bp_net_free(net);
+    float *other = trained_params(make_net(sizes, 3, BP_ACT_TANH, BP_ACT_SOFTMAX,
+                                           BP_COST_LOG_LIKELIHOOD, 10, "blas", 5),
+                                  ds, 3, 10, 0.3f, 9, &n);
+    ck_assert(memcmp(other, runs[0], n * sizeof(float)) != 0);
+    free(other);
     for (int r = 0; r < 3; r++)
         free(runs[r]);
     bp_dataset_free(ds);
@@ -295,6 +299,87 @@ START_TEST(test_names_round_trip)
 END_TEST
 
 
+/* A step split across a team of threads (by columns for the forward pass and BP1/BP2, by
+ * parameters for BP3/BP4) computes what one thread computes, up to summation order inside the
+ * GEMMs. The shapes make every split path run: 20 -> 70 splits W by rows (n_in < n_out), the
+ * others by columns; B = 37 leaves a ragged last share; 3 threads on a 2-core machine makes
+ * members sleep and wake. */
+START_TEST(test_thread_counts_agree)
+{
+    const int sizes[] = {20, 70, 40, 10};
+    const int team_batches[] = {64, 37, 200};
+    const int thread_counts[] = {2, 3};
+    for (size_t bi = 0; bi < sizeof team_batches / sizeof *team_batches; bi++)
+        for (size_t ti = 0; ti < sizeof thread_counts / sizeof *thread_counts; ti++) {
+            int B = team_batches[bi], T = thread_counts[ti];
+            bp_net *one = make_net(sizes, 4, BP_ACT_RELU, BP_ACT_SOFTMAX, BP_COST_LOG_LIKELIHOOD,
+                                   B, "blas", 31);
+            bp_net *team = make_net(sizes, 4, BP_ACT_RELU, BP_ACT_SOFTMAX,
+                                    BP_COST_LOG_LIKELIHOOD, B, "blas", 31);
+            float *x = malloc(sizeof(float) * 20 * B), *y = calloc(10 * (size_t)B, sizeof(float));
+            float *o1 = malloc(sizeof(float) * 10 * B), *oT = malloc(sizeof(float) * 10 * B);
+            uint64_t seed = 5 + (uint64_t)B;
+            bp_test_fill(x, 20 * (size_t)B, 0, 1, &seed);
+            for (int s = 0; s < B; s++)
+                y[s * 10 + (s * 3) % 10] = 1;
+            double c1, cT;
+            bp_set_threads(1);
+            ck_assert_int_eq(bp_net_forward(one, x, 20, B, o1, 10), BP_OK);
+            ck_assert_int_eq(bp_net_gradient(one, x, 20, y, 10, B, &c1), BP_OK);
+            bp_set_threads(T);
+            ck_assert_int_eq(bp_net_forward(team, x, 20, B, oT, 10), BP_OK);
+            ck_assert_int_eq(bp_net_gradient(team, x, 20, y, 10, B, &cT), BP_OK);
+            double e = bp_test_nmse(oT, o1, 10 * (size_t)B);
+            ck_assert_msg(e < BACKEND_NMSE, "B=%d T=%d outputs nmse %g", B, T, e);
+            ck_assert_double_eq_tol(cT, c1, 1e-6 * fabs(c1));
+            size_t n;
+            float *g1 = bp_net_grads(one, &n), *gT = bp_net_grads(team, NULL);
+            e = bp_test_nmse(gT, g1, n);
+            ck_assert_msg(e < BACKEND_NMSE, "B=%d T=%d gradient nmse %g", B, T, e);
+            for (int step = 0; step < 3; step++) {
+                bp_set_threads(1);
+                ck_assert_int_eq(bp_net_sgd_step(one, x, 20, y, 10, B, 0.1f, NULL), BP_OK);
+                bp_set_threads(T);
+                ck_assert_int_eq(bp_net_sgd_step(team, x, 20, y, 10, B, 0.1f, NULL), BP_OK);
+            }
+            e = bp_test_nmse(bp_net_params(team, NULL), bp_net_params(one, NULL), n);
+            ck_assert_msg(e < BACKEND_NMSE, "B=%d T=%d parameters after 3 steps nmse %g", B, T, e);
+            free(x), free(y), free(o1), free(oT);
+            bp_net_free(one);
+            bp_net_free(team);
+        }
+    bp_set_threads(0);
+}
+END_TEST
+
+/* With a team of two, training is still reproducible to the bit: each member always gets the
+ * same columns and parameters, and partial costs are added in member order. */
+START_TEST(test_team_training_is_deterministic)
+{
+    bp_set_threads(2);
+    const int sizes[] = {30, 48, 10};
+    enum { N = 640 };
+    float *x = malloc(sizeof(float) * 30 * N);
+    int labels[N];
+    uint64_t seed = 23;
+    bp_test_fill(x, 30 * N, 0, 1, &seed);
+    for (int i = 0; i < N; i++)
+        labels[i] = (int)(x[i * 30] * 9.99f);
+    bp_dataset *ds;
+    ck_assert_int_eq(bp_dataset_from_floats(&ds, x, labels, N, 30, 10), BP_OK);
+    float *runs[2];
+    size_t n = 0;
+    for (int r = 0; r < 2; r++)
+        runs[r] = trained_params(make_net(sizes, 3, BP_ACT_SIGMOID, BP_ACT_SIGMOID,
+                                          BP_COST_CROSS_ENTROPY, 64, "blas", 5),
+                                 ds, 3, 64, 0.5f, 1, &n);
+    ck_assert_mem_eq(runs[0], runs[1], n * sizeof(float));
+    free(runs[0]), free(runs[1]), free(x);
+    bp_dataset_free(ds);
+    bp_set_threads(0);
+}
+END_TEST
+
 /* The SGD step folds the update into BP4's GEMM (W = W - eta/B D A^T): it must land where the
  * unfused gradient and an explicit update land. Float rounding differs only in where the
  * update is added, so agreement to 1e-6 relative per parameter is expected. */
@@ -336,6 +421,8 @@ static Suite *net_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_backends_agree, 0, 3);
     tcase_add_test(tc, test_training_is_deterministic);
+    tcase_add_test(tc, test_thread_counts_agree);
+    tcase_add_test(tc, test_team_training_is_deterministic);
     tcase_add_test(tc, test_fused_sgd_step_matches_gradient_update);
     tcase_add_test(tc, test_bad_configurations_are_refused);
     tcase_add_test(tc, test_bad_calls_are_refused);

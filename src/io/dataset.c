@@ -257,7 +257,15 @@ bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, 
             return bp_fail(BP_EINVAL, "bp_dataset_gather: sample %zu has label %d, which "
                            "does not fit %d outputs", s, (int)labels[s], n_out);
     }
+    bp_dataset_gather_unchecked(ds, idx, batch, x, y, n_out);
+    return BP_OK;
+}
 
+void bp_dataset_gather_unchecked(const bp_dataset *ds, const size_t *idx, int batch, float *x,
+                                 float *y, int n_out)
+{
+    const ds_storage *st = ds->st;
+    const int32_t *labels = st->labels + ds->first;
     const size_t dim = (size_t)st->dim;
     if (st->pixels) {
         const uint8_t *base = st->pixels + ds->first * dim;
@@ -288,5 +296,4 @@ bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, 
             size_t s = idx ? idx[j] : (size_t)j;
             column_one_hot(y + (size_t)j * (size_t)n_out, n_out, labels[s]);
         }
-    return BP_OK;
 }

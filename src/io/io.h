@@ -27,4 +27,10 @@ bp_status bp_idx_read_images(const char *path, uint8_t **pixels, size_t *count, 
  * count bytes. */
 bp_status bp_idx_read_labels(const char *path, uint8_t **labels, size_t *count);
 
+/* bp_dataset_gather without its checks, for callers that have made them once (train/: the
+ * epoch's order is a permutation of the set, and its labels fit the net): each thread of a
+ * training step gathers its own columns through this. */
+void bp_dataset_gather_unchecked(const bp_dataset *ds, const size_t *idx, int batch, float *x,
+                                 float *y, int n_out);
+
 #endif

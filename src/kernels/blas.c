@@ -77,7 +77,7 @@ static void sgemm_blas(bp_trans ta, bp_trans tb, int m, int n, int k, float alph
         rank1_update(m, n, alpha, a, b, tb == BP_TRANS ? 1 : ldb, beta, c, ldc);
         return;
     }
-    bp_blas_use_threads(bp_gemm_threads(ta, tb, m, n, k, bp_get_threads()));
+    bp_blas_use_threads(bp_gemm_threads(ta, tb, m, n, k, bp_blas_thread_budget()));
     if (n == 1 && k > 0) {
         /* One column of C (B = 1, or the evaluation of one sample): a matrix-vector product.
          * OpenBLAS 0.3.21 sends sgemm with n = 1 through its full packing path: 27-33 us for

@@ -32,6 +32,17 @@ int bp_gemm_threads(bp_trans ta, bp_trans tb, int m, int n, int k, int max_threa
     return max_threads;
 }
 
+static _Thread_local int thread_budget;
+
+int bp_blas_thread_budget(void) { return thread_budget > 0 ? thread_budget : bp_get_threads(); }
+
+int bp_blas_set_thread_budget(int threads)
+{
+    int previous = thread_budget;
+    thread_budget = threads;
+    return previous;
+}
+
 static atomic_int current_threads;
 
 void bp_blas_use_threads(int threads)

@@ -15,6 +15,12 @@
 /* The threads (1 .. max_threads) for one sgemm call of this shape. */
 int bp_gemm_threads(bp_trans ta, bp_trans tb, int m, int n, int k, int max_threads);
 
+/* The ceiling for this thread's GEMMs: bp_get_threads(), unless this thread is a member of a
+ * team splitting a step (parallel/team.h), where each member's GEMMs run on one thread. */
+int bp_blas_thread_budget(void);
+/* Set this thread's ceiling (0: back to bp_get_threads()); returns the previous setting. */
+int bp_blas_set_thread_budget(int threads);
+
 /* Make OpenBLAS use `threads` threads for the next calls (cheap when unchanged). */
 void bp_blas_use_threads(int threads);
 

@@ -10,6 +10,7 @@
 #include <lapacke.h>
 
 #include "layers/layer.h"
+#include "parallel/team.h"
 
 static size_t dense_param_count(const bp_layer *l)
 {
@@ -105,30 +106,53 @@ static void dense_forward(const bp_layer *l, const bp_backend *be, int batch, co
     be->bias_act(l->act, l->n_out, batch, l->b, out, ldout);
 }
 
-static void dense_backward(const bp_layer *l, const bp_backend *be, int batch, const float *in,
-                           int ldin, const float *d, int ldd, float *d_in, int ld_din,
-                           const bp_fused_step *step)
+static void dense_backward_data(const bp_layer *l, const bp_backend *be, int batch,
+                                const float *d, int ldd, float *d_in, int ld_din)
+{
+    /* W^T D; the Hadamard with act'(Z_in) belongs to the layer below and the net applies it. */
+    be->sgemm(BP_TRANS, BP_NOTRANS, l->n_in, batch, l->n_out, 1.0f, l->w, l->ldw, d, ldd, 0.0f,
+              d_in, ld_din);
+}
+
+static void dense_backward_params(const bp_layer *l, const bp_backend *be, int batch,
+                                  const float *in, int ldin, const float *d, int ldd,
+                                  const bp_fused_step *step, int part, int parts)
 {
     float inv_batch = 1.0f / (float)batch;
-    /* BP2 (before the Hadamard, which belongs to the layer below): W^T D, taken before any
-     * fused update changes W. */
-    if (d_in)
-        be->sgemm(BP_TRANS, BP_NOTRANS, l->n_in, batch, l->n_out, 1.0f, l->w, l->ldw, d, ldd,
-                  0.0f, d_in, ld_din);
-    /* BP3: dC/db = D 1 / B, into the gradient arena (n_out floats; the fused path only borrows
-     * it as scratch and adds it to b at once). */
-    be->rowsum(l->n_out, batch, inv_batch, d, ldd, l->gb);
+    /* BP3 for rows [r0, r1) of b: dC/db = D 1 / B, into the gradient arena (the fused path only
+     * borrows it as scratch and adds it to b at once). */
+    int r0, r1;
+    bp_team_share(l->n_out, part, parts, 1, &r0, &r1);
+    if (r1 > r0) {
+        be->rowsum(r1 - r0, batch, inv_batch, d + r0, ldd, l->gb + r0);
+        if (step)
+            be->axpy((size_t)(r1 - r0), step->scale, l->gb + r0, l->b + r0);
+    }
+    /* BP4 for a block of W: D A_in^T / B is (n_out x B)(B x n_in), and each part's GEMM packs
+     * the whole of one operand and its share of the other. Splitting the longer side of W
+     * shares out the larger operand: for the first layer of [784,100,10] each part packs half
+     * of the 784 x B inputs instead of all of them. A block of columns of W is also contiguous
+     * in memory; a block of rows is not. */
+    int by_columns = l->n_in >= l->n_out;
+    int c0 = 0, c1 = l->n_in, w0 = 0, w1 = l->n_out;
+    if (by_columns)
+        bp_team_share(l->n_in, part, parts, 4, &c0, &c1);
+    else /* 16 rows: whole vector registers and GEMM row blocks rather than a ragged edge */
+        bp_team_share(l->n_out, part, parts, 16, &w0, &w1);
+    int rows = w1 - w0, cols = c1 - c0;
+    if (rows <= 0 || cols <= 0)
+        return;
+    size_t w_at = (size_t)w0 + (size_t)c0 * l->ldw;
+    const float *d_part = d + w0, *in_part = in + c0;
     if (!step) {
-        /* BP4: dC/dW = D A_in^T / B: (n_out x B)(B x n_in). */
-        be->sgemm(BP_NOTRANS, BP_TRANS, l->n_out, l->n_in, batch, inv_batch, d, ldd, in, ldin,
-                  0.0f, l->gw, l->ldw);
+        be->sgemm(BP_NOTRANS, BP_TRANS, rows, cols, batch, inv_batch, d_part, ldd, in_part, ldin,
+                  0.0f, l->gw + w_at, l->ldw);
         return;
     }
     /* BP4 and the update in one GEMM: W = decay W + (scale / B) D A_in^T, so the weight
      * gradient is never written to memory and read back. */
-    be->sgemm(BP_NOTRANS, BP_TRANS, l->n_out, l->n_in, batch, step->scale * inv_batch, d, ldd, in,
-              ldin, step->decay, l->w, l->ldw);
-    be->axpy((size_t)l->n_out, step->scale, l->gb, l->b);
+    be->sgemm(BP_NOTRANS, BP_TRANS, rows, cols, batch, step->scale * inv_batch, d_part, ldd,
+              in_part, ldin, step->decay, l->w + w_at, l->ldw);
 }
 
 const bp_layer_ops bp_dense_ops = {
@@ -137,5 +161,6 @@ const bp_layer_ops bp_dense_ops = {
     .bind = dense_bind,
     .init = dense_init,
     .forward = dense_forward,
-    .backward = dense_backward,
+    .backward_data = dense_backward_data,
+    .backward_params = dense_backward_params,
 };

@@ -38,13 +38,20 @@ typedef struct bp_layer_ops {
     /* out (n_out x batch) = act(layer(in)); in is n_in x batch. */
     void (*forward)(const bp_layer *l, const bp_backend *be, int batch, const float *in, int ldin,
                     float *out, int ldout);
-    /* Given d = dC/dZ of this layer (n_out x batch): if d_in is not NULL, write dC/dA_in
-     * (n_in x batch) into it (from the parameters as they were on entry); then either overwrite
-     * the layer's gradients with the batch mean (step == NULL), or apply `step` to the
-     * parameters directly, leaving the gradient arena as it was. */
-    void (*backward)(const bp_layer *l, const bp_backend *be, int batch, const float *in,
-                     int ldin, const float *d, int ldd, float *d_in, int ld_din,
-                     const bp_fused_step *step);
+    /* Backpropagation comes in two halves, so a step can split the first by samples (columns)
+     * and the second by parameters across threads, with one barrier between them.
+     * BP2: given d = dC/dZ of this layer (n_out x batch), write dC/dA_in (n_in x batch) into
+     * d_in, from the parameters as they are before this step's update. Each column depends on
+     * its own column of d alone: the net may call this on any column range. */
+    void (*backward_data)(const bp_layer *l, const bp_backend *be, int batch, const float *d,
+                          int ldd, float *d_in, int ld_din);
+    /* BP3/BP4 over the whole batch, for part `part` of `parts` of this layer's parameters
+     * (dense: a block of rows of W and b): either overwrite those gradients with the batch mean
+     * (step == NULL), or apply `step` to those parameters directly, leaving the gradient arena
+     * as it was. Parts are disjoint, so they may run concurrently. */
+    void (*backward_params)(const bp_layer *l, const bp_backend *be, int batch, const float *in,
+                            int ldin, const float *d, int ldd, const bp_fused_step *step,
+                            int part, int parts);
 } bp_layer_ops;
 
 

@@ -7,6 +7,7 @@
 
 #include "loss/loss.h"
 #include "net/net.h"
+#include "kernels/threads.h"
 #include "optim/optim.h"
 
 /* Generous limits: they exist so a typo (or a hostile model file later) is refused before it
@@ -144,6 +145,7 @@ void bp_net_free(bp_net *net)
 {
     if (!net)
         return;
+    bp_team_free(net->team);
     bp_free(net->buffers);
     bp_free(net->params);
     bp_free(net->grads);
@@ -230,40 +232,147 @@ float *bp_net_bias_grads(bp_net *net, int l)
     return layer ? layer->gb : NULL;
 }
 
-void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch)
+static void forward_columns(bp_net *net, const float *x, int ldx, int c0, int c1)
 {
-    const float *in = x;
+    const float *in = x + (size_t)c0 * ldx;
     int ldin = ldx;
     for (int i = 0; i < net->n_layers; i++) {
         bp_layer *l = &net->layers[i];
-        l->ops->forward(l, net->be, batch, in, ldin, net->a[i], l->n_out);
-        in = net->a[i];
+        float *out = net->a[i] + (size_t)c0 * l->n_out;
+        l->ops->forward(l, net->be, c1 - c0, in, ldin, out, l->n_out);
+        in = out;
         ldin = l->n_out;
     }
 }
 
-double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                                 int batch, const bp_fused_step *step)
+/* A training step is split across a team only when every member gets at least this many
+ * columns: below it, single-threaded GEMMs on slivers of the batch lose to one thread. */
+enum { MIN_COLUMNS_PER_MEMBER = 16 };
+
+typedef struct step_job {
+    bp_net *net;
+    const float *x, *y;
+    int ldx, ldy, batch;
+    const bp_fused_step *step;
+    const bp_batch_fill *fill;
+    double cost[BP_TEAM_MAX];  /* each member's share of the summed cost */
+} step_job;
+
+/* The column half of a step on columns [c0, c1): gather, forward, cost, BP1 and BP2. Touches
+ * only those columns of every buffer and reads the parameters. Returns the columns' cost. */
+static double step_columns(const step_job *job, int c0, int c1)
 {
-    bp_net_forward_unchecked(net, x, ldx, batch);
-    int L = net->n_layers;
-    bp_layer *out = &net->layers[L - 1];
-    double cost = bp_loss_value(net->cost, out->n_out, batch, net->a[L - 1], y, ldy);
+    bp_net *net = job->net;
+    const bp_backend *be = net->be;
+    int cols = c1 - c0, L = net->n_layers;
+    if (job->fill)
+        job->fill->fill(job->fill->ctx, c0, c1);
+    forward_columns(net, job->x, job->ldx, c0, c1);
+    const float *y = job->y + (size_t)c0 * job->ldy;
+    bp_layer *top = &net->layers[L - 1];
+    const float *a_top = net->a[L - 1] + (size_t)c0 * top->n_out;
+    double cost = bp_loss_value(net->cost, top->n_out, cols, a_top, y, job->ldy);
     /* BP1 */
-    bp_loss_delta(net->cost, out->act, out->n_out, batch, net->a[L - 1], y, ldy, net->d[L - 1]);
-    for (int i = L - 1; i >= 0; i--) {
-        bp_layer *l = &net->layers[i];
-        const float *in = i == 0 ? x : net->a[i - 1];
-        int ldin = i == 0 ? ldx : l->n_in;
-        /* The input layer has no delta to propagate into: skip its BP2. */
-        float *d_in = i == 0 ? NULL : net->d[i - 1];
-        l->ops->backward(l, net->be, batch, in, ldin, net->d[i], l->n_out, d_in, l->n_in, step);
-        if (d_in) {
-            const bp_layer *below = &net->layers[i - 1];
-            net->be->act_bwd_hadamard(below->act, below->n_out, batch, net->a[i - 1],
-                                      below->n_out, d_in, below->n_out);
-        }
+    bp_loss_delta(net->cost, top->act, top->n_out, cols, a_top, y, job->ldy,
+                  net->d[L - 1] + (size_t)c0 * top->n_out);
+    /* BP2 down to the first hidden layer; the input layer has no delta to propagate into. */
+    for (int i = L - 1; i >= 1; i--) {
+        const bp_layer *l = &net->layers[i], *below = &net->layers[i - 1];
+        float *d_in = net->d[i - 1] + (size_t)c0 * l->n_in;
+        l->ops->backward_data(l, be, cols, net->d[i] + (size_t)c0 * l->n_out, l->n_out, d_in,
+                              l->n_in);
+        be->act_bwd_hadamard(below->act, below->n_out, cols,
+                             net->a[i - 1] + (size_t)c0 * below->n_out, below->n_out, d_in,
+                             below->n_out);
     }
+    return cost;
+}
+
+/* The parameter half: BP3, BP4 and the update (or the gradients) of part `part` of `parts` of
+ * every layer, over all columns. */
+static void step_params(const step_job *job, int part, int parts)
+{
+    bp_net *net = job->net;
+    for (int i = net->n_layers - 1; i >= 0; i--) {
+        bp_layer *l = &net->layers[i];
+        const float *in = i == 0 ? job->x : net->a[i - 1];
+        int ldin = i == 0 ? job->ldx : l->n_in;
+        l->ops->backward_params(l, net->be, job->batch, in, ldin, net->d[i], l->n_out, job->step,
+                                part, parts);
+    }
+}
+
+static void step_member(void *arg, int member, int size)
+{
+    step_job *job = arg;
+    int c0, c1;
+    bp_team_share(job->batch, member, size, 8, &c0, &c1);
+    job->cost[member] = c1 > c0 ? step_columns(job, c0, c1) : 0.0;
+    bp_team_barrier(job->net->team);
+    step_params(job, member, size);
+}
+
+/* The team for this step, or NULL to run it on the calling thread. A team that cannot be made
+ * is not an error: the step runs serially, as fast as OpenBLAS's own threads make it. */
+static bp_team *step_team(bp_net *net, int batch)
+{
+    int threads = bp_blas_thread_budget();
+    if (threads > BP_TEAM_MAX)
+        threads = BP_TEAM_MAX;
+    if (threads < 2 || batch < threads * MIN_COLUMNS_PER_MEMBER)
+        return NULL;
+    if (net->team && bp_team_size(net->team) == threads)
+        return net->team;
+    bp_team_free(net->team);
+    net->team = NULL;
+    if (bp_team_create(&net->team, threads) != BP_OK)
+        net->team = NULL;
+    return net->team;
+}
+
+typedef struct forward_job {
+    bp_net *net;
+    const float *x;
+    int ldx, batch;
+} forward_job;
+
+static void forward_member(void *arg, int member, int size)
+{
+    forward_job *job = arg;
+    int c0, c1;
+    bp_team_share(job->batch, member, size, 8, &c0, &c1);
+    if (c1 > c0)
+        forward_columns(job->net, job->x, job->ldx, c0, c1);
+}
+
+/* Split like a training step, so evaluating between epochs never wakes OpenBLAS's own threads
+ * (which then spin for a tenth of a second and take a core from the team). */
+void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch)
+{
+    bp_team *team = step_team(net, batch);
+    if (!team) {
+        forward_columns(net, x, ldx, 0, batch);
+        return;
+    }
+    forward_job job = {net, x, ldx, batch};
+    bp_team_run(team, forward_member, &job);
+}
+
+double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                                 int batch, const bp_fused_step *step, const bp_batch_fill *fill)
+{
+    step_job job = {.net = net, .x = x, .y = y, .ldx = ldx, .ldy = ldy, .batch = batch,
+                    .step = step, .fill = fill};
+    bp_team *team = step_team(net, batch);
+    if (!team) {
+        double cost = step_columns(&job, 0, batch);
+        step_params(&job, 0, 1);
+        return cost;
+    }
+    bp_team_run(team, step_member, &job);
+    double cost = 0.0;
+    for (int m = 0; m < bp_team_size(team); m++)
+        cost += job.cost[m];
     return cost;
 }
 
@@ -319,7 +428,7 @@ bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, 
         st = check_targets(net, y, ldy, batch);
     if (st != BP_OK)
         return st;
-    double c = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL) / batch;
+    double c = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL, NULL) / batch;
     if (cost)
         *cost = c;
     return BP_OK;
@@ -335,7 +444,7 @@ bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, 
         return st;
     if (!(eta > 0.0f) || !isfinite(eta))
         return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", eta);
-    double c = bp_sgd_step_unchecked(net, x, ldx, y, ldy, batch, eta) / batch;
+    double c = bp_sgd_step_unchecked(net, x, ldx, y, ldy, batch, eta, NULL) / batch;
     if (cost)
         *cost = c;
     return BP_OK;

@@ -8,6 +8,7 @@
 #include "core/core.h"
 #include "kernels/backend.h"
 #include "layers/layer.h"
+#include "parallel/team.h"
 
 struct bp_net {
     int n_layers;          /* weight layers */
@@ -27,18 +28,35 @@ struct bp_net {
     float **a, **d;        /* a[i], d[i]: output and delta of layers[i] */
     float *x_batch;        /* sizes[0] x max_batch */
     float *y_batch;        /* sizes[n_layers] x max_batch */
+
+    /* The threads that split a training step (made at the first step that wants them, remade
+     * when bp_set_threads changes the count); NULL while steps run on the calling thread. */
+    bp_team *team;
 };
+
+/* Fills columns [c0, c1) of the inputs and targets a step was given: the mini-batch gather,
+ * handed to the step so each thread gathers the columns it is about to compute. It cannot fail:
+ * its caller checks indices and labels once, beforehand. */
+typedef struct bp_batch_fill {
+    void (*fill)(void *ctx, int c0, int c1);
+    void *ctx;
+} bp_batch_fill;
 
 static inline int bp_net_inputs(const bp_net *net) { return net->sizes[0]; }
 static inline int bp_net_outputs(const bp_net *net) { return net->sizes[net->n_layers]; }
 static inline const float *bp_net_output(const bp_net *net) { return net->a[net->n_layers - 1]; }
 
-/* Forward and backward over `batch` columns with no argument checks and no allocation: the
- * inner part of bp_net_gradient and bp_net_sgd_step. With step == NULL the gradient arena is
- * overwritten with the mean gradient; otherwise the step is fused into BP4 and applied to the
- * parameters directly. Returns the summed (not mean) cost of the batch before any update. */
+/* Forward and backward over `batch` columns with no argument checks and no allocation (after
+ * the first multi-threaded step): the inner part of bp_net_gradient and bp_net_sgd_step. With
+ * step == NULL the gradient arena is overwritten with the mean gradient; otherwise the step is
+ * fused into BP4 and applied to the parameters directly. With `fill`, x and y are filled by it
+ * first (they must be the net's x_batch and y_batch or other memory of that size). Returns the
+ * summed (not mean) cost of the batch before any update.
+ *
+ * Results are deterministic for a given thread count; a different count splits the batch
+ * differently and may change the last bits. */
 double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                                 int batch, const bp_fused_step *step);
+                                 int batch, const bp_fused_step *step, const bp_batch_fill *fill);
 void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch);
 
 #endif

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "io/io.h"
 #include "loss/loss.h"
 #include "net/net.h"
 #include "optim/optim.h"
@@ -88,6 +89,23 @@ static void shuffle(size_t *order, size_t n, bp_rng *rng)
     }
 }
 
+/* The gather of one mini-batch, done column range by column range by the threads of the step
+ * (the order is a permutation of the set and check_data has matched labels to outputs, so the
+ * unchecked gather is safe). */
+typedef struct gather_job {
+    const bp_dataset *set;
+    const size_t *idx;
+    float *x, *y;
+    int n_in, n_out;
+} gather_job;
+
+static void gather_columns(void *ctx, int c0, int c1)
+{
+    const gather_job *g = ctx;
+    bp_dataset_gather_unchecked(g->set, g->idx + c0, c1 - c0, g->x + (size_t)c0 * g->n_in,
+                                g->y + (size_t)c0 * g->n_out, g->n_out);
+}
+
 bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
                    const bp_train_config *cfg, bp_train_result *result)
 {
@@ -128,11 +146,10 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
         for (size_t start = 0; start < n; start += (size_t)cfg->batch) {
             /* Nielsen keeps the last, shorter mini-batch; so do we. */
             int batch = n - start < (size_t)cfg->batch ? (int)(n - start) : cfg->batch;
-            st = bp_dataset_gather(train, order + start, batch, net->x_batch, net->y_batch, n_out);
-            if (st != BP_OK)
-                break;
+            gather_job gather = {train, order + start, net->x_batch, net->y_batch, n_in, n_out};
+            const bp_batch_fill fill = {gather_columns, &gather};
             double c = bp_sgd_step_unchecked(net, net->x_batch, n_in, net->y_batch, n_out,
-                                             batch, cfg->eta);
+                                             batch, cfg->eta, &fill);
             if (!isfinite(c)) {
                 st = bp_fail(BP_EDIVERGED,
                              "the cost became %g in epoch %d at sample %zu (try a smaller eta)", c,
