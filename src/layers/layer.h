@@ -46,7 +46,7 @@ typedef struct bp_layer_ops {
     void (*backward_data)(const bp_layer *l, const bp_backend *be, int batch, const float *d,
                           int ldd, float *d_in, int ld_din);
     /* BP3/BP4 over the whole batch, for part `part` of `parts` of this layer's parameters
-     * (dense: a block of rows of W and b): either overwrite those gradients with the batch mean
+     * (dense: a block of W's columns or rows, and of b): either overwrite those gradients with the batch mean
      * (step == NULL), or apply `step` to those parameters directly, leaving the gradient arena
      * as it was. Parts are disjoint, so they may run concurrently. */
     void (*backward_params)(const bp_layer *l, const bp_backend *be, int batch, const float *in,

@@ -249,6 +249,14 @@ static void forward_columns(bp_net *net, const float *x, int ldx, int c0, int c1
  * columns: below it, single-threaded GEMMs on slivers of the batch lose to one thread. */
 enum { MIN_COLUMNS_PER_MEMBER = 16 };
 
+/* The columns of a batch that member `member` of `size` computes, in the step and the forward
+ * pass alike: boundaries on multiples of 8 columns keep each member's GEMM on whole column
+ * blocks of OpenBLAS's kernels. */
+static void member_columns(int batch, int member, int size, int *c0, int *c1)
+{
+    bp_team_share(batch, member, size, 8, c0, c1);
+}
+
 typedef struct step_job {
     bp_net *net;
     const float *x, *y;
@@ -306,7 +314,7 @@ static void step_member(void *arg, int member, int size)
 {
     step_job *job = arg;
     int c0, c1;
-    bp_team_share(job->batch, member, size, 8, &c0, &c1);
+    member_columns(job->batch, member, size, &c0, &c1);
     job->cost[member] = c1 > c0 ? step_columns(job, c0, c1) : 0.0;
     bp_team_barrier(job->net->team);
     step_params(job, member, size);
@@ -340,7 +348,7 @@ static void forward_member(void *arg, int member, int size)
 {
     forward_job *job = arg;
     int c0, c1;
-    bp_team_share(job->batch, member, size, 8, &c0, &c1);
+    member_columns(job->batch, member, size, &c0, &c1);
     if (c1 > c0)
         forward_columns(job->net, job->x, job->ldx, c0, c1);
 }
