@@ -21,6 +21,8 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+void bench_sort(double *v, int n) { qsort(v, (size_t)n, sizeof *v, cmp_double); }
+
 bench_stats bench_time(void (*fn)(void *), void *arg, int warmup, int reps)
 {
     for (int i = 0; i < warmup; i++)
@@ -113,7 +115,7 @@ static void roof_gemm(void *arg)
                 ROOF_N, roof_b, ROOF_N, 0.0f, roof_c, ROOF_N);
 }
 
-double bench_roofline_gflops(void)
+static void roof_alloc(void)
 {
     size_t n = (size_t)ROOF_N * ROOF_N;
     if (!roof_a) {
@@ -123,6 +125,25 @@ double bench_roofline_gflops(void)
         for (size_t i = 0; i < n; i++)
             roof_a[i] = roof_b[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
     }
+}
+
+double bench_roofline_gflops(void)
+{
+    roof_alloc();
     bench_stats s = bench_time(roof_gemm, NULL, 1, 5);
-    return 2.0 * ROOF_N * ROOF_N * ROOF_N / s.best * 1e-9;
+    return bench_roofline_flops() / s.best * 1e-9;
+}
+
+double bench_roofline_flops(void) { return 2.0 * ROOF_N * ROOF_N * ROOF_N; }
+
+void bench_roofline_part(int part, int parts)
+{
+    roof_alloc();
+    /* Whole 64-column blocks per part, so no part ends on a ragged kernel edge. */
+    int blocks = ROOF_N / 64, b0 = blocks * part / parts, b1 = blocks * (part + 1) / parts;
+    if (b1 <= b0)
+        return;
+    size_t at = (size_t)b0 * 64 * ROOF_N;
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ROOF_N, (b1 - b0) * 64, ROOF_N, 1.0f,
+                roof_a, ROOF_N, roof_b + at, ROOF_N, 0.0f, roof_c + at, ROOF_N);
 }

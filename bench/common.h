@@ -16,6 +16,9 @@ typedef struct bench_stats {
     int reps;
 } bench_stats;
 
+/* Sort v[0..n) ascending (for medians and quartiles). */
+void bench_sort(double *v, int n);
+
 /* Time fn(arg) `reps` times after `warmup` untimed calls. */
 bench_stats bench_time(void (*fn)(void *), void *arg, int warmup, int reps);
 
@@ -35,5 +38,11 @@ void bench_join_ints(char *buf, size_t size, const int *v, int n);
 
 /* sgemm roofline: GFLOPS of one 2048^3 cblas_sgemm (best of a few) with the current threads. */
 double bench_roofline_gflops(void);
+
+/* FLOPs of that product, and its columns [part/parts, (part+1)/parts) as one sgemm on whatever
+ * threads the caller allows: `parts` threads each running one part make the same product
+ * without OpenBLAS's own threads. */
+double bench_roofline_flops(void);
+void bench_roofline_part(int part, int parts);
 
 #endif
