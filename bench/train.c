@@ -8,12 +8,14 @@
  *             run's thread count, for the same number of steps: what an implementation that
  *             did nothing but OpenBLAS's GEMMs would pay (the library picks threads per shape,
  *             so with 2 threads it can beat this floor);
- *   x floor   epoch / floor; epoch and floor are measured alternately, --reps times (3; 1 with
- *             --quick), and each is the best of its runs: noise on a shared machine only adds;
+ *             epoch and floor are measured alternately, --reps times (3; 1 with --quick), and
+ *             each is the best of its runs: noise on a shared machine only adds;
  *   GFLOPS    true training FLOPs (no BP2 into the input layer) per second of the epoch;
- *   %roof     training speed over the 2048^3 sgemm roofline on the same threads, paired: the
- *             median over 16 slices (4 with --quick) of a separate training run, each slice
- *             divided by a roofline product run right after it (see paired_roof_ratio).
+ *   x floor   training time over floor time and
+ *   %roof     training speed over the 2048^3 sgemm roofline on the same threads, both paired:
+ *             medians over 16 slices (4 with --quick) of a separate training run, each slice
+ *             against its own floor and a roofline product run just before it (see
+ *             paired_ratios).
  * Plus, for [784,100,10]: the naive backend (on a slice, scaled, marked), and a per-sample
  * baseline that runs each sample alone through matrix-vector products and accumulates, as
  * Nielsen's network.py does, to show what batching buys.
@@ -206,10 +208,9 @@ static void floor_run(void *arg)
     }
 }
 
-static double floor_seconds(const net_spec *spec, int batch, int samples)
+static floor_case floor_make(const net_spec *spec, int batch)
 {
-    floor_case fc = {.spec = spec, .batch = batch, .steps = samples / batch,
-                     .threads = bp_get_threads()};
+    floor_case fc = {.spec = spec, .batch = batch, .threads = bp_get_threads()};
     for (int l = 0; l < spec->n; l++) {
         size_t act = (size_t)spec->sizes[l] * batch;
         fc.a[l] = calloc(act, sizeof(float));
@@ -217,12 +218,23 @@ static double floor_seconds(const net_spec *spec, int batch, int samples)
         if (l + 1 < spec->n)
             fc.w[l] = calloc((size_t)spec->sizes[l] * spec->sizes[l + 1], sizeof(float));
     }
-    floor_case warm = fc;
-    warm.steps = fc.steps < 4 ? fc.steps : 4;
-    floor_run(&warm);
+    return fc;
+}
+
+static void floor_free(floor_case *fc)
+{
+    for (int l = 0; l < fc->spec->n; l++)
+        free(fc->a[l]), free(fc->d[l]), free(fc->w[l]);
+}
+
+static double floor_seconds(const net_spec *spec, int batch, int samples)
+{
+    floor_case fc = floor_make(spec, batch);
+    fc.steps = samples / batch < 4 ? samples / batch : 4;
+    floor_run(&fc); /* warm-up */
+    fc.steps = samples / batch;
     bench_stats st = bench_time(floor_run, &fc, 0, 1);
-    for (int l = 0; l < spec->n; l++)
-        free(fc.a[l]), free(fc.d[l]), free(fc.w[l]);
+    floor_free(&fc);
     return st.best;
 }
 
@@ -247,44 +259,66 @@ static double roofline_seconds(bp_team *team)
     return bench_now() - t0;
 }
 
-/* Training speed as a fraction of the roofline: the median, over `pairs` slices of the
- * measured samples, of the slice's training GFLOPS over the GFLOPS of one roofline product run
- * right after it on the same threads (the faster of two). Each ratio compares runs a fraction
- * of a second apart, so the machine's slow drifts cancel. Dividing a best-of-3 epoch by a best-of-5
- * product does not: a 0.1 s product finds the quiet spells a 4 s epoch never has. */
-static double paired_roof_ratio(const net_spec *spec, const bp_dataset *data, int batch,
-                                int samples, int pairs, bp_team *team)
+static double median(double *v, int n)
+{
+    bench_sort(v, n);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct paired {
+    double x_floor, roof; /* medians over the pairs */
+} paired;
+
+/* The ratios, measured in pairs. A separate training run is cut into `pairs` slices of the
+ * measured samples; before each slice run its GEMM floor (same steps, same shapes) and one
+ * roofline product (the faster of two) on the same threads. x_floor is the median of
+ * slice time over floor time, roof the median of the slice's GFLOPS over the product's. Each
+ * ratio compares runs a fraction of a second apart, so the machine's drifts cancel; dividing
+ * a best-of-3 epoch by a best-of-5 product does not (a 0.1 s product finds quiet spells a 4 s
+ * epoch never has, and a roofline taken in a fast minute flatters a slow hour's epoch). */
+static paired paired_ratios(const net_spec *spec, const bp_dataset *data, int batch, int samples,
+                            int pairs, bp_team *team)
 {
     int steps = samples / batch;
     if (pairs > steps)
         pairs = steps;
     bp_net *net = make_net(spec, batch, "blas");
+    floor_case fc = floor_make(spec, batch);
     bp_train_config tc;
     bp_train_config_init(&tc);
     tc.epochs = 1;
     tc.batch = batch;
     tc.eta = 0.01f;
-    double ratio[64], step_gflop = step_flops(spec, batch) * 1e-9;
-    bp_train_result res;
-    for (int p = -1; p < pairs; p++) { /* p = -1 warms up both */
+    double x_floor[64], roof[64], step_gflop = step_flops(spec, batch) * 1e-9;
+    for (int p = -1; p < pairs; p++) { /* p = -1 warms everything up */
         int s0 = p < 0 ? 0 : steps * p / pairs, s1 = p < 0 ? 1 : steps * (p + 1) / pairs;
+        fc.steps = s1 - s0;
+        double t0 = bench_now();
+        floor_run(&fc);
+        double floor_s = bench_now() - t0;
+        settle_openblas_pool(fc.threads);
+        /* The roofline between the sleep and the slice: it brings its 48 MB of operands back
+         * into cache (hence the faster of two) and the cores back up to speed, so the slice
+         * never starts on a core that has just idled. */
+        double roof_gflops = bench_roofline_flops() * 1e-9 /
+                             fmin(roofline_seconds(team), roofline_seconds(team));
         bp_dataset *slice = NULL;
-        if (bp_dataset_slice(data, (size_t)s0 * batch, (size_t)(s1 - s0) * batch, &slice) != BP_OK ||
+        bp_train_result res;
+        if (bp_dataset_slice(data, (size_t)s0 * batch, (size_t)(s1 - s0) * batch, &slice) !=
+                BP_OK ||
             bp_train(net, slice, NULL, &tc, &res) != BP_OK) {
             fprintf(stderr, "bench_train: %s\n", bp_last_error());
             exit(1);
         }
         bp_dataset_free(slice);
-        /* Two products, the faster kept: the first also brings its 48 MB of operands back
-         * into cache after the training slice evicted them. */
-        double roof = bench_roofline_flops() * 1e-9 /
-                      fmin(roofline_seconds(team), roofline_seconds(team));
-        if (p >= 0)
-            ratio[p] = step_gflop * (s1 - s0) / res.train_seconds / roof;
+        if (p >= 0) {
+            x_floor[p] = res.train_seconds / floor_s;
+            roof[p] = step_gflop * (s1 - s0) / res.train_seconds / roof_gflops;
+        }
     }
+    floor_free(&fc);
     bp_net_free(net);
-    bench_sort(ratio, pairs);
-    return pairs % 2 ? ratio[pairs / 2] : 0.5 * (ratio[pairs / 2 - 1] + ratio[pairs / 2]);
+    return (paired){median(x_floor, pairs), median(roof, pairs)};
 }
 
 /* ---- the per-sample baseline (network.py's loop) ------------------------------------------ */
@@ -338,8 +372,8 @@ static double per_sample_seconds(const bp_dataset *data, int samples)
 /* ---- reporting -------------------------------------------------------------------------- */
 
 static void report(const options *o, const char *net, const char *what, int threads, int batch,
-                   int samples, double seconds, double floor, double flops_per_epoch,
-                   double roof_ratio)
+                   int samples, double seconds, double floor, double x_floor,
+                   double flops_per_epoch, double roof_ratio)
 {
     double scale = (double)EPOCH / samples, epoch = seconds * scale;
     double gflops = flops_per_epoch / epoch * 1e-9;
@@ -349,17 +383,17 @@ static void report(const options *o, const char *net, const char *what, int thre
                "\"x_floor\": %.4g, \"gflops\": %.4g, \"roof_ratio\": %.4g, "
                "\"measured_samples\": %d, \"scaled\": %s}\n",
                net, what, threads, batch, epoch, EPOCH / epoch, floor > 0 ? floor * scale : 0,
-               floor > 0 ? seconds / floor : 0, gflops, roof_ratio, samples,
+               x_floor, gflops, roof_ratio, samples,
                samples < EPOCH ? "true" : "false");
         return;
     }
     char fl[32] = "-", xf[32] = "-", rr[32] = "-";
     if (roof_ratio > 0)
         snprintf(rr, sizeof rr, "%.0f%%", 100 * roof_ratio);
-    if (floor > 0) {
+    if (floor > 0)
         snprintf(fl, sizeof fl, "%.3f", floor * scale);
-        snprintf(xf, sizeof xf, "%.2f", seconds / floor);
-    }
+    if (x_floor > 0)
+        snprintf(xf, sizeof xf, "%.2f", x_floor);
     printf("%-17s %-10s %3d %5d %9.3f %10.0f %8s %7s %8.1f %6s  %s\n", net, what, threads,
            batch, epoch, EPOCH / epoch, fl, xf, gflops, rr,
            samples < EPOCH ? "scaled" : "");
@@ -452,8 +486,9 @@ int main(int argc, char **argv)
                     settle_openblas_pool(threads);
                     s = fmin(s, train_seconds(spec, data, B, samples, "blas"));
                 }
-                double ratio = paired_roof_ratio(spec, data, B, samples, o.quick ? 4 : 16, team);
-                report(&o, spec->name, "blas", threads, B, samples, s, fl, flops, ratio);
+                paired pr = paired_ratios(spec, data, B, samples, o.quick ? 4 : 16, team);
+                report(&o, spec->name, "blas", threads, B, samples, s, fl, pr.x_floor, flops,
+                       pr.roof);
             }
             if (ni == 0 && threads == 1) {
                 /* The reference loops: a slice, since an epoch takes minutes. */
@@ -465,12 +500,12 @@ int main(int argc, char **argv)
                     int n = slice / B * B;
                     double fl = floor_seconds(spec, B, n);
                     double s = train_seconds(spec, data, B, n, "naive");
-                    report(&o, spec->name, "naive", threads, B, n, s, fl,
+                    report(&o, spec->name, "naive", threads, B, n, s, fl, s / fl,
                            step_flops(spec, B) * ((double)EPOCH / B), 0);
                 }
                 int n = o.quick ? 3000 : 12000;
                 double s = per_sample_seconds(data, n);
-                report(&o, spec->name, "per-sample", threads, 10, n, s, 0,
+                report(&o, spec->name, "per-sample", threads, 10, n, s, 0, 0,
                        step_flops(spec, 10) * ((double)EPOCH / 10), 0);
             }
         }
