@@ -269,6 +269,8 @@ typedef struct paired {
     double x_floor, roof; /* medians over the pairs */
 } paired;
 
+enum { MAX_PAIRS = 64 };
+
 /* The ratios, measured in pairs. A separate training run is cut into `pairs` slices of the
  * measured samples; before each slice run its GEMM floor (same steps, same shapes) and one
  * roofline product (the faster of two) on the same threads. x_floor is the median of
@@ -280,6 +282,8 @@ static paired paired_ratios(const net_spec *spec, const bp_dataset *data, int ba
                             int pairs, bp_team *team)
 {
     int steps = samples / batch;
+    if (pairs > MAX_PAIRS)
+        pairs = MAX_PAIRS;
     if (pairs > steps)
         pairs = steps;
     bp_net *net = make_net(spec, batch, "blas");
@@ -289,7 +293,7 @@ static paired paired_ratios(const net_spec *spec, const bp_dataset *data, int ba
     tc.epochs = 1;
     tc.batch = batch;
     tc.eta = 0.01f;
-    double x_floor[64], roof[64], step_gflop = step_flops(spec, batch) * 1e-9;
+    double x_floor[MAX_PAIRS], roof[MAX_PAIRS], step_gflop = step_flops(spec, batch) * 1e-9;
     for (int p = -1; p < pairs; p++) { /* p = -1 warms everything up */
         int s0 = p < 0 ? 0 : steps * p / pairs, s1 = p < 0 ? 1 : steps * (p + 1) / pairs;
         fc.steps = s1 - s0;
