@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite on a fresh Debian 12 machine: install what it needs, fetch
 # real MNIST, build and run every suite (fast, slow, perf) in a release build, then fast and
-# slow again in an address+undefined sanitizer build (instruction counts mean nothing there). Ends with the line `tests: N passed, M failed`, counting
-# every meson test of both builds.
+# slow again in an address+undefined sanitizer build (instruction counts mean nothing there), and
+# the fast suites in a ThreadSanitizer build (they run training steps on 2 and 3 threads). Ends
+# with the line `tests: N passed, M failed`, counting every meson test of the three builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,12 +34,16 @@ run_build build "" --buildtype=release
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
     run_build build-sanitize "--no-suite perf" --buildtype=debugoptimized -Db_sanitize=address,undefined \
     -Db_lundef=false
+# A race found by TSan fails the test that hit it.
+TSAN_OPTIONS=halt_on_error=1 \
+    run_build build-tsan "--suite fast" --buildtype=debugoptimized -Db_sanitize=thread \
+    -Db_lundef=false
 
-# Count the results meson recorded for both builds.
+# Count the results meson recorded for the three builds.
 python3 - "$failed_builds" <<'PY'
 import json, sys
 passed = failed = 0
-for d in ("build", "build-sanitize"):
+for d in ("build", "build-sanitize", "build-tsan"):
     try:
         lines = open(f"{d}/meson-logs/testlog.json").read().splitlines()
     except OSError:

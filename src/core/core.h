@@ -36,4 +36,15 @@ uint64_t bp_rng_below(bp_rng *rng, uint64_t n); /* uniform in [0, n), unbiased *
 /* Seconds on CLOCK_MONOTONIC. */
 double bp_now(void);
 
+/* Compile a hot loop for AVX-512, AVX2 and baseline x86-64 and let the loader pick the widest
+ * the CPU has (GCC function multi-versioning, resolved by an ifunc). The default build targets
+ * baseline x86-64, so this is how the kernels use wide vectors. BP_NO_CLONES turns it off: the
+ * ThreadSanitizer build needs that, because an ifunc resolver runs before TSan initialises and
+ * crashes it. */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && !defined(BP_NO_CLONES)
+#define BP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define BP_CLONES
+#endif
+
 #endif

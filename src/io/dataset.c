@@ -216,7 +216,7 @@ int bp_dataset_label(const bp_dataset *ds, size_t i)
  * dst[k] = src[k] / 255 as a multiply: 255 * (1/255.f) rounds to exactly 1.0f.
  * Built for AVX-512, AVX2 and baseline x86-64 (picked at load time): the AVX-512 copy cut a
  * shuffled MNIST epoch's gather at B = 1024 from 24 to 16 ms. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+BP_CLONES static void
 column_from_bytes(float *restrict dst, const uint8_t *restrict src, size_t dim)
 {
     const float scale = 1.0f / 255.0f;

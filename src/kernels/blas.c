@@ -2,6 +2,7 @@
  * loop), the elementwise kernels from fast.c, and axpy from either. */
 #include <cblas.h>
 
+#include "core/core.h"
 #include "kernels/backend.h"
 #include "kernels/threads.h"
 
@@ -10,7 +11,7 @@
  * 100 x 784 case through sgemm and ~8 us through sger on SkylakeX (14 us through sger on
  * Zen 3); this loop, one axpy per column of C, takes ~5.7 us (5.3 us on Zen 3). Compiled for
  * AVX-512, AVX2 and baseline x86-64, picked when the library loads. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+BP_CLONES static void
 rank1_update(int m, int n, float alpha, const float *restrict a, const float *restrict b,
              int incb, float beta, float *restrict c, int ldc)
 {
@@ -37,7 +38,7 @@ rank1_update(int m, int n, float alpha, const float *restrict a, const float *re
 /* c = alpha A x + beta c for A m x k (column-major, lda) when most of x is zero: only the
  * columns of A that meet a non-zero x_j are read. A forward pass at B = 1 on MNIST reads a fifth
  * of W this way; sgemv reads all of it. */
-__attribute__((target_clones("avx512f", "avx2", "default"))) static void
+BP_CLONES static void
 sparse_gemv_n(int m, int k, float alpha, const float *restrict a, int lda,
               const float *restrict x, float beta, float *restrict c)
 {

@@ -13,14 +13,10 @@
  * no reassociation without -ffast-math), so results do not depend on the machine, and the
  * row sums are in the reference's column order, bit for bit.
  */
+#include "core/core.h"
 #include "kernels/backend.h"
 #include "kernels/vexp.h"
 
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && !defined(BP_NO_CLONES)
-#define BP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define BP_CLONES
-#endif
 /* Loop helpers are inlined into each clone, so they are compiled for its ISA. */
 #define BP_INLINE static inline __attribute__((always_inline))
 
