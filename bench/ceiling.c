@@ -68,25 +68,10 @@ static double steps_seconds(rig *r, const bp_backend *be)
     return bench_now() - t0;
 }
 
-static void roof_member(void *arg, int member, int size)
-{
-    (void)arg;
-    bench_roofline_part(member, size);
-}
-
 /* The faster of two products: the first also brings the operands back into cache. */
 static double roofline_seconds(rig *r)
 {
-    double best = INFINITY;
-    for (int i = 0; i < 2; i++) {
-        double t0 = bench_now();
-        if (r->roof_team)
-            bp_team_run(r->roof_team, roof_member, NULL);
-        else
-            bench_roofline_part(0, 1);
-        best = fmin(best, bench_now() - t0);
-    }
-    return best;
+    return fmin(bench_roofline_seconds(r->roof_team), bench_roofline_seconds(r->roof_team));
 }
 
 static void print_ratio(const char *what, double *v, int n)

@@ -136,9 +136,10 @@ double bench_roofline_gflops(void)
 
 double bench_roofline_flops(void) { return 2.0 * ROOF_N * ROOF_N * ROOF_N; }
 
-void bench_roofline_part(int part, int parts)
+/* Columns [part/parts, (part+1)/parts) of the product as one sgemm. */
+static void roof_part(void *arg, int part, int parts)
 {
-    roof_alloc();
+    (void)arg;
     /* Whole 64-column blocks per part, so no part ends on a ragged kernel edge. */
     int blocks = ROOF_N / 64, b0 = blocks * part / parts, b1 = blocks * (part + 1) / parts;
     if (b1 <= b0)
@@ -146,4 +147,15 @@ void bench_roofline_part(int part, int parts)
     size_t at = (size_t)b0 * 64 * ROOF_N;
     cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, ROOF_N, (b1 - b0) * 64, ROOF_N, 1.0f,
                 roof_a, ROOF_N, roof_b + at, ROOF_N, 0.0f, roof_c + at, ROOF_N);
+}
+
+double bench_roofline_seconds(bp_team *team)
+{
+    roof_alloc();
+    double t0 = bench_now();
+    if (team)
+        bp_team_run(team, roof_part, NULL);
+    else
+        roof_part(NULL, 0, 1);
+    return bench_now() - t0;
 }

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "parallel/team.h"
+
 /* Seconds on CLOCK_MONOTONIC. */
 double bench_now(void);
 
@@ -39,10 +41,10 @@ void bench_join_ints(char *buf, size_t size, const int *v, int n);
 /* sgemm roofline: GFLOPS of one 2048^3 cblas_sgemm (best of a few) with the current threads. */
 double bench_roofline_gflops(void);
 
-/* FLOPs of that product, and its columns [part/parts, (part+1)/parts) as one sgemm on whatever
- * threads the caller allows: `parts` threads each running one part make the same product
- * without OpenBLAS's own threads. */
+/* FLOPs of that product, and the seconds of one run of it as one single-threaded part per
+ * member of `team` (NULL: the calling thread alone), the way a training step uses the cores:
+ * OpenBLAS's own pool never wakes (its idle workers would take a core from what runs next). */
 double bench_roofline_flops(void);
-void bench_roofline_part(int part, int parts);
+double bench_roofline_seconds(bp_team *team);
 
 #endif

@@ -240,25 +240,6 @@ static double floor_seconds(const net_spec *spec, int batch, int samples)
 
 /* ---- %roof: training and the roofline, paired ---------------------------------------------- */
 
-static void roof_member(void *arg, int member, int size)
-{
-    (void)arg;
-    bench_roofline_part(member, size);
-}
-
-/* One 2048^3 product on the run's threads: a team of single-threaded parts, as a training step
- * runs, so it never wakes OpenBLAS's own pool (whose idle workers would take a core from the
- * next training slice for a tenth of a second). */
-static double roofline_seconds(bp_team *team)
-{
-    double t0 = bench_now();
-    if (team)
-        bp_team_run(team, roof_member, NULL);
-    else
-        bench_roofline_part(0, 1);
-    return bench_now() - t0;
-}
-
 static double median(double *v, int n)
 {
     bench_sort(v, n);
@@ -305,7 +286,7 @@ static paired paired_ratios(const net_spec *spec, const bp_dataset *data, int ba
          * into cache (hence the faster of two) and the cores back up to speed, so the slice
          * never starts on a core that has just idled. */
         double roof_gflops = bench_roofline_flops() * 1e-9 /
-                             fmin(roofline_seconds(team), roofline_seconds(team));
+                             fmin(bench_roofline_seconds(team), bench_roofline_seconds(team));
         bp_dataset *slice = NULL;
         bp_train_result res;
         if (bp_dataset_slice(data, (size_t)s0 * batch, (size_t)(s1 - s0) * batch, &slice) !=
@@ -463,7 +444,7 @@ int main(int argc, char **argv)
         }
         double split_roof = 0;
         for (int r = 0; r < 5; r++)
-            split_roof = fmax(split_roof, bench_roofline_flops() * 1e-9 / roofline_seconds(team));
+            split_roof = fmax(split_roof, bench_roofline_flops() * 1e-9 / bench_roofline_seconds(team));
         settle_openblas_pool(threads);
         if (o.json)
             printf("{\"roofline_gflops\": %.4g, \"split_roofline_gflops\": %.4g, "
