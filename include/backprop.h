@@ -62,7 +62,7 @@ typedef enum bp_status {
     BP_EINVAL,     /* a bad argument: a wrong dimension, an unknown name, a NULL */
     BP_EIO,        /* a file could not be opened, read or written */
     BP_EFORMAT,    /* a file's contents are not what its format promises */
-    BP_EDIVERGED,  /* training produced a non-finite cost */
+    BP_EDIVERGED,  /* training produced a non-finite cost, output or parameter */
     BP_ENOTSUP,    /* a valid request this build cannot serve */
     BP_STATUS_COUNT
 } bp_status;
@@ -78,7 +78,9 @@ BP_API const char *bp_version(void);
 
 /* ---- process-wide settings ------------------------------------------------------------- */
 
-/* The number of threads BLAS may use. n <= 0 means one per online core (the default). */
+/* The default thread count of nets created afterwards (bp_net_config.threads overrides it per
+ * net), and the ceiling for OpenBLAS calls made outside a net's step. n <= 0 means one per
+ * online core (the default). */
 BP_API bp_status bp_set_threads(int n);
 BP_API int bp_get_threads(void);
 
@@ -146,6 +148,8 @@ typedef struct bp_net_config {
                                   Training with a larger batch replans once, before the first
                                   step. */
     const char *backend;       /* "blas" (default) or "naive" */
+    int threads;               /* threads a training step of this net uses: 0 (default) takes
+                                  bp_get_threads() as it is when the net is created */
 } bp_net_config;
 
 BP_API void bp_net_config_init(bp_net_config *cfg);
@@ -155,18 +159,27 @@ BP_API void bp_net_config_init(bp_net_config *cfg);
  * pairing once, here (cross-entropy and log-likelihood need outputs in (0,1): sigmoid or
  * softmax). The caller frees *out with bp_net_free. */
 BP_API bp_status bp_net_create(bp_net **out, const bp_net_config *cfg);
+/* Also starts the net's team of threads (when it has more than one): the threads are part of
+ * the plan, so no training step ever makes them. */
 BP_API void bp_net_free(bp_net *net);
 
 /* Switch the arithmetic backend by name; the parameters are untouched. */
 BP_API bp_status bp_net_set_backend(bp_net *net, const char *name);
 BP_API const char *bp_net_backend(const bp_net *net);
 
+/* The threads this net's steps use, and a new count (n <= 0: bp_get_threads()), which remakes
+ * the net's team now rather than inside a later step. If the threads cannot be started,
+ * bp_net_create and bp_net_set_threads fail (BP_ENOMEM) and a net keeps its old team. */
+BP_API bp_status bp_net_set_threads(bp_net *net, int n);
+BP_API int bp_net_threads(const bp_net *net);
+
 /* Make the buffers hold at least max_batch columns (allocates only if they are smaller). */
 BP_API bp_status bp_net_reserve(bp_net *net, int max_batch);
 
 BP_API int bp_net_layers(const bp_net *net);        /* weight layers: n_sizes - 1 */
 BP_API int bp_net_size(const bp_net *net, int i);   /* neurons in layer i, 0 = input */
-BP_API bp_cost bp_net_cost(const bp_net *net);
+/* The getters accept NULL (and out-of-range indices) and then return 0, NULL or *_COUNT. */
+BP_API bp_cost bp_net_cost(const bp_net *net);      /* BP_COST_COUNT for a NULL net */
 
 /* The parameter and gradient arenas: n floats each, the same layout, 64-byte aligned. Writing
  * the parameters through this view is allowed (that is how an optimiser or a loader works). */
@@ -188,14 +201,18 @@ BP_API bp_status bp_net_forward(bp_net *net, const float *x, int ldx, int batch,
 
 /* Forward and backward pass (BP1-BP4) of one mini-batch against targets y (n_L x batch,
  * leading dimension ldy). OVERWRITES the gradient arena with the gradient of the mean cost
- * C = (1/batch) sum_x C_x, and stores that mean cost in *cost unless cost is NULL. */
+ * C = (1/batch) sum_x C_x, and stores that mean cost in *cost unless cost is NULL.
+ * BP_EDIVERGED when that cost is not finite (also for bp_net_sgd_step, whose update has then
+ * been applied). */
 BP_API bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, double *cost);
 
 /* One step of mini-batch SGD: params -= eta * (mean gradient), the gradient being that of
  * bp_net_gradient. The update is fused into the weight-gradient GEMM, so the gradient arena is
  * NOT written (its contents are unspecified afterwards). *cost is the batch's mean cost before
- * the step. batch must not exceed the planned size: the step never allocates. */
+ * the step. batch must not exceed the planned size: the step never allocates. (OpenBLAS itself
+ * may: 0.3.21's SkylakeX small-matrix sgemm kernels malloc and free a packing buffer on every
+ * call, e.g. at batch 10; that is outside the library's control and its allocation counters.) */
 BP_API bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, float eta, double *cost);
 
@@ -267,7 +284,10 @@ typedef struct bp_train_result {
 
 /* Mini-batch SGD over `train` (shuffled each epoch by the library's seeded RNG), evaluating on
  * `validation` (may be NULL) after each epoch. Fails with BP_EDIVERGED, keeping the epoch count
- * reached, if the cost stops being finite. result may be NULL. */
+ * reached, when a mini-batch's cost is not finite (a NaN output reaches the cost; it is never
+ * clamped) or, checked after every epoch, a parameter is NaN or infinite; the message names the
+ * epoch and, when parameters are lost, the layer. Saturation is not divergence: a net whose
+ * sigmoids are pinned at 0 or 1 has a finite (large) cost and trains on. result may be NULL. */
 BP_API bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
                           const bp_train_config *cfg, bp_train_result *result);
 

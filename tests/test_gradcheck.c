@@ -79,6 +79,11 @@ static double ref_cost(const ref_net *r, const float *x, const float *y)
     return total / BATCH;
 }
 
+/* The targets check_net trains against: one-hot columns (what a data set's labels give), or a
+ * mix that a caller's own targets may hold: a column of zeros, soft targets that do not sum
+ * to 1, and a one-hot column. BP1 must be exact for all of them, shortcuts included. */
+static int general_targets;
+
 /* Returns the norm-wise relative error ||g_bp - g_fd|| / ||g_fd||. */
 static double check_net(int n_layers, const int *sizes, bp_activation hidden,
                         bp_activation output, bp_cost cost, const char *backend)
@@ -123,6 +128,10 @@ static double check_net(int n_layers, const int *sizes, bp_activation hidden,
     memset(y, 0, sizeof y);
     for (int s = 0; s < BATCH; s++)
         y[(s * 3) % nL + s * nL] = 1.0f; /* one-hot targets */
+    if (general_targets) {
+        memset(y, 0, sizeof(float) * nL);                     /* sample 0: all zero */
+        bp_test_fill(y + nL, (size_t)nL * 2, 0.0f, 0.7f, &seed); /* samples 1, 2: soft */
+    }
 
     double cost_bp;
     ck_assert_int_eq(bp_net_gradient(net, x, n0, y, nL, BATCH, &cost_bp), BP_OK);
@@ -184,6 +193,26 @@ START_TEST(test_gradients_match_finite_differences)
 }
 END_TEST
 
+/* Targets that are not one-hot (an all-zero column, soft columns summing to anything): the
+ * softmax + log-likelihood shortcut D = A - Y would be wrong here (an all-zero column has zero
+ * cost but would get the gradient A); every pair must still match the finite differences. */
+START_TEST(test_gradients_with_general_targets)
+{
+    static const bp_activation outputs[] = {BP_ACT_SIGMOID, BP_ACT_SOFTMAX};
+    general_targets = 1;
+    for (int o = 0; o < 2; o++)
+        for (int cost = 0; cost < BP_COST_COUNT; cost++)
+            for (int be = 0; be < bp_backend_count(); be++) {
+                double err = check_net(2, nets[0], BP_ACT_TANH, outputs[o], cost,
+                                       bp_backend_name(be));
+                ck_assert_msg(err < GRAD_REL_TOL, "%s output, %s cost, %s, general targets: "
+                              "relative gradient error %g", bp_activation_name(outputs[o]),
+                              bp_cost_name(cost), bp_backend_name(be), err);
+            }
+    general_targets = 0;
+}
+END_TEST
+
 /* The check must be able to fail: corrupt one gradient entry and see the error jump. */
 START_TEST(test_gradcheck_detects_a_wrong_gradient)
 {
@@ -233,6 +262,7 @@ static Suite *gradcheck_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_gradients_match_finite_differences, 0,
                         BP_ACT_COUNT * BP_ACT_COUNT * BP_COST_COUNT);
+    tcase_add_test(tc, test_gradients_with_general_targets);
     tcase_add_test(tc, test_gradcheck_detects_a_wrong_gradient);
     suite_add_tcase(s, tc);
     return s;

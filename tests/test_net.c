@@ -312,10 +312,15 @@ START_TEST(test_thread_counts_agree)
     for (size_t bi = 0; bi < sizeof team_batches / sizeof *team_batches; bi++)
         for (size_t ti = 0; ti < sizeof thread_counts / sizeof *thread_counts; ti++) {
             int B = team_batches[bi], T = thread_counts[ti];
+            /* A net takes the process's thread count when it is made. */
+            bp_set_threads(1);
             bp_net *one = make_net(sizes, 4, BP_ACT_RELU, BP_ACT_SOFTMAX, BP_COST_LOG_LIKELIHOOD,
                                    B, "blas", 31);
+            bp_set_threads(T);
             bp_net *team = make_net(sizes, 4, BP_ACT_RELU, BP_ACT_SOFTMAX,
                                     BP_COST_LOG_LIKELIHOOD, B, "blas", 31);
+            ck_assert_int_eq(bp_net_threads(one), 1);
+            ck_assert_int_eq(bp_net_threads(team), T);
             float *x = malloc(sizeof(float) * 20 * B), *y = calloc(10 * (size_t)B, sizeof(float));
             float *o1 = malloc(sizeof(float) * 10 * B), *oT = malloc(sizeof(float) * 10 * B);
             uint64_t seed = 5 + (uint64_t)B;
@@ -323,10 +328,8 @@ START_TEST(test_thread_counts_agree)
             for (int s = 0; s < B; s++)
                 y[s * 10 + (s * 3) % 10] = 1;
             double c1, cT;
-            bp_set_threads(1);
             ck_assert_int_eq(bp_net_forward(one, x, 20, B, o1, 10), BP_OK);
             ck_assert_int_eq(bp_net_gradient(one, x, 20, y, 10, B, &c1), BP_OK);
-            bp_set_threads(T);
             ck_assert_int_eq(bp_net_forward(team, x, 20, B, oT, 10), BP_OK);
             ck_assert_int_eq(bp_net_gradient(team, x, 20, y, 10, B, &cT), BP_OK);
             double e = bp_test_nmse(oT, o1, 10 * (size_t)B);
@@ -337,9 +340,7 @@ START_TEST(test_thread_counts_agree)
             e = bp_test_nmse(gT, g1, n);
             ck_assert_msg(e < BACKEND_NMSE, "B=%d T=%d gradient nmse %g", B, T, e);
             for (int step = 0; step < 3; step++) {
-                bp_set_threads(1);
                 ck_assert_int_eq(bp_net_sgd_step(one, x, 20, y, 10, B, 0.1f, NULL), BP_OK);
-                bp_set_threads(T);
                 ck_assert_int_eq(bp_net_sgd_step(team, x, 20, y, 10, B, 0.1f, NULL), BP_OK);
             }
             e = bp_test_nmse(bp_net_params(team, NULL), bp_net_params(one, NULL), n);
@@ -414,6 +415,51 @@ START_TEST(test_fused_sgd_step_matches_gradient_update)
 }
 END_TEST
 
+/* The thread count belongs to the net: fixed when it is made (the process default, or the
+ * config's), changed only by bp_net_set_threads, and unmoved by a later bp_set_threads. */
+START_TEST(test_threads_belong_to_the_net)
+{
+    const int sizes[] = {8, 40, 4};
+    bp_set_threads(3);
+    bp_net *net = make_net(sizes, 3, BP_ACT_SIGMOID, BP_ACT_SIGMOID, BP_COST_QUADRATIC, 64,
+                           "blas", 1);
+    ck_assert_int_eq(bp_net_threads(net), 3);
+    bp_set_threads(1);
+    ck_assert_int_eq(bp_net_threads(net), 3);
+    ck_assert_int_eq(bp_net_set_threads(net, 2), BP_OK);
+    ck_assert_int_eq(bp_net_threads(net), 2);
+    ck_assert_int_eq(bp_net_set_threads(net, 0), BP_OK); /* back to the process default */
+    ck_assert_int_eq(bp_net_threads(net), 1);
+    bp_net_free(net);
+
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.sizes = sizes;
+    cfg.n_sizes = 3;
+    cfg.threads = 2;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_OK);
+    ck_assert_int_eq(bp_net_threads(net), 2);
+    bp_net_free(net);
+    ck_assert_int_eq(bp_net_set_threads(NULL, 2), BP_EINVAL);
+    bp_set_threads(0);
+}
+END_TEST
+
+/* Every getter takes NULL without crashing (bp_net_cost once dereferenced it). */
+START_TEST(test_getters_accept_null)
+{
+    ck_assert_int_eq(bp_net_cost(NULL), BP_COST_COUNT);
+    ck_assert_int_eq(bp_net_layers(NULL), 0);
+    ck_assert_int_eq(bp_net_size(NULL, 0), 0);
+    ck_assert_int_eq(bp_net_threads(NULL), 0);
+    ck_assert_ptr_null(bp_net_backend(NULL));
+    ck_assert_ptr_null(bp_net_params(NULL, NULL));
+    ck_assert_ptr_null(bp_net_grads(NULL, NULL));
+    ck_assert_ptr_null(bp_net_weights(NULL, 1, NULL, NULL, NULL));
+    ck_assert_ptr_null(bp_net_biases(NULL, 1));
+}
+END_TEST
+
 static Suite *net_suite(void)
 {
     Suite *s = suite_create("net");
@@ -429,6 +475,8 @@ static Suite *net_suite(void)
     tcase_add_test(tc, test_init_schemes);
     tcase_add_test(tc, test_orthogonal_tall);
     tcase_add_test(tc, test_names_round_trip);
+    tcase_add_test(tc, test_threads_belong_to_the_net);
+    tcase_add_test(tc, test_getters_accept_null);
     suite_add_tcase(s, tc);
     return s;
 }

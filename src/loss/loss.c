@@ -19,8 +19,9 @@ bp_status bp_loss_check(bp_cost cost, bp_activation act)
 
 /* A saturated sigmoid or softmax output is exactly 0 or 1 in float; the log is taken of at least
  * the smallest float so the cost stays finite (and large) instead of becoming NaN from 0 * -inf,
- * as Nielsen's nan_to_num does. */
-static inline double safe_log(float x) { return logf(x > 1e-45f ? x : 1e-45f); }
+ * as Nielsen's nan_to_num does. A NaN output is NOT clamped: it must reach the cost, so that a
+ * diverged net is reported instead of training on with a finite-looking cost. */
+static inline double safe_log(float x) { return logf(x >= 1e-45f || isnan(x) ? x : 1e-45f); }
 
 double bp_loss_value(bp_cost cost, int rows, int cols, const float *a, const float *y, int ldy)
 {
@@ -57,7 +58,6 @@ double bp_loss_value(bp_cost cost, int rows, int cols, const float *a, const flo
 static int is_matched_pair(bp_cost cost, bp_activation act)
 {
     return (cost == BP_COST_CROSS_ENTROPY && act == BP_ACT_SIGMOID) ||
-           (cost == BP_COST_LOG_LIKELIHOOD && act == BP_ACT_SOFTMAX) ||
            (cost == BP_COST_QUADRATIC && act == BP_ACT_LINEAR);
 }
 
@@ -88,8 +88,26 @@ static void cost_gradient(bp_cost cost, int rows, const float *a, const float *y
 void bp_loss_delta(bp_cost cost, bp_activation act, int rows, int cols, const float *a,
                    const float *y, int ldy, float *d)
 {
+    if (cost == BP_COST_LOG_LIKELIHOOD && act == BP_ACT_SOFTMAX) {
+        /* dC/dz_k of -sum_i y_i ln a_i through softmax is a_k S - y_k, S = sum_i y_i: A - Y only
+         * when a column of Y sums to 1. Computing S keeps any target honest (an all-zero column
+         * has zero cost and zero gradient) and costs one pass over a column of Y; for one-hot
+         * targets a_k * 1.0f is exact, so the result is A - Y to the bit. */
+        for (int j = 0; j < cols; j++) {
+            const float *ac = a + (size_t)j * rows;
+            const float *yc = y + (size_t)j * ldy;
+            float *dc = d + (size_t)j * rows;
+            float sum = 0.0f;
+            for (int i = 0; i < rows; i++)
+                sum += yc[i];
+            for (int i = 0; i < rows; i++)
+                dc[i] = ac[i] * sum - yc[i];
+        }
+        return;
+    }
     if (is_matched_pair(cost, act)) {
-        /* The sigma' of the activation cancels the cost's denominator: D = A - Y. */
+        /* The sigma' of the activation cancels the cost's denominator, elementwise: D = A - Y
+         * for any targets. */
         for (int j = 0; j < cols; j++) {
             const float *ac = a + (size_t)j * rows;
             const float *yc = y + (size_t)j * ldy;

@@ -14,7 +14,8 @@ bp_status bp_loss_check(bp_cost cost, bp_activation act);
 double bp_loss_value(bp_cost cost, int rows, int cols, const float *a, const float *y, int ldy);
 
 /* BP1: D = dC_x/dZ per sample (not divided by the batch size). For the matched pairs
- * (sigmoid + cross-entropy, softmax + log-likelihood, linear + quadratic) this is A - Y;
+ * (sigmoid + cross-entropy, linear + quadratic) this is A - Y; for softmax + log-likelihood
+ * A (.) colsum(Y) - Y, which is A - Y for one-hot targets;
  * otherwise grad_A C (.) sigma'(Z), with softmax's full Jacobian
  * D_i = a_i (g_i - sum_j a_j g_j). A, D: rows x cols, ld = rows; Y: ld = ldy. */
 void bp_loss_delta(bp_cost cost, bp_activation act, int rows, int cols, const float *a,

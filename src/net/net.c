@@ -3,6 +3,7 @@
  * backpropagation BP1-BP4 over a whole mini-batch.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "loss/loss.h"
@@ -51,6 +52,8 @@ static bp_status check_config(const bp_net_config *cfg)
         return bp_fail(BP_EINVAL, "unknown backend '%s' (blas, naive)", cfg->backend);
     return bp_loss_check(cfg->cost, cfg->output);
 }
+
+static bp_status plan_team(bp_net *net, int threads);
 
 /* (Re)plan the activation, delta and batch buffers for max_batch columns in one block. */
 static bp_status plan_buffers(bp_net *net, int max_batch)
@@ -133,6 +136,8 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
         }
     }
     st = plan_buffers(net, cfg->max_batch);
+    if (st == BP_OK)
+        st = plan_team(net, cfg->threads > 0 ? cfg->threads : bp_get_threads());
     if (st != BP_OK) {
         bp_net_free(net);
         return st;
@@ -181,7 +186,7 @@ int bp_net_size(const bp_net *net, int i)
     return net && i >= 0 && i <= net->n_layers ? net->sizes[i] : 0;
 }
 
-bp_cost bp_net_cost(const bp_net *net) { return net->cost; }
+bp_cost bp_net_cost(const bp_net *net) { return net ? net->cost : BP_COST_COUNT; }
 
 float *bp_net_params(bp_net *net, size_t *n)
 {
@@ -320,23 +325,40 @@ static void step_member(void *arg, int member, int size)
     step_params(job, member, size);
 }
 
-/* The team for this step, or NULL to run it on the calling thread. A team that cannot be made
- * is not an error: the step runs serially, as fast as OpenBLAS's own threads make it. */
-static bp_team *step_team(bp_net *net, int batch)
+/* The team for a step of `batch` columns, or NULL to run it on the calling thread: below
+ * MIN_COLUMNS_PER_MEMBER columns each, one thread with OpenBLAS's own choice wins. */
+static bp_team *step_team(const bp_net *net, int batch)
 {
-    int threads = bp_blas_thread_budget();
-    if (threads > BP_TEAM_MAX)
-        threads = BP_TEAM_MAX;
-    if (threads < 2 || batch < threads * MIN_COLUMNS_PER_MEMBER)
+    if (!net->team || batch < bp_team_size(net->team) * MIN_COLUMNS_PER_MEMBER)
         return NULL;
-    if (net->team && bp_team_size(net->team) == threads)
-        return net->team;
-    bp_team_free(net->team);
-    net->team = NULL;
-    if (bp_team_create(&net->team, threads) != BP_OK)
-        net->team = NULL;
     return net->team;
 }
+
+/* Make the team for `threads` (part of the plan: a step never creates threads). On failure the
+ * net keeps what it had. */
+static bp_status plan_team(bp_net *net, int threads)
+{
+    int members = threads < BP_TEAM_MAX ? threads : BP_TEAM_MAX;
+    bp_team *team = NULL;
+    if (members >= 2) {
+        bp_status st = bp_team_create(&team, members);
+        if (st != BP_OK)
+            return st;
+    }
+    bp_team_free(net->team);
+    net->team = team;
+    net->threads = threads;
+    return BP_OK;
+}
+
+bp_status bp_net_set_threads(bp_net *net, int n)
+{
+    if (!net)
+        return bp_fail(BP_EINVAL, "bp_net_set_threads: net is NULL");
+    return plan_team(net, n > 0 ? n : bp_get_threads());
+}
+
+int bp_net_threads(const bp_net *net) { return net ? net->threads : 0; }
 
 typedef struct forward_job {
     bp_net *net;
@@ -359,7 +381,9 @@ void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch)
 {
     bp_team *team = step_team(net, batch);
     if (!team) {
+        int budget = bp_blas_set_thread_budget(net->threads);
         forward_columns(net, x, ldx, 0, batch);
+        bp_blas_set_thread_budget(budget);
         return;
     }
     forward_job job = {net, x, ldx, batch};
@@ -373,8 +397,11 @@ double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const flo
                     .step = step, .fill = fill};
     bp_team *team = step_team(net, batch);
     if (!team) {
+        /* The net's thread count bounds OpenBLAS's threads in its GEMMs. */
+        int budget = bp_blas_set_thread_budget(net->threads);
         double cost = step_columns(&job, 0, batch);
         step_params(&job, 0, 1);
+        bp_blas_set_thread_budget(budget);
         return cost;
     }
     bp_team_run(team, step_member, &job);
@@ -382,6 +409,59 @@ double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const flo
     for (int m = 0; m < bp_team_size(team); m++)
         cost += job.cost[m];
     return cost;
+}
+
+static size_t count_nonfinite(const float *p, size_t n)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += !isfinite(p[i]);
+    return bad;
+}
+
+int bp_net_nonfinite_layer(const bp_net *net, size_t *count)
+{
+    for (int i = 0; i < net->n_layers; i++) {
+        const bp_layer *l = &net->layers[i];
+        size_t bad = count_nonfinite(l->w, (size_t)l->ldw * (size_t)l->n_in) +
+                     count_nonfinite(l->b, (size_t)l->n_out);
+        if (bad) {
+            if (count)
+                *count = bad;
+            return i + 1;
+        }
+    }
+    if (count)
+        *count = 0;
+    return 0;
+}
+
+bp_status bp_net_diverged(const bp_net *net, const char *where, double cost, float eta)
+{
+    char rate[48] = "";
+    if (eta > 0.0f)
+        snprintf(rate, sizeof rate, " (learning rate %g)", (double)eta);
+    /* Every layer that lost parameters: by the time a step's cost shows it, its update has
+     * carried the NaN down through BP2, so the first such layer is not always the origin. */
+    char layers[256] = "";
+    size_t used = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const bp_layer *l = &net->layers[i];
+        size_t total = (size_t)l->n_out * (size_t)l->n_in + (size_t)l->n_out;
+        size_t bad = count_nonfinite(l->w, (size_t)l->ldw * (size_t)l->n_in) +
+                     count_nonfinite(l->b, (size_t)l->n_out);
+        if (!bad || used >= sizeof layers)
+            continue;
+        int w = snprintf(layers + used, sizeof layers - used, "%slayer %d has %zu of %zu", used ? ", " : "",
+                         i + 1, bad, total);
+        used += w > 0 ? (size_t)w : 0;
+    }
+    if (used)
+        return bp_fail(BP_EDIVERGED, "training diverged in %s: parameters became NaN or "
+                       "infinite (%s; cost %g)%s", where, layers, cost, rate);
+    /* Finite parameters with a non-finite cost: the inputs or the outputs overflowed. */
+    return bp_fail(BP_EDIVERGED, "training diverged in %s: the cost is %g with finite "
+                   "parameters (an output or an input is NaN or infinite)%s", where, cost, rate);
 }
 
 static bp_status check_batch(const bp_net *net, const float *x, int ldx, int batch)
@@ -439,7 +519,7 @@ bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, 
     double c = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL, NULL) / batch;
     if (cost)
         *cost = c;
-    return BP_OK;
+    return isfinite(c) ? BP_OK : bp_net_diverged(net, "bp_net_gradient", c, 0.0f);
 }
 
 bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, int ldy,
@@ -455,5 +535,5 @@ bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, 
     double c = bp_sgd_step_unchecked(net, x, ldx, y, ldy, batch, eta, NULL) / batch;
     if (cost)
         *cost = c;
-    return BP_OK;
+    return isfinite(c) ? BP_OK : bp_net_diverged(net, "bp_net_sgd_step", c, eta);
 }

@@ -29,8 +29,10 @@ struct bp_net {
     float *x_batch;        /* sizes[0] x max_batch */
     float *y_batch;        /* sizes[n_layers] x max_batch */
 
-    /* The threads that split a training step (made at the first step that wants them, remade
-     * when bp_set_threads changes the count); NULL while steps run on the calling thread. */
+    /* The threads of a step: `threads` bounds the team and every GEMM of the net's steps. The
+     * team is made with the plan (bp_net_create, bp_net_set_threads), never inside a step;
+     * NULL when threads == 1. */
+    int threads;
     bp_team *team;
 };
 
@@ -46,8 +48,7 @@ static inline int bp_net_inputs(const bp_net *net) { return net->sizes[0]; }
 static inline int bp_net_outputs(const bp_net *net) { return net->sizes[net->n_layers]; }
 static inline const float *bp_net_output(const bp_net *net) { return net->a[net->n_layers - 1]; }
 
-/* Forward and backward over `batch` columns with no argument checks and no allocation (after
- * the first multi-threaded step): the inner part of bp_net_gradient and bp_net_sgd_step. With
+/* Forward and backward over `batch` columns with no argument checks and no allocation: the inner part of bp_net_gradient and bp_net_sgd_step. With
  * step == NULL the gradient arena is overwritten with the mean gradient; otherwise the step is
  * fused into BP4 and applied to the parameters directly. With `fill`, x and y are filled by it
  * first (they must be the net's x_batch and y_batch or other memory of that size). Returns the
@@ -58,5 +59,13 @@ static inline const float *bp_net_output(const bp_net *net) { return net->a[net-
 double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, const bp_fused_step *step, const bp_batch_fill *fill);
 void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch);
+
+/* The first layer (1-based) whose parameters are not all finite, with *count the number of
+ * NaN or infinite values in it; 0 if every parameter is finite. One pass over the arena. */
+int bp_net_nonfinite_layer(const bp_net *net, size_t *count);
+
+/* Fail with BP_EDIVERGED, naming `where` ("epoch 3, sample 4170"), what went non-finite (the
+ * cost, the outputs, or a layer's parameters) and the learning rate if eta > 0. */
+bp_status bp_net_diverged(const bp_net *net, const char *where, double cost, float eta);
 
 #endif

@@ -3,6 +3,7 @@
  * net's planned buffers, validation after each epoch, and evaluation.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "io/io.h"
@@ -151,14 +152,22 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
             double c = bp_sgd_step_unchecked(net, net->x_batch, n_in, net->y_batch, n_out,
                                              batch, cfg->eta, &fill);
             if (!isfinite(c)) {
-                st = bp_fail(BP_EDIVERGED,
-                             "the cost became %g in epoch %d at sample %zu (try a smaller eta)", c,
-                             epoch, start);
+                char where[96];
+                snprintf(where, sizeof where, "epoch %d, mini-batch at sample %zu", epoch, start);
+                st = bp_net_diverged(net, where, c, cfg->eta);
                 break;
             }
             cost += c;
         }
         double seconds = bp_now() - t0;
+        /* A finite cost does not prove finite parameters: a ReLU maps NaN to 0 and a saturated
+         * sigmoid maps +-inf to 1 or 0, so a parameter can be lost while the cost still looks
+         * well. One pass over the arena per epoch (microseconds against the epoch) settles it. */
+        if (st == BP_OK && bp_net_nonfinite_layer(net, NULL)) {
+            char where[32];
+            snprintf(where, sizeof where, "epoch %d", epoch);
+            st = bp_net_diverged(net, where, cost / (double)n, cfg->eta);
+        }
         if (st != BP_OK)
             break;
         seconds_total += seconds;
