@@ -47,6 +47,10 @@ static atomic_int current_threads;
 
 void bp_blas_use_threads(int threads)
 {
+#ifdef BP_OPENBLAS_SERIAL
+    /* The ThreadSanitizer build (meson.build): TSan cannot judge OpenBLAS's own threads. */
+    threads = 1;
+#endif
     if (atomic_exchange(&current_threads, threads) != threads)
         openblas_set_num_threads(threads);
 }
