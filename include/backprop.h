@@ -295,6 +295,46 @@ BP_API bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset
  * NULL). Allocates only if the net's buffers are smaller than its evaluation batch. */
 BP_API bp_status bp_evaluate(bp_net *net, const bp_dataset *ds, float *accuracy, double *cost);
 
+/* ---- files ----------------------------------------------------------------------------- */
+
+/* Replacing a file atomically: a reader of `path` sees the old contents or the new ones, never
+ * a part, and after a crash the file holds one or the other. Every file the library writes goes
+ * through here.
+ *
+ * The data goes to a temporary file in path's directory (".NAME.tmp-" and 12 random letters),
+ * created with O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC so nothing planted there can be written
+ * through; it is written whole, fsync'ed, renamed over path, and the directory is fsync'ed.
+ * A replaced file's permission bits are kept. If path exists it must be a regular file: a
+ * device (/dev/null), a FIFO, a directory or a symbolic link is refused with BP_EIO and a
+ * message saying which it is, and left as it was. Write errors (ENOSPC, EFBIG, EIO) are BP_EIO
+ * with a message naming path and the system's reason. No call leaves the temporary file behind
+ * when it fails.
+ *
+ * The library installs no signal handlers: a process killed between bp_file_writer_open and the
+ * end of the commit leaves the temporary file. A caller that must not leave one blocks (or
+ * catches) its termination signals around that span; the one-shot bp_file_write_atomic keeps it
+ * as short as the write itself. */
+typedef struct bp_file_writer bp_file_writer;
+
+/* Write n bytes of data to path atomically, as described above. */
+BP_API bp_status bp_file_write_atomic(const char *path, const void *data, size_t n);
+
+/* The same in steps, for output made piece by piece: open creates the temporary file; write
+ * appends to it (after a failure it has already removed the temporary file, and every later
+ * call fails the same way); commit syncs and renames it over path and frees the writer, whether
+ * it succeeds or not; abort removes the temporary file and frees the writer, leaving path as it
+ * was (NULL is allowed). Exactly one of commit and abort ends every writer that open made. */
+BP_API bp_status bp_file_writer_open(bp_file_writer **out, const char *path);
+BP_API bp_status bp_file_writer_write(bp_file_writer *w, const void *data, size_t n);
+BP_API bp_status bp_file_writer_commit(bp_file_writer *w);
+BP_API void bp_file_writer_abort(bp_file_writer *w);
+
+/* Check, before long work whose result goes to path, that it could be written now: path's
+ * directory exists and accepts a new file (a probe is created with the same flags, written and
+ * removed), and path is absent or a regular file that this process may replace. BP_OK, or
+ * BP_EIO / BP_EINVAL with the reason. Nothing at path is touched. */
+BP_API bp_status bp_file_check_replaceable(const char *path);
+
 #ifdef __cplusplus
 }
 #endif
