@@ -84,6 +84,13 @@ BP_API const char *bp_version(void);
 BP_API bp_status bp_set_threads(int n);
 BP_API int bp_get_threads(void);
 
+/* The most memory one network's plan may take (parameters, gradients and batch buffers); a net
+ * or a reserve that would need more fails with BP_ENOMEM and a message stating the bytes
+ * needed, before anything is allocated. 0 (the default) means the memory available when the
+ * plan is made: the kernel's MemAvailable, or less when a cgroup memory.max leaves less. */
+BP_API bp_status bp_set_memory_limit(uint64_t bytes);
+BP_API uint64_t bp_get_memory_limit(void);
+
 /* Counters of the library's own heap allocations (every buffer it makes goes through one
  * allocator). Tests use them to prove that a training step allocates nothing. */
 typedef struct bp_alloc_stats {

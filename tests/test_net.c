@@ -445,6 +445,67 @@ START_TEST(test_threads_belong_to_the_net)
 }
 END_TEST
 
+/* A plan that cannot fit is refused before it is allocated, with the bytes it needs: under a
+ * limit set by the caller, and under the machine's own available memory (a [2^20, 2^20] net
+ * needs 8.8 TB on any machine we will see). A batch larger than the training set plans only
+ * for the set. */
+START_TEST(test_memory_limit_refuses_huge_plans)
+{
+    bp_alloc_stats before, after;
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    const int wide[] = {1 << 20, 1 << 20};
+    cfg.sizes = wide;
+    cfg.n_sizes = 2;
+    bp_net *net = (bp_net *)&cfg;
+    bp_alloc_stats_get(&before);
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_ENOMEM);
+    ck_assert_ptr_null(net);
+    ck_assert_msg(strstr(bp_last_error(), "bytes") && strstr(bp_last_error(), "available"),
+                  "message '%s'", bp_last_error());
+    bp_alloc_stats_get(&after);
+    ck_assert_uint_eq(after.bytes_live, before.bytes_live);
+
+    /* [784,1000,10]: 2 x 795,010 parameters (padded) and 64 columns of buffers, ~6.7 MB. */
+    const int sizes[] = {784, 1000, 10};
+    cfg.sizes = sizes;
+    cfg.n_sizes = 3;
+    ck_assert_int_eq(bp_set_memory_limit(4u << 20), BP_OK);
+    ck_assert_uint_eq(bp_get_memory_limit(), 4u << 20);
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_ENOMEM);
+    ck_assert_msg(strstr(bp_last_error(), "[784,1000,10]") && strstr(bp_last_error(), "limit"),
+                  "message '%s'", bp_last_error());
+    ck_assert_int_eq(bp_set_memory_limit(16u << 20), BP_OK);
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_OK);
+    /* Growing the buffers past the limit is refused the same way, and the net stays usable. */
+    ck_assert_int_eq(bp_net_reserve(net, 4096), BP_ENOMEM);
+    ck_assert_int_eq(bp_net_reserve(net, 128), BP_OK);
+    ck_assert_int_eq(bp_set_memory_limit(0), BP_OK);
+
+    /* --batch 1048576 on 50 samples: bp_train plans 50 columns, not a million. */
+    enum { N = 50 };
+    float *x = calloc(784 * N, sizeof(float));
+    int labels[N];
+    for (int i = 0; i < N; i++)
+        labels[i] = i % 10, x[i * 784 + i] = 1.0f;
+    bp_dataset *ds;
+    ck_assert_int_eq(bp_dataset_from_floats(&ds, x, labels, N, 784, 10), BP_OK);
+    bp_train_config tc;
+    bp_train_config_init(&tc);
+    tc.epochs = 1;
+    tc.batch = 1 << 20;
+    tc.eta = 0.1f;
+    bp_alloc_stats_get(&before);
+    ck_assert_int_eq(bp_train(net, ds, NULL, &tc, NULL), BP_OK);
+    bp_alloc_stats_get(&after);
+    ck_assert_msg(after.bytes_live <= before.bytes_live, "training grew the plan by %llu bytes",
+                  (unsigned long long)(after.bytes_live - before.bytes_live));
+    bp_dataset_free(ds);
+    free(x);
+    bp_net_free(net);
+}
+END_TEST
+
 /* Every getter takes NULL without crashing (bp_net_cost once dereferenced it). */
 START_TEST(test_getters_accept_null)
 {
@@ -477,6 +538,7 @@ static Suite *net_suite(void)
     tcase_add_test(tc, test_names_round_trip);
     tcase_add_test(tc, test_threads_belong_to_the_net);
     tcase_add_test(tc, test_getters_accept_null);
+    tcase_add_test(tc, test_memory_limit_refuses_huge_plans);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -22,6 +22,11 @@ void *bp_alloc(size_t bytes);
 void *bp_calloc(size_t count, size_t size); /* zeroed; checks count * size for overflow */
 void bp_free(void *p);
 
+/* BP_OK if `bytes` more fit under the memory limit (bp_set_memory_limit; by default what the
+ * machine has available now), else BP_ENOMEM with a message: "<what> needs N bytes (7.4 GB),
+ * more than ...". Called before a plan allocates, so a typo is refused, not OOM-killed. */
+bp_status bp_memory_check(uint64_t bytes, const char *what);
+
 /* Round n floats up to a whole number of cache lines. */
 static inline size_t bp_round_floats(size_t n) { return (n + 15) & ~(size_t)15; }
 

@@ -55,13 +55,38 @@ static bp_status check_config(const bp_net_config *cfg)
 
 static bp_status plan_team(bp_net *net, int threads);
 
-/* (Re)plan the activation, delta and batch buffers for max_batch columns in one block. */
-static bp_status plan_buffers(bp_net *net, int max_batch)
+/* The floats of the buffer block for max_batch columns. */
+static size_t buffer_floats(const bp_net *net, int max_batch)
 {
     size_t total = bp_round_floats((size_t)bp_net_inputs(net) * max_batch) +
                    bp_round_floats((size_t)bp_net_outputs(net) * max_batch);
     for (int i = 0; i < net->n_layers; i++)
         total += 2 * bp_round_floats((size_t)net->sizes[i + 1] * max_batch);
+    return total;
+}
+
+/* The memory a plan holds: both arenas and the buffers for max_batch columns, checked against
+ * the limit before any of it is allocated. */
+static bp_status check_plan_memory(const bp_net *net, int max_batch)
+{
+    uint64_t bytes = ((uint64_t)2 * net->n_params + buffer_floats(net, max_batch)) * sizeof(float);
+    char what[160];
+    int used = snprintf(what, sizeof what, "a [");
+    for (int i = 0; i <= net->n_layers && used < (int)sizeof what - 24; i++)
+        used += snprintf(what + used, sizeof what - (size_t)used, "%s%d", i ? "," : "",
+                         net->sizes[i]);
+    snprintf(what + used, sizeof what - (size_t)used, "] net planned for %d column%s",
+             max_batch, max_batch == 1 ? "" : "s");
+    return bp_memory_check(bytes, what);
+}
+
+/* (Re)plan the activation, delta and batch buffers for max_batch columns in one block. */
+static bp_status plan_buffers(bp_net *net, int max_batch)
+{
+    bp_status st = check_plan_memory(net, max_batch);
+    if (st != BP_OK)
+        return st;
+    size_t total = buffer_floats(net, max_batch);
     float *block = bp_calloc(total, sizeof(float));
     if (!block)
         return bp_fail(BP_ENOMEM, "no memory for the buffers of a %d-column batch (%zu floats)",
@@ -115,6 +140,10 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
         l->n_out = net->sizes[i + 1];
         l->act = i == L - 1 ? cfg->output : cfg->hidden;
         net->n_params += l->ops->param_count(l);
+    }
+    if ((st = check_plan_memory(net, cfg->max_batch)) != BP_OK) {
+        bp_net_free(net);
+        return st;
     }
     net->params = bp_calloc(net->n_params, sizeof(float));
     net->grads = bp_calloc(net->n_params, sizeof(float));

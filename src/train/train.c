@@ -124,12 +124,14 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
     bp_status st = check_data(net, train, "training");
     if (st == BP_OK && validation)
         st = check_data(net, validation, "validation");
+    size_t n = bp_dataset_count(train);
+    /* A batch larger than the set trains as one batch of the whole set: plan no more. */
+    int planned = (size_t)cfg->batch < n ? cfg->batch : (int)n;
     if (st == BP_OK)
-        st = bp_net_reserve(net, cfg->batch);
+        st = bp_net_reserve(net, planned);
     if (st != BP_OK)
         return st;
 
-    size_t n = bp_dataset_count(train);
     size_t *order = bp_alloc(sizeof(size_t) * n);
     if (!order)
         return bp_fail(BP_ENOMEM, "no memory for the order of %zu samples", n);
