@@ -10,6 +10,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh valgrind || exit 1
 BACKPROP_MNIST_DIR=$(scripts/fetch-mnist.sh | tail -n 1) || exit 1
 export BACKPROP_MNIST_DIR
+# OpenBLAS kernels that fit the CPU when OpenBLAS does not know it (see blas-core.sh): the
+# tests then run the same kernels on every machine with the same vector ISA.
+core=$(scripts/blas-core.sh) && [[ -n $core ]] && export OPENBLAS_CORETYPE=$core
 
 # A build that does not configure or compile counts as one failure (its tests never ran).
 failed_builds=0
