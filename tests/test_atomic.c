@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "backprop.h"
@@ -288,31 +289,48 @@ START_TEST(test_ignores_planted_tmp_link)
 }
 END_TEST
 
-/* Only stat'ed, never opened for writing, so as root too nothing happens to them. */
+/* The devices are only stat'ed, never opened. Still, as root a regression would replace the
+ * machine's /dev/null with a regular file, so root tests nodes of its own: the same devices,
+ * made with mknod in the temporary directory. Anyone else cannot write /dev and tests the real
+ * ones. */
 START_TEST(test_refuses_devices)
 {
-    static const char *const devices[] = {"/dev/null", "/dev/full"};
+    static const struct { const char *name; unsigned minor; } devices[] = {
+        {"null", 3}, {"full", 7}};
     for (int i = 0; i < 2; i++) {
+        char path[512];
+        const char *dir;
+        if (geteuid() == 0) {
+            snprintf(path, sizeof path, "%s", tmp_path(devices[i].name));
+            ck_assert_msg(mknod(path, S_IFCHR | 0666, makedev(1, devices[i].minor)) == 0,
+                          "mknod %s: %s", path, strerror(errno));
+            dir = tmp_dir;
+        } else {
+            snprintf(path, sizeof path, "/dev/%s", devices[i].name);
+            dir = "/dev";
+        }
         struct stat before, after;
-        if (stat(devices[i], &before) != 0 || !S_ISCHR(before.st_mode))
+        if (stat(path, &before) != 0 || !S_ISCHR(before.st_mode))
             continue; /* a container without it: nothing to test */
-        ck_assert_int_eq(bp_file_check_replaceable(devices[i]), BP_EIO);
-        ck_assert_error_has(devices[i]);
+        ck_assert_int_eq(bp_file_check_replaceable(path), BP_EIO);
+        ck_assert_error_has(path);
         ck_assert_error_has("is a character device");
-        ck_assert_int_eq(bp_file_write_atomic(devices[i], "x", 1), BP_EIO);
+        /* Reached only if the preflight refused: the same check guards the write. */
+        ck_assert_int_eq(bp_file_write_atomic(path, "x", 1), BP_EIO);
         ck_assert_error_has("is a character device");
-        ck_assert_int_eq(lstat(devices[i], &after), 0);
+        ck_assert_int_eq(lstat(path, &after), 0);
         ck_assert(S_ISCHR(after.st_mode));
         ck_assert_uint_eq(after.st_rdev, before.st_rdev);
         ck_assert_uint_eq(after.st_ino, before.st_ino);
+        /* Nor was anything left beside it. */
+        DIR *d = opendir(dir);
+        ck_assert_ptr_nonnull(d);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL)
+            ck_assert_msg(strstr(e->d_name, ".tmp-") == NULL, "left in %s: %s", dir,
+                          e->d_name);
+        closedir(d);
     }
-    /* Nor was anything left in /dev. */
-    DIR *d = opendir("/dev");
-    ck_assert_ptr_nonnull(d);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        ck_assert_msg(strstr(e->d_name, ".tmp-") == NULL, "left in /dev: %s", e->d_name);
-    closedir(d);
 }
 END_TEST
 

@@ -33,18 +33,37 @@ run() {
     rc=$?
 }
 
-# expect_fail STATUS NAME ARGS...: the tool must exit with STATUS and say why on stderr,
-# in a line starting "backprop: ".
+# has_message TEXT: stderr has a line starting "backprop: " that contains TEXT (fixed string).
+has_message() { grep -a '^backprop: ' "$TMP/err" | grep -aqF -- "$1"; }
+
+# expect_fail STATUS NAME TEXT ARGS...: the tool must exit with STATUS and say why on stderr,
+# in a line starting "backprop: " that contains TEXT.
 expect_fail() {
-    local want=$1 name=$2
-    shift 2
+    local want=$1 name=$2 text=$3
+    shift 3
     run "$@"
-    if [[ $rc -eq $want ]] && grep -q '^backprop: ' "$TMP/err"; then
+    if [[ $rc -eq $want ]] && has_message "$text"; then
         ok "$name (exit $want)"
     else
-        not_ok "$name: expected exit $want with a message on stderr, got exit $rc"
+        not_ok "$name: expected exit $want and a message with '$text', got exit $rc"
     fi
 }
+
+# expect_fail_env STATUS NAME TEXT VAR=VALUE ARGS...: expect_fail with one variable set.
+expect_fail_env() {
+    local want=$1 name=$2 text=$3 assignment=$4
+    shift 4
+    env "$assignment" "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    if [[ $rc -eq $want ]] && has_message "$text"; then
+        ok "$name (exit $want)"
+    else
+        not_ok "$name: expected exit $want and a message with '$text', got exit $rc"
+    fi
+}
+
+# no_training: the run stopped before the first epoch (so before any real work).
+no_training() { ! grep -q '^epoch ' "$TMP/out"; }
 
 # ---- help and version ------------------------------------------------------------------
 
@@ -71,41 +90,77 @@ fi
 
 # ---- bad command lines: status 2 -------------------------------------------------------
 
-expect_fail 2 "no command"
-expect_fail 2 "unknown command" frobnicate
-expect_fail 2 "option before the command" --epochs 3
-expect_fail 2 "unknown flag" train --bogus
-expect_fail 2 "unknown short flag" train -x
-expect_fail 2 "missing value" train --epochs
-expect_fail 2 "unexpected argument" train extra
-expect_fail 2 "--epochs x" train --epochs x
-expect_fail 2 "--epochs 3x" train --epochs 3x
-expect_fail 2 "--epochs 0" train --epochs 0
-expect_fail 2 "--epochs ' 3'" train --epochs ' 3'
-expect_fail 2 "--epochs too large" train --epochs 99999999999999999999
-expect_fail 2 "--batch 0" train --batch 0
-expect_fail 2 "--batch above 1<<20" train --batch 1048577
-expect_fail 2 "--eta -1" train --eta -1
-expect_fail 2 "--eta 0" train --eta 0
-expect_fail 2 "--eta nan" train --eta nan
-expect_fail 2 "--eta inf" train --eta inf
-expect_fail 2 "--eta empty" train --eta ''
-expect_fail 2 "--layers 784,,10" train --layers 784,,10
-expect_fail 2 "--layers trailing comma" train --layers 784,10,
-expect_fail 2 "--layers one entry" train --layers 784
-expect_fail 2 "--layers zero width" train --layers 784,0,10
-expect_fail 2 "--layers negative" train --layers 784,-3,10
-expect_fail 2 "--layers too wide" train --layers 784,1048577,10
-expect_fail 2 "--layers 65 entries" train --layers "$(printf '1,%.0s' {1..64})1"
-expect_fail 2 "--seed -1" train --seed -1
-expect_fail 2 "--threads 0" train --threads 0
-expect_fail 2 "unknown hidden activation" train --hidden-act swish
-expect_fail 2 "softmax as hidden activation" train --hidden-act softmax
-expect_fail 2 "unknown output activation" train --output gelu
-expect_fail 2 "unknown cost" train --cost hinge
-expect_fail 2 "unknown init" train --init zeros
-expect_fail 2 "unknown backend" train --backend cuda
-expect_fail 2 "empty --data" train --data ''
+expect_fail 2 "no command" 'missing command'
+expect_fail 2 "unknown command" "unknown command 'frobnicate'" frobnicate
+expect_fail 2 "option before the command" "unknown option '--epochs'" --epochs 3
+expect_fail 2 "unknown flag" "unknown option '--bogus'" train --bogus
+expect_fail 2 "unknown flag with a value" "unknown option '--bogus'" train --bogus=1
+expect_fail 2 "unknown short flag" "unknown option '-x'" train -x
+expect_fail 2 "missing value" '--epochs needs a value' train --epochs
+expect_fail 2 "unexpected argument" "unexpected argument 'extra'" train extra
+expect_fail 2 "--epochs x" "--epochs: 'x' is not a whole number" train --epochs x
+expect_fail 2 "--epochs 3x" "--epochs: '3x' is not a whole number" train --epochs 3x
+expect_fail 2 "--epochs 0" '--epochs: 0 is out of range (1..' train --epochs 0
+expect_fail 2 "--epochs ' 3'" "--epochs: ' 3' is not a whole number" train --epochs ' 3'
+expect_fail 2 "--epochs too large" '--epochs: 99999999999999999999 is out of range' \
+    train --epochs 99999999999999999999
+expect_fail 2 "--batch 0" '--batch: 0 is out of range (1..1048576)' train --batch 0
+expect_fail 2 "--batch above 1<<20" '--batch: 1048577 is out of range (1..1048576)' \
+    train --batch 1048577
+expect_fail 2 "--eta -1" '--eta: -1 must be a finite number > 0' train --eta -1
+expect_fail 2 "--eta 0" '--eta: 0 must be a finite number > 0' train --eta 0
+expect_fail 2 "--eta 1e-60 (underflows)" '--eta: 1e-60 must be a finite number > 0' \
+    train --eta 1e-60
+expect_fail 2 "--eta 1e39 (overflows)" '--eta: 1e39 must be a finite number > 0' train --eta 1e39
+expect_fail 2 "--eta nan" "--eta: 'nan' is not a decimal number" train --eta nan
+expect_fail 2 "--eta inf" "--eta: 'inf' is not a decimal number" train --eta inf
+expect_fail 2 "--eta empty" "--eta: '' is not a decimal number" train --eta ''
+expect_fail 2 "--layers 784,,10" "--layers: empty entry 2 in '784,,10'" train --layers 784,,10
+expect_fail 2 "--layers trailing comma" "--layers: empty entry 3" train --layers 784,10,
+expect_fail 2 "--layers one entry" 'need at least an input and an output layer' \
+    train --layers 784
+expect_fail 2 "--layers zero width" '--layers: entry 2 (0) is out of range (1..1048576)' \
+    train --layers 784,0,10
+expect_fail 2 "--layers negative" "--layers: entry 2 ('-3') is not a whole number" \
+    train --layers 784,-3,10
+expect_fail 2 "--layers too wide" '--layers: entry 2 (1048577) is out of range' \
+    train --layers 784,1048577,10
+expect_fail 2 "--layers 65 entries" '--layers: more than 64 layers' \
+    train --layers "$(printf '1,%.0s' {1..64})1"
+expect_fail 2 "--seed -1" "--seed: '-1' is not a whole number" train --seed -1
+expect_fail 2 "--seed 2^64" '--seed: 18446744073709551616 is out of range' \
+    train --seed 18446744073709551616
+expect_fail 2 "--threads 0" '--threads: 0 is out of range (1..' train --threads 0
+expect_fail 2 "unknown hidden activation" "--hidden-act: unknown activation 'swish'" \
+    train --hidden-act swish
+expect_fail 2 "softmax as hidden activation" 'softmax is only allowed as --output' \
+    train --hidden-act softmax
+expect_fail 2 "unknown output activation" "--output: unknown activation 'gelu'" \
+    train --output gelu
+expect_fail 2 "unknown cost" "--cost: unknown cost 'hinge'" train --cost hinge
+expect_fail 2 "unknown init" "--init: unknown initialisation 'zeros'" train --init zeros
+expect_fail 2 "unknown backend" "--backend: unknown backend 'cuda'" train --backend cuda
+expect_fail 2 "empty --data" '--data: empty value' train --data ''
+
+# One rule for every number: decimal digits for integers (no sign, no blank, no hex), a plain
+# decimal number for --eta. These were accepted by some flags and refused by others.
+expect_fail 2 "--epochs +5" "--epochs: '+5' is not a whole number" train --epochs +5
+expect_fail 2 "--seed +5" "--seed: '+5' is not a whole number" train --seed +5
+expect_fail 2 "--batch 0x10" "--batch: '0x10' is not a whole number" train --batch 0x10
+expect_fail 2 "--threads ' 2'" "--threads: ' 2' is not a whole number" train --threads ' 2'
+expect_fail 2 "--layers 784,+30,10" "--layers: entry 2 ('+30') is not a whole number" \
+    train --layers 784,+30,10
+expect_fail 2 "--eta 0x10" "--eta: '0x10' is not a decimal number" train --eta 0x10
+expect_fail 2 "--eta +1" "--eta: '+1' is not a decimal number" train --eta +1
+expect_fail 2 "--eta ' 1'" "--eta: ' 1' is not a decimal number" train --eta ' 1'
+expect_fail 2 "--eta 1e" "--eta: '1e' is not a decimal number" train --eta 1e
+expect_fail 2 "--eta infinity" "--eta: 'infinity' is not a decimal number" train --eta infinity
+
+# getopt_long takes unique prefixes; one that fits two options is ambiguous, not unknown.
+expect_fail 2 "--e is ambiguous" "ambiguous option '--e' (could be --epochs, --eta)" train --e 3
+expect_fail 2 "--b=2 is ambiguous" "ambiguous option '--b' (could be --batch, --backend)" \
+    train --b=2
+expect_fail 2 "--help=1" "option '--help' takes no value" train --help=1
 
 # ---- missing data: status 1 ------------------------------------------------------------
 
@@ -138,6 +193,19 @@ else
     not_ok "missing fashion: expected exit 1 with the apt hint, got exit $rc"
 fi
 
+# A path that came from the environment says so: the user never typed it.
+expect_fail_env 1 "BACKPROP_MNIST_DIR names a missing directory" \
+    "BACKPROP_MNIST_DIR=$TMP/nowhere: no such directory" BACKPROP_MNIST_DIR="$TMP/nowhere" \
+    train --epochs 1
+expect_fail_env 1 "BACKPROP_DATA_DIR without mnist/ in it" \
+    "BACKPROP_DATA_DIR=$TMP/empty: data directory '$TMP/empty/mnist': no such directory" \
+    BACKPROP_DATA_DIR="$TMP/empty" train --epochs 1
+expect_fail_env 1 "BACKPROP_FASHION_DIR names a missing directory" \
+    "BACKPROP_FASHION_DIR=$TMP/nowhere: no such directory" BACKPROP_FASHION_DIR="$TMP/nowhere" \
+    train --data fashion --epochs 1
+expect_fail 1 "--data names a missing directory" \
+    "data directory '$TMP/nowhere': no such directory" train --data "$TMP/nowhere"
+
 # ---- a tiny data set -------------------------------------------------------------------
 # IDX: big-endian magic (0x803 images, 0x801 labels), counts, then bytes. Image i of label
 # i % 10 is low noise with pixel (label) lit, so there is something to learn.
@@ -145,10 +213,11 @@ fi
 be32() { printf "\\$(printf '%03o' $(($1 >> 24 & 255)))\\$(printf '%03o' $(($1 >> 16 & 255)))"; \
          printf "\\$(printf '%03o' $(($1 >> 8 & 255)))\\$(printf '%03o' $(($1 & 255)))"; }
 
-# write_idx IMAGES LABELS COUNT: 4x4 images.
+# write_idx IMAGES LABELS COUNT [ROWS COLS]: images of 16 pixels, 4x4 unless ROWS x COLS say
+# otherwise.
 write_idx() {
-    local images=$1 labels=$2 count=$3 i j v esc
-    { printf '\000\000\010\003'; be32 "$count"; be32 4; be32 4
+    local images=$1 labels=$2 count=$3 rows=${4:-4} cols=${5:-4} i j v esc
+    { printf '\000\000\010\003'; be32 "$count"; be32 "$rows"; be32 "$cols"
       esc=''
       for ((i = 0; i < count; i++)); do
           for ((j = 0; j < 16; j++)); do
@@ -178,28 +247,207 @@ else
 fi
 
 run train --data "$DATA" --layers 15,8,10 --epochs 1
-if [[ $rc -eq 2 ]] && grep -q 'input layer' "$TMP/err"; then
-    ok "an input layer that does not match the data exits 2"
+if [[ $rc -eq 2 ]] && has_message 'the input layer has 15 neurons' && has_message 'try --layers 16,'
+then
+    ok "an input layer that does not match the data exits 2 with the hint"
 else
-    not_ok "input size mismatch: expected exit 2, got $rc"
+    not_ok "input size mismatch: expected exit 2 with the hint, got $rc"
 fi
 
 run train --data "$DATA" --layers 16,8,9 --epochs 1
-if [[ $rc -eq 2 ]] && grep -q 'classes' "$TMP/err"; then
+if [[ $rc -eq 2 ]] && has_message 'the output layer has 9 neurons' && has_message '10 classes'
+then
     ok "an output layer smaller than the classes exits 2"
 else
     not_ok "too few outputs: expected exit 2, got $rc"
 fi
 
-run train --data "$DATA" --layers 16,8,10 --epochs 1 --summary-json "$TMP/no/such/dir/s.json"
-if [[ $rc -eq 1 ]] && grep -q 'no/such/dir' "$TMP/err"; then
-    ok "an unwritable --summary-json exits 1 before training"
+# One neuron is singular.
+expect_fail 2 "an output layer of 1 neuron says 'neuron'" 'the output layer has 1 neuron but' \
+    train --data "$DATA" --layers 16,8,1 --epochs 1
+expect_fail 2 "an input layer of 1 neuron says 'neuron'" 'the input layer has 1 neuron but' \
+    train --data "$DATA" --layers 1,8,10 --epochs 1
+
+# The whole configuration comes from the command line: a pairing the library refuses is the
+# user's to fix.
+expect_fail 2 "--output relu with the default cross-entropy cost" \
+    'the cross-entropy cost needs outputs in (0,1)' \
+    train --data "$DATA" --layers 16,8,10 --output relu --epochs 1
+
+# ---- what is in place of a data file ---------------------------------------------------
+
+# bad_data NAME: a copy of the data set (as links) whose NAME is left for the caller to break.
+bad_data() {
+    local dir=$TMP/bad-$1-$RANDOM f
+    mkdir -p "$dir"
+    for f in "$DATA"/*; do
+        [[ $(basename "$f") == "$1"* ]] || ln -s "$f" "$dir/"
+    done
+    echo "$dir"
+}
+
+d=$(bad_data train-images-idx3-ubyte)
+ln -s "$TMP/not-there" "$d/train-images-idx3-ubyte"
+expect_fail 1 "a dangling link in place of a data file" \
+    "train-images-idx3-ubyte' is a dangling symbolic link (to '$TMP/not-there')" \
+    train --data "$d" --epochs 1
+
+d=$(bad_data train-images-idx3-ubyte)
+ln -s train-images-idx3-ubyte "$d/train-images-idx3-ubyte"
+expect_fail 1 "a symbolic link loop in place of a data file" \
+    "train-images-idx3-ubyte': too many levels of symbolic links" train --data "$d" --epochs 1
+
+d=$(bad_data train-labels-idx1-ubyte)
+mkdir "$d/train-labels-idx1-ubyte"
+expect_fail 1 "a directory in place of a data file" \
+    "train-labels-idx1-ubyte' is a directory, not a regular file" train --data "$d" --epochs 1
+
+d=$(bad_data t10k-labels-idx1-ubyte)
+mkfifo "$d/t10k-labels-idx1-ubyte"
+"$BIN" train --data "$d" --epochs 1 >"$TMP/out" 2>"$TMP/err" &
+pid=$!
+for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then
+    kill -KILL "$pid"
+    wait "$pid"
+    not_ok "a FIFO in place of a data file hangs"
 else
-    not_ok "unwritable summary: expected exit 1, got $rc"
+    wait "$pid"
+    rc=$?
+    if [[ $rc -eq 1 ]] && has_message "t10k-labels-idx1-ubyte' is a FIFO, not a regular file"
+    then
+        ok "a FIFO in place of a data file is named at once (exit 1)"
+    else
+        not_ok "a FIFO in place of a data file: exit $rc"
+    fi
 fi
 
-SUMMARY=$TMP/summary.json
-run train --data "$DATA" --layers 16,8,10 --epochs 1 --batch 10 --summary-json "$SUMMARY"
+expect_fail 1 "--data naming a file" \
+    "data directory '$DATA/train-images-idx3-ubyte' is a regular file, not a directory" \
+    train --data "$DATA/train-images-idx3-ubyte"
+
+# ---- corrupt labels: the data is wrong (1), unless the net is too small for it (2) ------
+
+# set_byte FILE OFFSET VALUE
+set_byte() { printf "\\$(printf '%03o' "$3")" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null; }
+
+# labels_copy: a copy of the data set with real (not linked) label files, to corrupt.
+labels_copy() {
+    local dir=$TMP/labels-$RANDOM
+    mkdir -p "$dir"
+    cp "$DATA"/* "$dir/"
+    echo "$dir"
+}
+
+# MNIST has 10 classes: label 10 is corrupt wherever it is.
+d=$(labels_copy)
+set_byte "$d/train-labels-idx1-ubyte" $((8 + 5)) 10
+expect_fail_env 1 "--data mnist: label 10 is corrupt, named by file and sample" \
+    "$d/train-labels-idx1-ubyte': sample index 5 has label 10, but MNIST has 10 classes (0..9)" \
+    BACKPROP_MNIST_DIR="$d" train --layers 16,8,10 --epochs 1
+expect_fail_env 1 "--data fashion: label 10 is corrupt too" \
+    "sample index 5 has label 10, but Fashion-MNIST has 10 classes" \
+    BACKPROP_FASHION_DIR="$d" train --data fashion --layers 16,8,10 --epochs 1
+# For a data set of its own, 0..10 with every value present are simply 11 classes.
+expect_fail 2 "--data DIR: labels 0..10 without gaps need 11 outputs" \
+    "the output layer has 10 neurons but '$d' has 11 classes" \
+    train --data "$d" --layers 16,8,10 --epochs 1
+
+# ... but a label far above the others is a corrupt byte, not class 200.
+d=$(labels_copy)
+set_byte "$d/t10k-labels-idx1-ubyte" $((8 + 37)) 200
+set_byte "$d/t10k-labels-idx1-ubyte" $((8 + 41)) 200
+expect_fail 1 "--data DIR: label 200 among 0..9 is corrupt, first sample named" \
+    "$d/t10k-labels-idx1-ubyte': sample index 37 has label 200, but only 11 of the values 0..200" \
+    train --data "$d" --layers 16,8,10 --epochs 1
+
+# ---- the summary file: checked before training, never anything but a regular file ------
+
+run train --data "$DATA" --layers 16,8,10 --epochs 1 --summary-json "$TMP/no/such/dir/s.json"
+if [[ $rc -eq 1 ]] && has_message "directory '$TMP/no/such/dir' does not exist" && no_training
+then
+    ok "a --summary-json in a missing directory exits 1 before training"
+else
+    not_ok "unwritable summary: expected exit 1 before training, got $rc"
+fi
+
+mkdir -p "$TMP/sdir/s.json"
+run train --data "$DATA" --layers 16,8,10 --epochs 1 --summary-json "$TMP/sdir/s.json"
+if [[ $rc -eq 1 ]] && has_message "s.json' is a directory, not a regular file: refusing" &&
+    no_training && [[ -z $(ls -A "$TMP/sdir/s.json") ]]; then
+    ok "a directory as --summary-json is refused before training"
+else
+    not_ok "a directory as --summary-json: exit $rc"
+fi
+
+mkfifo "$TMP/sdir/fifo.json"
+timeout 20 "$BIN" train --data "$DATA" --layers 16,8,10 --epochs 1 \
+    --summary-json "$TMP/sdir/fifo.json" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+if [[ $rc -eq 1 ]] && has_message "fifo.json' is a FIFO, not a regular file" && no_training &&
+    [[ -p $TMP/sdir/fifo.json ]]; then
+    ok "a FIFO as --summary-json is refused before training and left alone"
+else
+    not_ok "a FIFO as --summary-json: exit $rc"
+fi
+
+echo precious >"$TMP/sdir/pointee"
+ln -s pointee "$TMP/sdir/link.json"
+run train --data "$DATA" --layers 16,8,10 --epochs 1 --summary-json "$TMP/sdir/link.json"
+if [[ $rc -eq 1 ]] && has_message "link.json' is a symbolic link (to 'pointee')" && no_training &&
+    [[ $(cat "$TMP/sdir/pointee") == precious && -L $TMP/sdir/link.json ]]; then
+    ok "a symbolic link as --summary-json is refused and its pointee untouched"
+else
+    not_ok "a symbolic link as --summary-json: exit $rc"
+fi
+
+# A character device is only ever stat'ed. As root, a regression would turn the machine's
+# /dev/null into a regular file, so root tests a node of its own (the same device, made with
+# mknod); anyone else cannot write /dev and tests the real one.
+dev=/dev/null
+if [[ $(id -u) -eq 0 ]] && mknod "$TMP/sdir/null" c 1 3 2>/dev/null; then
+    dev=$TMP/sdir/null
+fi
+if [[ -c $dev ]]; then
+    run train --data "$DATA" --layers 16,8,10 --epochs 1 --summary-json "$dev"
+    if [[ $rc -eq 1 ]] && has_message "'$dev' is a character device" && no_training &&
+        [[ -c $dev ]]; then
+        ok "a character device as --summary-json is refused and is still a device"
+    else
+        not_ok "--summary-json $dev: exit $rc"
+    fi
+fi
+
+# A directory that refuses new files: chmod stops anyone but root; sysfs, where nobody can
+# create a file, stops root too. Without either there is nothing to test here.
+ro=''
+if [[ $(id -u) -ne 0 ]]; then
+    mkdir -p "$TMP/ro" && chmod 0555 "$TMP/ro" && ro=$TMP/ro/s.json
+elif [[ $(stat -f -c %T /sys 2>/dev/null) == sysfs ]]; then
+    ro=/sys/backprop-test-summary.json
+fi
+if [[ -n $ro ]]; then
+    run train --data "$DATA" --layers 16,8,10 --epochs 1 --summary-json "$ro"
+    if [[ $rc -eq 1 ]] && has_message "cannot create a file in directory '$(dirname "$ro")'" &&
+        no_training && [[ ! -e $ro ]]; then
+        ok "a --summary-json in a directory that refuses files exits 1 before training"
+    else
+        not_ok "read-only summary directory: exit $rc"
+    fi
+fi
+[[ -d $TMP/ro ]] && chmod 0755 "$TMP/ro"
+
+# ---- a real run -------------------------------------------------------------------------
+
+SDIR=$TMP/summaries
+mkdir -p "$SDIR"
+SUMMARY=$SDIR/summary.json
+# The predictable name the old tool wrote through: a link planted there must change nothing.
+echo precious >"$TMP/planted"
+ln -s "$TMP/planted" "$SUMMARY.tmp"
+echo '{"old": true}' >"$SUMMARY"
+run train --data "$DATA" --layers 16,8,10 --epochs 1 --batch 10 --eta 0.1 --threads 1 \
+    --summary-json "$SUMMARY"
 if [[ $rc -eq 0 ]]; then
     ok "a tiny training run exits 0"
 else
@@ -215,7 +463,7 @@ if grep -Eq '^test accuracy [0-9.]+% \([0-9]+/50\)' "$TMP/out"; then
 else
     not_ok "no 'test accuracy ...% (k/50)' line"
 fi
-if grep -q '200 train, 40 validation, 50 test' "$TMP/out"; then
+if grep -q '200 train, 40 validation, 50 test, 16 inputs, 10 classes' "$TMP/out"; then
     ok "240 training images split 200 / 40"
 else
     not_ok "expected a 200 / 40 train / validation split"
@@ -230,17 +478,64 @@ if [[ -z $missing ]]; then
 else
     not_ok "summary JSON lacks:$missing"
 fi
-if [[ ! -e $SUMMARY.tmp ]]; then
-    ok "the temporary summary file is gone"
+if [[ $(ls -A "$SDIR") == $'summary.json\nsummary.json.tmp' && -L $SUMMARY.tmp &&
+    $(cat "$TMP/planted") == precious ]]; then
+    ok "no temporary file is left, and the link planted at FILE.tmp was not followed"
 else
-    not_ok "$SUMMARY.tmp was left behind"
+    not_ok "the summary directory holds: $(ls -A "$SDIR" | tr '\n' ' ')"
 fi
+# The rate as the user wrote it, not as the float it became (0.100000001490116).
+if grep -q '"eta": 0.1,' "$SUMMARY" && grep -q '"threads": 1,' "$SUMMARY"; then
+    ok "the summary holds --eta 0.1 as 0.1 and the thread count used"
+else
+    not_ok "summary: $(grep -E '"(eta|threads)"' "$SUMMARY" | tr -d '\n')"
+fi
+
 if command -v python3 >/dev/null 2>&1; then
-    if python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$SUMMARY" 2>/dev/null; then
+    # check_json FILE [PYTHON-EXPRESSION over d, the parsed file, and a, the extra arguments]
+    check_json() {
+        python3 -c 'import json, sys
+d = json.load(open(sys.argv[1], encoding="utf-8"))
+a = sys.argv[3:]
+sys.exit(0 if eval(sys.argv[2]) else 1)' "$1" "${2:-True}" "${@:3}" 2>/dev/null
+    }
+    if check_json "$SUMMARY" 'd["config"]["eta"] == 0.1 and d["epochs"] == 1'; then
         ok "the summary JSON parses"
     else
         not_ok "the summary JSON does not parse"
     fi
+
+    # Every control character escaped, UTF-8 kept: the data path must come back exactly.
+    weird=$TMP/we$'\t'ird$'\001'\ \"quoted\"\ back\\slash\ é
+    ln -s "$DATA" "$weird"
+    run train --data "$weird" --layers 16,8,10 --epochs 1 --summary-json "$SDIR/weird.json"
+    if [[ $rc -eq 0 ]] && check_json "$SDIR/weird.json" 'd["config"]["data"] == a[0]' "$weird"
+    then
+        ok "a data path with control characters, quotes and UTF-8 survives the JSON"
+    else
+        not_ok "weird data path: exit $rc"
+    fi
+fi
+
+# A path that is not UTF-8 cannot be a JSON string: refused before any work, and only when a
+# summary is asked for.
+# Latin-1, an overlong '/', a UTF-16 surrogate: bytes a strict JSON reader rejects.
+for bad in caf$'\xe9' over$'\xc0\xaf'long sur$'\xed\xa0\x80'rogate; do
+    ln -s "$DATA" "$TMP/$bad"
+    run train --data "$TMP/$bad" --layers 16,8,10 --epochs 1 --summary-json "$SDIR/bad.json"
+    if [[ $rc -eq 2 ]] && has_message 'is not valid UTF-8' && no_training &&
+        [[ ! -e $SDIR/bad.json ]]; then
+        ok "a data path that is not UTF-8 ($(printf %q "$bad")) is refused for --summary-json (exit 2)"
+    else
+        not_ok "non-UTF-8 data path $(printf %q "$bad") with --summary-json: exit $rc"
+    fi
+done
+latin1=$TMP/caf$'\xe9'
+run train --data "$latin1" --layers 16,8,10 --epochs 1
+if [[ $rc -eq 0 ]]; then
+    ok "the same path trains without --summary-json"
+else
+    not_ok "non-UTF-8 data path without a summary: exit $rc"
 fi
 
 run train --data "$DATA" --layers 16,8,10 --hidden-act relu --output softmax \
@@ -252,6 +547,15 @@ else
     not_ok "the all-flags run: exit $rc"
 fi
 
+# Unique prefixes and the accepted number forms.
+run train --data "$DATA" --lay 16,8,10 --ep 1 --et 5e-1 --seed 007 --thr 01
+if [[ $rc -eq 0 ]] && grep -q 'eta 0.5  batch 10  epochs 1 .* threads 1  seed 7$' "$TMP/out"
+then
+    ok "abbreviations and leading zeros are accepted"
+else
+    not_ok "abbreviated run: exit $rc"
+fi
+
 # Same seed, one thread, same backend: the library promises identical results.
 run train --data "$DATA" --layers 16,8,10 --epochs 2 --seed 7 --threads 1
 grep -E '^(epoch|test)' "$TMP/out" | sed 's/  [0-9]* samples.*//' >"$TMP/run1"
@@ -261,6 +565,97 @@ if [[ -s $TMP/run1 ]] && cmp -s "$TMP/run1" "$TMP/run2"; then
     ok "two runs with the same seed print the same figures"
 else
     not_ok "same seed, different figures"
+fi
+
+# ---- saturation: a warning, not an error ------------------------------------------------
+
+run train --data "$DATA" --layers 16,8,10 --cost quadratic --eta 1e30 --epochs 3
+if [[ $rc -eq 0 ]] && [[ $(grep -c 'warning: validation accuracy' "$TMP/err") -eq 1 ]] &&
+    has_message 'warning: validation accuracy 10.00% is at chance level for 10 classes: the net has saturated; try a smaller --eta'
+then
+    ok "a saturated net warns once that it is at chance level (exit 0)"
+else
+    not_ok "saturation warning: exit $rc, $(grep -c warning "$TMP/err") warnings"
+fi
+# A net that is merely slow (10% after an epoch at a small rate) has not saturated.
+run train --data "$DATA" --layers 16,8,10 --eta 0.01 --epochs 2
+if [[ $rc -eq 0 ]] && grep -q 'validation 10.00%' "$TMP/out" && ! grep -q warning "$TMP/err"
+then
+    ok "a slow net at chance level is not called saturated"
+else
+    not_ok "slow net: exit $rc, stderr: $(head -c 200 "$TMP/err")"
+fi
+
+# ---- standard output that fails --------------------------------------------------------
+
+if [[ -w /dev/full ]]; then
+    start=$SECONDS
+    "$BIN" train --data "$DATA" --layers 16,8,10 --epochs 100000 >/dev/full 2>"$TMP/err"
+    rc=$?
+    if [[ $rc -eq 1 ]] && has_message 'writing standard output: No space left on device' &&
+        ((SECONDS - start < 30)); then
+        ok "train > /dev/full stops at the first line (exit 1)"
+    else
+        not_ok "train > /dev/full: exit $rc after $((SECONDS - start)) s"
+    fi
+fi
+
+# A file that fills up after a few lines: the epoch lines are checked too. RLIMIT_FSIZE with
+# SIGXFSZ ignored makes the write fail with EFBIG, like a disk that is full.
+(ulimit -f 2 && trap '' XFSZ && exec "$BIN" train --data "$DATA" --layers 16,8,10 \
+    --epochs 100000 >"$TMP/out" 2>"$TMP/err")
+rc=$?
+lines=$(grep -c '^epoch ' "$TMP/out")
+if [[ $rc -eq 1 ]] && has_message 'writing standard output: File too large' && ((lines < 100))
+then
+    ok "an output file that fills up after $lines epoch lines stops the run (exit 1)"
+else
+    not_ok "filling output: exit $rc after $lines epoch lines"
+fi
+
+# ---- signals -----------------------------------------------------------------------------
+
+# start_long_run SUMMARY: a run that would take minutes, in the background, once it is
+# training (its first epoch line is out). Sets $pid.
+start_long_run() {
+    "$BIN" train --data "$DATA" --layers 16,8,10 --epochs 1000000 --summary-json "$1" \
+        >"$TMP/out" 2>"$TMP/err" &
+    pid=$!
+    for ((i = 0; i < 200; i++)); do
+        grep -q '^epoch ' "$TMP/out" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# SIGTERM ends the run like Ctrl-C: after the epoch, with the test figure and the summary.
+SIGDIR=$TMP/signals
+mkdir -p "$SIGDIR"
+echo '{"old": true}' >"$SIGDIR/s.json"
+start_long_run "$SIGDIR/s.json"
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+if [[ $rc -eq 0 ]] && grep -q '^interrupted by SIGTERM: stopped after epoch' "$TMP/out" &&
+    grep -q '^test accuracy' "$TMP/out" && grep -q '"epochs": [0-9]' "$SIGDIR/s.json" &&
+    ! grep -q '"old"' "$SIGDIR/s.json" && [[ $(ls -A "$SIGDIR") == s.json ]]; then
+    ok "SIGTERM finishes the epoch, reports and replaces the summary whole (exit 0)"
+else
+    not_ok "SIGTERM: exit $rc, files: $(ls -A "$SIGDIR" | tr '\n' ' ')"
+fi
+
+# SIGHUP, or a second SIGTERM, ends the process at once: no temporary file exists during
+# training, so the old summary is all there is.
+echo '{"old": true}' >"$SIGDIR/s.json"
+start_long_run "$SIGDIR/s.json"
+kill -HUP "$pid"
+wait "$pid" 2>/dev/null # not the shell's "Hangup" report in the test log
+rc=$?
+if [[ $rc -eq $((128 + 1)) ]] && [[ $(cat "$SIGDIR/s.json") == '{"old": true}' ]] &&
+    [[ $(ls -A "$SIGDIR") == s.json ]]; then
+    ok "SIGHUP during training leaves the old summary and no other file"
+else
+    not_ok "SIGHUP: exit $rc, files: $(ls -A "$SIGDIR" | tr '\n' ' ')"
 fi
 
 echo "1..$n"

@@ -4,8 +4,10 @@
  * header only; this file owns what the library must never do: print, read the environment and
  * exit.
  *
- * Exit status: 0 success; 1 the library or the file system failed (bad data files, a net the
- * library refuses, an unwritable summary); 2 the command line is wrong (the user must change it).
+ * Exit status: 0 success; 1 the library or the file system failed (bad or corrupt data files,
+ * too little memory, an unwritable summary or standard output); 2 the command line is wrong (the
+ * user must change it: a bad flag, a configuration the library refuses, --layers that do not fit
+ * the data).
  */
 #include "backprop.h"
 
@@ -14,6 +16,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,12 +59,22 @@ static const char usage_text[] =
     "                             quadratic cost; ch. 3 uses 0.5 with cross-entropy]\n"
     "  --init gaussian|large|xavier|he|orthogonal            [gaussian]\n"
     "  --seed S                   drives initialisation and shuffling [1]\n"
-    "  --threads T                BLAS threads [one per core]\n"
+    "  --threads T                threads of a training step [one per core]\n"
     "  --backend blas|naive       [blas]\n"
-    "  --summary-json FILE        write the results as JSON to FILE\n"
+    "  --summary-json FILE        write the results as JSON to FILE, replacing it whole\n"
+    "                             (checked before training; FILE may not be a device, FIFO,\n"
+    "                             directory or symbolic link)\n"
     "  --help                     this text\n"
     "\n"
-    "exit status: 0 ok, 1 runtime failure, 2 bad command line\n";
+    "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number such\n"
+    "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--ep 5).\n"
+    "\n"
+    "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current epoch;\n"
+    "the test accuracy and the summary are still produced and the exit status is 0. A second\n"
+    "one, or SIGHUP, ends the process at once. Either way the summary file is whole: the old\n"
+    "one or the new one, with no temporary file left behind.\n"
+    "\n"
+    "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command line\n";
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -96,47 +109,72 @@ static void print_lib_error(bp_status st)
 
 /* ---- strict value parsing ---------------------------------------------------------------- */
 
-/* strtol and friends skip leading blanks and accept trailing garbage unless asked; a flag value
- * must be exactly one number, so both are refused here. */
-static long parse_long(const char *flag, const char *s, long min, long max)
+/* One rule for every integer flag and every --layers entry: decimal digits and nothing else.
+ * strtol alone would take a sign, leading blanks and (strtoull) negate "-1" into 2^64-1, so
+ * flags disagreed about "+5"; a value is one plain number or a mistake. Returns 0, -1 for a
+ * value that is not digits, or -2 for one above UINT64_MAX. */
+static int parse_digits(const char *s, uint64_t *out)
 {
-    if (s[0] == '\0' || isspace((unsigned char)s[0]))
-        usage_error("%s: '%s' is not an integer", flag, s);
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end != '\0')
-        usage_error("%s: '%s' is not an integer", flag, s);
-    if (errno == ERANGE || v < min || v > max)
-        usage_error("%s: %s is out of range (%ld..%ld)", flag, s, min, max);
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s))
+            return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -2;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+static uint64_t parse_uint(const char *flag, const char *s, uint64_t min, uint64_t max)
+{
+    uint64_t v;
+    int r = parse_digits(s, &v);
+    if (r == -1)
+        usage_error("%s: '%s' is not a whole number (decimal digits only)", flag, s);
+    if (r == -2 || v < min || v > max)
+        usage_error("%s: %s is out of range (%llu..%llu)", flag, s, (unsigned long long)min,
+                    (unsigned long long)max);
     return v;
 }
 
-static uint64_t parse_u64(const char *flag, const char *s)
+/* Digits with an optional fraction and exponent ("0.5", ".5", "3e-2"), and a leading '-' only
+ * so that a negative rate is refused for what it is. strtof alone would also take hex, "inf",
+ * "nan", a '+' and leading blanks. */
+static int is_decimal(const char *s)
 {
-    /* strtoull negates "-1" into 2^64-1 instead of failing: demand a digit first. */
-    if (!isdigit((unsigned char)s[0]))
-        usage_error("%s: '%s' is not a non-negative integer", flag, s);
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end != '\0')
-        usage_error("%s: '%s' is not a non-negative integer", flag, s);
-    if (errno == ERANGE)
-        usage_error("%s: %s is out of range (0..%llu)", flag, s,
-                    (unsigned long long)UINT64_MAX);
-    return (uint64_t)v;
+    const char *p = s + (*s == '-');
+    size_t int_digits = strspn(p, "0123456789");
+    p += int_digits;
+    size_t frac_digits = 0;
+    if (*p == '.') {
+        p++;
+        frac_digits = strspn(p, "0123456789");
+        p += frac_digits;
+    }
+    if (int_digits + frac_digits == 0)
+        return 0;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        p += *p == '+' || *p == '-';
+        size_t exp_digits = strspn(p, "0123456789");
+        if (exp_digits == 0)
+            return 0;
+        p += exp_digits;
+    }
+    return *p == '\0';
 }
 
 static float parse_eta(const char *flag, const char *s)
 {
-    if (s[0] == '\0' || isspace((unsigned char)s[0]))
-        usage_error("%s: '%s' is not a number", flag, s);
-    char *end;
+    if (!is_decimal(s))
+        usage_error("%s: '%s' is not a decimal number (like 0.5 or 3e-2)", flag, s);
     errno = 0;
-    float v = strtof(s, &end);
-    if (end == s || *end != '\0')
-        usage_error("%s: '%s' is not a number", flag, s);
+    float v = strtof(s, NULL);
     /* ERANGE also flags underflow: a rate that rounds to (almost) zero is a typo, not a wish. */
     if (errno == ERANGE || !isfinite(v) || !(v > 0.0f))
         usage_error("%s: %s must be a finite number > 0", flag, s);
@@ -157,17 +195,15 @@ static int parse_layers(const char *flag, const char *s, int sizes[MAX_LAYERS])
             usage_error("%s: more than %d layers in '%s'", flag, MAX_LAYERS, s);
         char item[32];
         if (len >= sizeof item)
-            usage_error("%s: entry %d of '%s' is not an integer", flag, n + 1, s);
+            usage_error("%s: entry %d of '%s' is not a whole number", flag, n + 1, s);
         memcpy(item, p, len);
         item[len] = '\0';
-        if (!isdigit((unsigned char)item[0]))
-            usage_error("%s: entry %d ('%s') is not a positive integer", flag, n + 1, item);
-        char *end;
-        errno = 0;
-        long v = strtol(item, &end, 10);
-        if (*end != '\0')
-            usage_error("%s: entry %d ('%s') is not a positive integer", flag, n + 1, item);
-        if (errno == ERANGE || v < 1 || v > MAX_WIDTH)
+        uint64_t v;
+        int r = parse_digits(item, &v);
+        if (r == -1)
+            usage_error("%s: entry %d ('%s') is not a whole number (decimal digits only)", flag,
+                        n + 1, item);
+        if (r == -2 || v < 1 || v > MAX_WIDTH)
             usage_error("%s: entry %d (%s) is out of range (1..%d)", flag, n + 1, item,
                         MAX_WIDTH);
         sizes[n++] = (int)v;
@@ -299,6 +335,44 @@ static const struct option train_longopts[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* getopt_long returns '?' for an unknown option, an ambiguous abbreviation and a value given
+ * to a flag that takes none alike; the table tells them apart. */
+static _Noreturn void bad_option(const char *arg, int opt)
+{
+    if (strncmp(arg, "--", 2) != 0) {
+        if (opt > 0 && opt < 256)
+            usage_error("unknown option '-%c'", opt);
+        usage_error("unknown option '%s'", arg);
+    }
+    const char *name = arg + 2;
+    size_t len = strcspn(name, "=");
+    char matches[256] = "";
+    size_t used = 0;
+    int n = 0;
+    const struct option *exact = NULL, *only = NULL;
+    for (const struct option *op = train_longopts; op->name; op++) {
+        if (strncmp(op->name, name, len) != 0)
+            continue;
+        if (op->name[len] == '\0')
+            exact = op;
+        only = op;
+        n++;
+        int w = snprintf(matches + used, sizeof matches - used, "%s--%s", used ? ", " : "",
+                         op->name);
+        if (w > 0 && (size_t)w < sizeof matches - used)
+            used += (size_t)w;
+    }
+    if (exact || n == 1) {
+        const struct option *op = exact ? exact : only;
+        if (op->has_arg == no_argument && name[len] == '=')
+            usage_error("option '--%s' takes no value", op->name);
+        usage_error("option '%s' is malformed", arg);
+    }
+    if (n > 1 && len > 0)
+        usage_error("ambiguous option '--%.*s' (could be %s)", (int)len, name, matches);
+    usage_error("unknown option '--%.*s'", (int)len, name);
+}
+
 static void parse_train_args(int argc, char **argv, options *o)
 {
     *o = (options){
@@ -335,13 +409,13 @@ static void parse_train_args(int argc, char **argv, options *o)
         case OPT_HIDDEN: o->hidden = parse_activation("--hidden-act", optarg, 1); break;
         case OPT_OUTPUT: o->output = parse_activation("--output", optarg, 0); break;
         case OPT_COST: o->cost = parse_cost("--cost", optarg); break;
-        case OPT_EPOCHS: o->epochs = (int)parse_long("--epochs", optarg, 1, INT_MAX); break;
-        case OPT_BATCH: o->batch = (int)parse_long("--batch", optarg, 1, MAX_BATCH); break;
+        case OPT_EPOCHS: o->epochs = (int)parse_uint("--epochs", optarg, 1, INT_MAX); break;
+        case OPT_BATCH: o->batch = (int)parse_uint("--batch", optarg, 1, MAX_BATCH); break;
         case OPT_ETA: o->eta = parse_eta("--eta", optarg); break;
         case OPT_INIT: o->init = parse_init("--init", optarg); break;
-        case OPT_SEED: o->seed = parse_u64("--seed", optarg); break;
+        case OPT_SEED: o->seed = parse_uint("--seed", optarg, 0, UINT64_MAX); break;
         case OPT_THREADS:
-            o->threads = (int)parse_long("--threads", optarg, 1, MAX_THREADS);
+            o->threads = (int)parse_uint("--threads", optarg, 1, MAX_THREADS);
             break;
         case OPT_BACKEND: o->backend = parse_backend("--backend", optarg); break;
         case OPT_SUMMARY:
@@ -355,10 +429,7 @@ static void parse_train_args(int argc, char **argv, options *o)
         case ':':
             usage_error("%s needs a value", flag);
         default:
-            /* For an unknown long option optopt is 0 and argv[optind-1] holds it whole. */
-            if (optopt && optopt < 256)
-                usage_error("unknown option '-%c'", optopt);
-            usage_error("unknown option '%s'", flag);
+            bad_option(flag, optopt);
         }
     }
     if (optind < argc)
@@ -367,41 +438,76 @@ static void parse_train_args(int argc, char **argv, options *o)
 
 /* ---- data -------------------------------------------------------------------------------- */
 
+static const char *plural(long n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
 static int join_path(char *out, size_t size, const char *a, const char *b)
 {
     int w = snprintf(out, size, "%s/%s", a, b);
     return w >= 0 && (size_t)w < size ? 0 : -1;
 }
 
-/* Where --data points; fails (status 1) only if the environment leaves no answer. */
-static int resolve_data_dir(const char *data, char *dir, size_t size)
+/* Where --data points, and the environment variable that said so: a path the user never typed
+ * must be traced back to where it came from. */
+typedef struct data_dir {
+    char path[PATH_BUF];
+    const char *var;   /* "BACKPROP_MNIST_DIR", ...; NULL for --data DIR and the HOME default */
+    const char *value; /* the variable's value */
+} data_dir;
+
+/* Fails (status 1) only if the environment leaves no answer. */
+static int resolve_data_dir(const char *data, data_dir *dd)
 {
     const char *env;
     int w;
+    dd->var = dd->value = NULL;
     if (strcmp(data, "mnist") == 0) {
-        if ((env = getenv("BACKPROP_MNIST_DIR")) && *env)
-            w = snprintf(dir, size, "%s", env);
-        else if ((env = getenv("BACKPROP_DATA_DIR")) && *env)
-            w = snprintf(dir, size, "%s/mnist", env);
-        else if ((env = getenv("HOME")) && *env)
-            w = snprintf(dir, size, "%s/.cache/backprop/mnist", env);
-        else {
+        if ((env = getenv("BACKPROP_MNIST_DIR")) && *env) {
+            dd->var = "BACKPROP_MNIST_DIR";
+            w = snprintf(dd->path, sizeof dd->path, "%s", env);
+        } else if ((env = getenv("BACKPROP_DATA_DIR")) && *env) {
+            dd->var = "BACKPROP_DATA_DIR";
+            w = snprintf(dd->path, sizeof dd->path, "%s/mnist", env);
+        } else if ((env = getenv("HOME")) && *env) {
+            w = snprintf(dd->path, sizeof dd->path, "%s/.cache/backprop/mnist", env);
+        } else {
             print_error("HOME is not set: set BACKPROP_MNIST_DIR or BACKPROP_DATA_DIR");
             return -1;
         }
+        dd->value = env;
     } else if (strcmp(data, "fashion") == 0) {
-        if ((env = getenv("BACKPROP_FASHION_DIR")) && *env)
-            w = snprintf(dir, size, "%s", env);
-        else
-            w = snprintf(dir, size, "%s", "/usr/share/datasets/fashion-mnist");
+        if ((env = getenv("BACKPROP_FASHION_DIR")) && *env) {
+            dd->var = "BACKPROP_FASHION_DIR";
+            dd->value = env;
+            w = snprintf(dd->path, sizeof dd->path, "%s", env);
+        } else {
+            w = snprintf(dd->path, sizeof dd->path, "%s", "/usr/share/datasets/fashion-mnist");
+        }
     } else {
-        w = snprintf(dir, size, "%s", data);
+        w = snprintf(dd->path, sizeof dd->path, "%s", data);
     }
-    if (w < 0 || (size_t)w >= size) {
-        print_error("data directory path is too long");
+    if (w < 0 || (size_t)w >= sizeof dd->path) {
+        if (dd->var)
+            print_error("%s: the data directory path is too long", dd->var);
+        else
+            print_error("the data directory path is too long");
         return -1;
     }
     return 0;
+}
+
+/* "BACKPROP_MNIST_DIR=/x", "BACKPROP_DATA_DIR=/x: data directory '/x/mnist'" or
+ * "data directory '/x'": the subject of a message about the data directory. */
+static void data_dir_name(const data_dir *dd, char *buf, size_t size)
+{
+    if (!dd->var)
+        snprintf(buf, size, "data directory '%s'", dd->path);
+    else if (strcmp(dd->value, dd->path) == 0)
+        snprintf(buf, size, "%s=%s", dd->var, dd->value);
+    else
+        snprintf(buf, size, "%s=%s: data directory '%s'", dd->var, dd->value, dd->path);
 }
 
 static const char *data_hint(const char *data)
@@ -413,17 +519,113 @@ static const char *data_hint(const char *data)
     return "expected the four MNIST-format IDX files, raw or .gz";
 }
 
-/* dir/base if it exists, else dir/base.gz: the raw file wins because it loads faster. */
-static int find_idx(const char *dir, const char *base, char *out, size_t size)
+static const char *node_kind(mode_t mode)
+{
+    if (S_ISREG(mode))
+        return "a regular file";
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "of an unknown kind";
+}
+
+/* What is wrong with path as a directory (want_dir) or a data file, as the rest of a sentence
+ * that starts with its name: " is a directory, not a regular file", ": no such directory".
+ * "No such file" would be a lie for a dangling link or a link loop, and sends the user
+ * looking in the wrong place. Returns 0 if nothing is wrong, 1 if path does not exist at all,
+ * -1 for anything else. */
+static int describe_node(const char *path, int want_dir, char *why, size_t size)
 {
     struct stat st;
-    char gz[256];
-    if (join_path(out, size, dir, base) == 0 && stat(out, &st) == 0 && !S_ISDIR(st.st_mode))
-        return 0;
-    snprintf(gz, sizeof gz, "%s.gz", base);
-    if (join_path(out, size, dir, gz) == 0 && stat(out, &st) == 0 && !S_ISDIR(st.st_mode))
-        return 0;
+    why[0] = '\0';
+    if (stat(path, &st) == 0) {
+        if (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode))
+            return 0;
+        snprintf(why, size, " is %s, not %s", node_kind(st.st_mode),
+                 want_dir ? "a directory" : "a regular file");
+        return -1;
+    }
+    int err = errno;
+    struct stat lst;
+    if (err == ENOENT && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        char to[PATH_BUF];
+        ssize_t n = readlink(path, to, sizeof to - 1);
+        to[n > 0 ? n : 0] = '\0';
+        snprintf(why, size, " is a dangling symbolic link (to '%s')", to);
+        return -1;
+    }
+    if (err == ENOENT) {
+        snprintf(why, size, ": %s", want_dir ? "no such directory" : "no such file");
+        return 1;
+    }
+    if (err == ELOOP)
+        snprintf(why, size, ": too many levels of symbolic links (a link loop?)");
+    else
+        snprintf(why, size, ": %s", strerror(err));
     return -1;
+}
+
+/* dir/base if it is a regular file, else dir/base.gz: the raw file wins because it loads
+ * faster. When neither will do, why names what is wrong with the one that is there in some
+ * form (raw first), or is "" when neither exists. */
+static int find_idx(const char *dir, const char *base, char *out, size_t size, char *why,
+                    size_t why_size)
+{
+    char gz_base[64], gz[PATH_BUF], raw_why[128], gz_why[128];
+    snprintf(gz_base, sizeof gz_base, "%s.gz", base);
+    if (join_path(out, size, dir, base) != 0 || join_path(gz, sizeof gz, dir, gz_base) != 0) {
+        snprintf(why, why_size, "'%s/%s': path too long", dir, base);
+        return -1;
+    }
+    int raw = describe_node(out, 0, raw_why, sizeof raw_why);
+    if (raw == 0)
+        return 0;
+    int packed = describe_node(gz, 0, gz_why, sizeof gz_why);
+    if (packed == 0) {
+        snprintf(out, size, "%s", gz);
+        return 0;
+    }
+    if (raw < 0)
+        snprintf(why, why_size, "'%s'%s", out, raw_why);
+    else if (packed < 0)
+        snprintf(why, why_size, "'%s'%s", gz, gz_why);
+    else
+        why[0] = '\0';
+    return -1;
+}
+
+enum { TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS };
+static const char *const data_names[4] = {
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+};
+
+/* The four files of the data set; status 1 with a message if one is not there. */
+static int find_data(const char *spec, const data_dir *dd, char path[4][PATH_BUF])
+{
+    char name[2 * PATH_BUF + 64], why[PATH_BUF + 256];
+    data_dir_name(dd, name, sizeof name);
+    if (describe_node(dd->path, 1, why, sizeof why) != 0) {
+        print_error("%s%s; %s", name, why, data_hint(spec));
+        return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (find_idx(dd->path, data_names[i], path[i], PATH_BUF, why, sizeof why) == 0)
+            continue;
+        if (why[0])
+            print_error("%s", why);
+        else
+            print_error("no %s[.gz] in %s; %s", data_names[i], name, data_hint(spec));
+        return -1;
+    }
+    return 0;
 }
 
 typedef struct data {
@@ -438,67 +640,196 @@ static void data_free(data *d)
     bp_dataset_free(d->all);
 }
 
-static int load_data(const char *spec, data *d, char *dir, size_t dir_size)
+static int load_data(char path[4][PATH_BUF], data *d)
 {
-    static const char *const names[4] = {
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-    };
-    char path[4][PATH_BUF];
-    struct stat st;
-
-    if (resolve_data_dir(spec, dir, dir_size) != 0)
-        return -1;
-    if (stat(dir, &st) != 0) {
-        print_error("data directory '%s': %s; %s", dir, strerror(errno), data_hint(spec));
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        print_error("data '%s' is not a directory; %s", dir, data_hint(spec));
-        return -1;
-    }
-    for (int i = 0; i < 4; i++) {
-        if (find_idx(dir, names[i], path[i], sizeof path[i]) != 0) {
-            print_error("no %s[.gz] in '%s'; %s", names[i], dir, data_hint(spec));
-            return -1;
-        }
-    }
-
-    bp_status st_;
-    if ((st_ = bp_dataset_load_idx(&d->all, path[0], path[1])) != BP_OK ||
-        (st_ = bp_dataset_load_idx(&d->test, path[2], path[3])) != BP_OK) {
-        print_lib_error(st_);
+    bp_status st;
+    if ((st = bp_dataset_load_idx(&d->all, path[TRAIN_IMAGES], path[TRAIN_LABELS])) != BP_OK ||
+        (st = bp_dataset_load_idx(&d->test, path[TEST_IMAGES], path[TEST_LABELS])) != BP_OK) {
+        print_lib_error(st);
         return -1;
     }
     /* Nielsen keeps the last 10,000 of MNIST's 60,000 training images for validation; 1/6
      * reproduces that exactly and scales to smaller (test) sets. */
     size_t n = bp_dataset_count(d->all);
     size_t n_valid = n / 6, n_train = n - n_valid;
-    if ((st_ = bp_dataset_slice(d->all, 0, n_train, &d->train)) != BP_OK ||
-        (n_valid > 0 && (st_ = bp_dataset_slice(d->all, n_train, n_valid, &d->valid)) != BP_OK)) {
-        print_lib_error(st_);
+    if ((st = bp_dataset_slice(d->all, 0, n_train, &d->train)) != BP_OK ||
+        (n_valid > 0 && (st = bp_dataset_slice(d->all, n_train, n_valid, &d->valid)) != BP_OK)) {
+        print_lib_error(st);
         return -1;
     }
     return 0;
 }
 
-/* ---- progress and summary ---------------------------------------------------------------- */
-
-static volatile sig_atomic_t interrupted;
-
-static void on_sigint(int sig)
+/* A label is a byte, so a corrupt one is any value up to 255, and the data set would quietly
+ * grow its classes to fit it: the user would then be told to widen --layers for a class that
+ * does not exist. MNIST and Fashion-MNIST have 10 classes by definition. For any other data set
+ * the labels are the only evidence: classes are 0..K-1 and each occurs, so a largest label
+ * with values missing below it is taken for the corrupt one. Status 1: the data is wrong, not
+ * the command line. */
+static int check_labels(const char *spec, const data *d, char path[4][PATH_BUF])
 {
-    (void)sig;
-    interrupted = 1;
+    const bp_dataset *sets[2] = {d->all, d->test};
+    const char *files[2] = {path[TRAIN_LABELS], path[TEST_LABELS]};
+    const char *known = strcmp(spec, "mnist") == 0     ? "MNIST"
+                        : strcmp(spec, "fashion") == 0 ? "Fashion-MNIST"
+                                                       : NULL;
+    enum { KNOWN_CLASSES = 10, LABEL_VALUES = 256 };
+    unsigned char seen[LABEL_VALUES] = {0};
+    int largest = -1, distinct = 0;
+    for (int k = 0; k < 2; k++) {
+        size_t n = bp_dataset_count(sets[k]);
+        for (size_t i = 0; i < n; i++) {
+            int y = bp_dataset_label(sets[k], i);
+            if ((known && y >= KNOWN_CLASSES) || y < 0 || y >= LABEL_VALUES) {
+                print_error("'%s': sample index %zu has label %d, but %s has %d classes "
+                            "(0..%d): the file is corrupt", files[k], i, y,
+                            known ? known : "an IDX label file", known ? KNOWN_CLASSES : 256,
+                            known ? KNOWN_CLASSES - 1 : 255);
+                return -1;
+            }
+            distinct += !seen[y];
+            seen[y] = 1;
+            if (y > largest)
+                largest = y;
+        }
+    }
+    if (known || distinct == largest + 1)
+        return 0;
+    for (int k = 0; k < 2; k++) {
+        size_t n = bp_dataset_count(sets[k]);
+        for (size_t i = 0; i < n; i++)
+            if (bp_dataset_label(sets[k], i) == largest) {
+                print_error("'%s': sample index %zu has label %d, but only %d of the values "
+                            "0..%d occur as labels: label %d looks corrupt", files[k], i,
+                            largest, distinct, largest, largest);
+                return -1;
+            }
+    }
+    return -1;
 }
 
+/* ---- output ------------------------------------------------------------------------------ */
+
+static int stdout_reported;
+
+/* Output lost to a full disk or a closed pipe is a failure the caller must see, and as soon as
+ * it happens: a run printing into /dev/full must not train for an hour first. */
+static int stdout_failed(void)
+{
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    if (!stdout_reported)
+        print_error("writing standard output: %s", strerror(errno ? errno : EIO));
+    stdout_reported = 1;
+    return 1;
+}
+
+/* ---- signals ----------------------------------------------------------------------------- */
+
+/* The first SIGINT or SIGTERM of a run; the training loop looks at it after every epoch. */
+static volatile sig_atomic_t stop_signal;
+/* One that arrived while the summary was being written, to be acted on afterwards. */
+static volatile sig_atomic_t deferred_signal;
+
+static void on_stop(int sig) { stop_signal = sig; }
+static void on_deferred(int sig) { deferred_signal = sig; }
+
+static void install_stop_handlers(void)
+{
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    /* One-shot: a second signal ends the process the ordinary way. */
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    static const int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        /* An ignored signal stays ignored: that is how a shell keeps Ctrl-C away from a
+         * background job, and how nohup works. */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+static const int deferrable[3] = {SIGINT, SIGTERM, SIGHUP};
+
+typedef struct critical {
+    sigset_t mask;
+    struct sigaction old[3];
+} critical;
+
+/* While the summary's temporary file (or the preflight's probe) exists, no termination signal
+ * may end the process, or the file stays behind. Blocking them on this thread is not enough:
+ * a signal sent to the process goes to any thread that does not block it, and the net's team
+ * and OpenBLAS's pool have their own masks. So a handler that only records the signal is
+ * installed too, wherever it lands; critical_end delivers it again once the file is renamed
+ * or removed. */
+static void critical_begin(critical *c)
+{
+    sigset_t block;
+    sigemptyset(&block);
+    for (int i = 0; i < 3; i++)
+        sigaddset(&block, deferrable[i]);
+    deferred_signal = 0;
+    pthread_sigmask(SIG_BLOCK, &block, &c->mask);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_deferred;
+    sa.sa_mask = block;
+    for (int i = 0; i < 3; i++)
+        sigaction(deferrable[i], &sa, &c->old[i]);
+}
+
+static void critical_end(critical *c)
+{
+    for (int i = 0; i < 3; i++)
+        sigaction(deferrable[i], &c->old[i], NULL);
+    /* A signal still pending on this thread is delivered here, to the restored handler. */
+    pthread_sigmask(SIG_SETMASK, &c->mask, NULL);
+    if (deferred_signal)
+        raise(deferred_signal);
+}
+
+/* ---- progress ---------------------------------------------------------------------------- */
+
 typedef struct progress {
-    int epochs;
+    int epochs, classes;
+    int warned_chance, output_failed;
+    bp_net *net;
+    const bp_dataset *valid;
+    float *x, *out; /* room for PROBE_SAMPLES inputs and outputs */
 } progress;
+
+enum { PROBE_SAMPLES = 64 };
+/* Measured on the test's data: saturated nets spread their outputs by 5e-6 at most, nets that
+ * are only slow to learn by 4e-2 and more. */
+#define SATURATED_SPREAD 1e-4f
+
+/* Whether the net gives (nearly) the same outputs for every one of the first validation
+ * samples: what saturation does, and what a net that is merely slow to learn does not. */
+static int answers_alike(progress *p)
+{
+    size_t n = bp_dataset_count(p->valid);
+    int k = n < PROBE_SAMPLES ? (int)n : PROBE_SAMPLES;
+    int dim = bp_dataset_dim(p->valid), n_out = bp_net_size(p->net, bp_net_layers(p->net));
+    if (k < 2 || bp_dataset_gather(p->valid, NULL, k, p->x, NULL, n_out) != BP_OK ||
+        bp_net_forward(p->net, p->x, dim, k, p->out, n_out) != BP_OK)
+        return 0;
+    float spread = 0;
+    for (int j = 1; j < k; j++)
+        for (int i = 0; i < n_out; i++) {
+            float d = fabsf(p->out[(size_t)j * n_out + i] - p->out[i]);
+            if (!(d <= spread))
+                spread = d;
+        }
+    return spread <= SATURATED_SPREAD;
+}
 
 static int print_epoch(const bp_epoch_report *r, void *user)
 {
-    const progress *p = user;
+    progress *p = user;
     printf("epoch %d/%d  ", r->epoch, p->epochs);
     if (r->validation_accuracy >= 0)
         printf("validation %.2f%%  ", 100.0 * r->validation_accuracy);
@@ -507,10 +838,22 @@ static int print_epoch(const bp_epoch_report *r, void *user)
     printf("cost %.4f  %.0f samples/s  %.2f s\n", r->train_cost, r->samples_per_second,
            r->seconds);
     /* Progress is for people watching a pipe or a log: push each line out as it happens. */
-    fflush(stdout);
-    /* First Ctrl-C finishes the epoch and still reports the test figure; the handler is
-     * one-shot, so a second one kills the process the ordinary way. */
-    return interrupted ? 1 : 0;
+    if (stdout_failed()) {
+        p->output_failed = 1;
+        return 1;
+    }
+    /* A net driven into saturation (an --eta far too large) answers one class for everything.
+     * Its numbers are finite, so that is no error, but the figures that follow are
+     * meaningless and the user should know why: once is enough. */
+    if (!p->warned_chance && p->classes > 1 && r->validation_accuracy >= 0 &&
+        r->validation_accuracy <= 1.5 / p->classes && answers_alike(p)) {
+        p->warned_chance = 1;
+        fprintf(stderr, "backprop: warning: validation accuracy %.2f%% is at chance level for "
+                "%d %s: the net has saturated; try a smaller --eta\n",
+                100.0 * r->validation_accuracy, p->classes, plural(p->classes, "class",
+                                                                   "classes"));
+    }
+    return stop_signal ? 1 : 0;
 }
 
 static double now_seconds(void)
@@ -520,27 +863,90 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* JSON has no NaN or infinity; the figures here should never be either, but if one is, the
- * file must still parse. 15 digits print 0.9542 as 0.9542, not 0.95420000000000005. */
-static void json_number(FILE *f, double v)
+/* ---- the summary JSON -------------------------------------------------------------------- */
+
+/* The shortest decimal that reads back as the same number: --eta 0.1 is held as the float
+ * 0.100000001490116..., and printing that would misreport what the user asked for. JSON has no
+ * NaN or infinity; the figures should never be either, but if one is the file must parse. */
+static void json_float(FILE *f, float v)
 {
-    if (isfinite(v))
-        fprintf(f, "%.15g", v);
-    else
+    char buf[32];
+    if (!isfinite(v)) {
         fputs("null", f);
+        return;
+    }
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v)
+            break;
+    }
+    fputs(buf, f);
 }
 
+static void json_double(FILE *f, double v)
+{
+    char buf[40];
+    if (!isfinite(v)) {
+        fputs("null", f);
+        return;
+    }
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    fputs(buf, f);
+}
+
+/* The length of the well-formed UTF-8 sequence at s, 0 if there is none (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF). A NUL ends every check early. */
+static size_t utf8_length(const unsigned char *s)
+{
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    if (c < 0xC2 || c > 0xF4 || (s[1] & 0xC0) != 0x80)
+        return 0;
+    if (c < 0xE0)
+        return 2;
+    if ((s[2] & 0xC0) != 0x80 || (c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F))
+        return 0;
+    if (c < 0xF0)
+        return 3;
+    if ((s[3] & 0xC0) != 0x80 || (c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
+        return 0;
+    return 4;
+}
+
+static int is_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t n = utf8_length(p);
+        if (n == 0)
+            return 0;
+        p += n;
+    }
+    return 1;
+}
+
+/* Strings are checked with is_utf8 before training, so a byte that is not UTF-8 cannot reach
+ * here; if one did, U+FFFD keeps the file valid JSON. */
 static void json_string(FILE *f, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
     fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
+    while (*p) {
+        size_t n = utf8_length(p);
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\u%04x", *p);
+        else if (n == 0)
+            fputs("\\ufffd", f);
         else
-            fputc(ch, f);
+            fwrite(p, 1, n, f);
+        p += n ? n : 1;
     }
     fputc('"', f);
 }
@@ -554,16 +960,16 @@ typedef struct summary {
 static void write_summary_json(FILE *f, const options *o, const summary *s)
 {
     fputs("{\n  \"test_accuracy\": ", f);
-    json_number(f, s->test_accuracy);
+    json_double(f, s->test_accuracy);
     fputs(",\n  \"validation_accuracy\": ", f);
     if (s->validation_accuracy >= 0)
-        json_number(f, s->validation_accuracy);
+        json_double(f, s->validation_accuracy);
     else
         fputs("null", f);
     fprintf(f, ",\n  \"epochs\": %d,\n  \"train_seconds\": ", s->epochs);
-    json_number(f, s->train_seconds);
+    json_double(f, s->train_seconds);
     fputs(",\n  \"samples_per_second\": ", f);
-    json_number(f, s->samples_per_second);
+    json_double(f, s->samples_per_second);
     fputs(",\n  \"config\": {\n    \"data\": ", f);
     json_string(f, s->data_dir);
     fputs(",\n    \"layers\": [", f);
@@ -578,7 +984,7 @@ static void write_summary_json(FILE *f, const options *o, const summary *s)
     fputs(",\n    \"init\": ", f);
     json_string(f, bp_init_name(o->init));
     fprintf(f, ",\n    \"epochs\": %d,\n    \"batch\": %d,\n    \"eta\": ", o->epochs, o->batch);
-    json_number(f, o->eta);
+    json_float(f, o->eta);
     /* A seed can exceed 2^53, where JSON readers lose digits: keep it exact as a string. */
     fprintf(f, ",\n    \"seed\": \"%llu\",\n    \"threads\": %d,\n    \"backend\": ",
             (unsigned long long)o->seed, s->threads);
@@ -586,28 +992,45 @@ static void write_summary_json(FILE *f, const options *o, const summary *s)
     fputs("\n  }\n}\n", f);
 }
 
-/* Finish FILE.tmp and rename it over FILE, so a reader never sees half a summary. */
-static int commit_summary(FILE *f, const char *tmp, const char *final, const options *o,
-                          const summary *s)
+/* Before the net is built: a summary that cannot be written should fail now, not after an hour
+ * of training. */
+static int check_summary_path(const char *path)
 {
+    critical c;
+    critical_begin(&c);
+    bp_status st = bp_file_check_replaceable(path);
+    if (st != BP_OK)
+        print_error("--summary-json: %s", bp_last_error());
+    critical_end(&c);
+    return st == BP_OK ? 0 : -1;
+}
+
+/* Formatted in memory and handed to the library's atomic write in one piece, so no temporary
+ * file exists during training, and then only for as long as the write takes. */
+static int save_summary(const char *path, const options *o, const summary *s)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        print_error("--summary-json: %s", strerror(errno));
+        return -1;
+    }
     write_summary_json(f, o, s);
-    int failed = fflush(f) != 0 || ferror(f);
-    int saved = errno;
-    if (fclose(f) != 0 && !failed) {
-        failed = 1;
-        saved = errno;
-    }
-    if (failed) {
-        print_error("cannot write '%s': %s", tmp, strerror(saved));
-        remove(tmp);
+    int failed = ferror(f);
+    if (fclose(f) != 0 || failed) {
+        print_error("--summary-json: cannot format the summary: %s", strerror(ENOMEM));
+        free(buf);
         return -1;
     }
-    if (rename(tmp, final) != 0) {
-        print_error("cannot rename '%s' to '%s': %s", tmp, final, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
+    critical c;
+    critical_begin(&c);
+    bp_status st = bp_file_write_atomic(path, buf, len);
+    if (st != BP_OK)
+        print_error("--summary-json: %s", bp_last_error());
+    free(buf);
+    critical_end(&c);
+    return st == BP_OK ? 0 : -1;
 }
 
 /* ---- train ------------------------------------------------------------------------------- */
@@ -621,40 +1044,29 @@ static int cmd_train(int argc, char **argv)
     bp_status st;
     bp_net *net = NULL;
     data d = {0};
-    FILE *summary_file = NULL;
-    char summary_tmp[PATH_BUF];
-    char dir[PATH_BUF];
+    data_dir dd;
+    char path[4][PATH_BUF];
+    float *probe_x = NULL, *probe_out = NULL;
     double t_start = now_seconds();
 
     if (o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) {
         print_lib_error(st);
         return 1;
     }
-
-    /* Open the summary's temporary file now: an unwritable path should fail before an hour
-     * of training, not after it. */
-    if (o.summary) {
-        int w = snprintf(summary_tmp, sizeof summary_tmp, "%s.tmp", o.summary);
-        if (w < 0 || (size_t)w >= sizeof summary_tmp) {
-            print_error("--summary-json: path too long");
-            return 1;
-        }
-        summary_file = fopen(summary_tmp, "w");
-        if (!summary_file) {
-            print_error("cannot create '%s': %s", summary_tmp, strerror(errno));
-            return 1;
-        }
+    if (resolve_data_dir(o.data, &dd) != 0)
+        return 1;
+    /* JSON strings are Unicode: a path of other bytes cannot be recorded faithfully, and a
+     * summary that misnames its data is worse than none. Refused now, before any work. */
+    if (o.summary && !is_utf8(dd.path)) {
+        print_error("--summary-json: the data directory '%s' is not valid UTF-8, which a JSON "
+                    "string cannot hold; rename it or reach it through a link with a UTF-8 "
+                    "name", dd.path);
+        return EXIT_USAGE;
     }
-
-    printf("backprop %s  layers ", bp_version());
-    for (int i = 0; i < o.n_sizes; i++)
-        printf("%s%d", i ? "," : "", o.sizes[i]);
-    printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
-           "  threads %d  seed %llu\n",
-           bp_activation_name(o.hidden), bp_activation_name(o.output), bp_cost_name(o.cost),
-           bp_init_name(o.init), (double)o.eta, o.batch, o.epochs, o.backend, bp_get_threads(),
-           (unsigned long long)o.seed);
-    fflush(stdout);
+    if (o.summary && check_summary_path(o.summary) != 0)
+        return 1;
+    if (find_data(o.data, &dd, path) != 0)
+        return 1;
 
     /* Build the net before loading data: the library's pairing checks (cross-entropy needs
      * outputs in (0,1), ...) cost nothing and should not wait for 50 MB of gunzip. */
@@ -671,10 +1083,24 @@ static int cmd_train(int argc, char **argv)
     nc.backend = o.backend;
     if ((st = bp_net_create(&net, &nc)) != BP_OK) {
         print_lib_error(st);
+        /* The whole configuration comes from the command line, so a configuration the library
+         * refuses is the user's to fix; running out of memory is not. */
+        rc = st == BP_EINVAL ? EXIT_USAGE : 1;
         goto out;
     }
 
-    if (load_data(o.data, &d, dir, sizeof dir) != 0)
+    printf("backprop %s  layers ", bp_version());
+    for (int i = 0; i < o.n_sizes; i++)
+        printf("%s%d", i ? "," : "", o.sizes[i]);
+    printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
+           "  threads %d  seed %llu\n",
+           bp_activation_name(o.hidden), bp_activation_name(o.output), bp_cost_name(o.cost),
+           bp_init_name(o.init), (double)o.eta, o.batch, o.epochs, o.backend,
+           bp_net_threads(net), (unsigned long long)o.seed);
+    if (stdout_failed())
+        goto out;
+
+    if (load_data(path, &d) != 0 || check_labels(o.data, &d, path) != 0)
         goto out;
 
     int dim = bp_dataset_dim(d.train), test_dim = bp_dataset_dim(d.test);
@@ -682,36 +1108,43 @@ static int cmd_train(int argc, char **argv)
     if (test_classes > classes)
         classes = test_classes;
     if (test_dim != dim) {
-        print_error("'%s': training images have %d pixels but test images %d", dir, dim,
-                    test_dim);
+        print_error("'%s' has %d %s per image but '%s' has %d", path[TRAIN_IMAGES], dim,
+                    plural(dim, "pixel", "pixels"), path[TEST_IMAGES], test_dim);
         goto out;
     }
     /* A wrong --layers for this data set is the user's to fix: status 2, like any bad flag. */
     if (o.sizes[0] != dim) {
-        print_error("--layers: the input layer has %d neurons but '%s' has %d inputs per "
-                    "sample (try --layers %d,...)", o.sizes[0], dir, dim, dim);
+        print_error("--layers: the input layer has %d %s but '%s' has %d %s per sample (try "
+                    "--layers %d,...)", o.sizes[0], plural(o.sizes[0], "neuron", "neurons"),
+                    dd.path, dim, plural(dim, "input", "inputs"), dim);
         rc = EXIT_USAGE;
         goto out;
     }
-    if (o.sizes[o.n_sizes - 1] < classes) {
-        print_error("--layers: the output layer has %d neurons but '%s' has %d classes",
-                    o.sizes[o.n_sizes - 1], dir, classes);
+    int n_out = o.sizes[o.n_sizes - 1];
+    if (n_out < classes) {
+        print_error("--layers: the output layer has %d %s but '%s' has %d classes", n_out,
+                    plural(n_out, "neuron", "neurons"), dd.path, classes);
         rc = EXIT_USAGE;
         goto out;
     }
-    printf("data %s: %zu train, %zu validation, %zu test, %d inputs, %d classes\n", dir,
+    printf("data %s: %zu train, %zu validation, %zu test, %d %s, %d %s\n", dd.path,
            bp_dataset_count(d.train), d.valid ? bp_dataset_count(d.valid) : (size_t)0,
-           bp_dataset_count(d.test), dim, classes);
-    fflush(stdout);
+           bp_dataset_count(d.test), dim, plural(dim, "input", "inputs"), classes,
+           plural(classes, "class", "classes"));
+    if (stdout_failed())
+        goto out;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sa.sa_flags = SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-
-    progress prog = {.epochs = o.epochs};
+    if (d.valid) {
+        probe_x = malloc(sizeof(float) * PROBE_SAMPLES * (size_t)dim);
+        probe_out = malloc(sizeof(float) * PROBE_SAMPLES * (size_t)n_out);
+        if (!probe_x || !probe_out) {
+            print_error("%s", strerror(ENOMEM));
+            goto out;
+        }
+    }
+    progress prog = {.epochs = o.epochs, .classes = classes, .net = net, .valid = d.valid,
+                     .x = probe_x, .out = probe_out};
+    install_stop_handlers();
     bp_train_config tc;
     bp_train_config_init(&tc);
     tc.epochs = o.epochs;
@@ -725,9 +1158,11 @@ static int cmd_train(int argc, char **argv)
         print_lib_error(st);
         goto out;
     }
-    signal(SIGINT, SIG_DFL);
-    if (interrupted)
-        printf("interrupted: stopped after epoch %d\n", res.epochs);
+    if (prog.output_failed)
+        goto out;
+    if (stop_signal)
+        printf("interrupted by %s: stopped after epoch %d\n",
+               stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", res.epochs);
 
     float test_acc;
     if ((st = bp_evaluate(net, d.test, &test_acc, NULL)) != BP_OK) {
@@ -741,7 +1176,7 @@ static int cmd_train(int argc, char **argv)
     printf("training %.2f s  %.0f samples/s  (wall %.2f s)\n", res.train_seconds,
            res.samples_per_second, now_seconds() - t_start);
 
-    if (summary_file) {
+    if (o.summary) {
         /* The library's accuracies pass through float; snap them back to count/n so the file
          * says 0.9542 rather than 0.95419999957084656. */
         double valid_acc = res.validation_accuracy;
@@ -755,21 +1190,17 @@ static int cmd_train(int argc, char **argv)
             .train_seconds = res.train_seconds,
             .samples_per_second = res.samples_per_second,
             .epochs = res.epochs,
-            .threads = bp_get_threads(),
-            .data_dir = dir,
+            .threads = bp_net_threads(net),
+            .data_dir = dd.path,
         };
-        FILE *f = summary_file;
-        summary_file = NULL; /* commit_summary closes it whatever happens */
-        if (commit_summary(f, summary_tmp, o.summary, &o, &s) != 0)
+        if (save_summary(o.summary, &o, &s) != 0)
             goto out;
     }
     rc = 0;
 
 out:
-    if (summary_file) {
-        fclose(summary_file);
-        remove(summary_tmp);
-    }
+    free(probe_x);
+    free(probe_out);
     bp_net_free(net);
     data_free(&d);
     return rc;
@@ -797,10 +1228,7 @@ int main(int argc, char **argv)
     } else {
         usage_error("unknown command '%s'", cmd);
     }
-    /* Output lost to a full disk or a closed pipe is a failure the caller must see. */
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        print_error("writing standard output: %s", strerror(errno));
+    if (stdout_failed())
         return 1;
-    }
     return rc;
 }
