@@ -618,6 +618,8 @@ fi
 # start_long_run SUMMARY: a run that would take minutes, in the background, once it is
 # training (its first epoch line is out). Sets $pid.
 start_long_run() {
+    # Not the previous run's lines: the background shell may not have truncated it yet.
+    rm -f "$TMP/out"
     "$BIN" train --data "$DATA" --layers 16,8,10 --epochs 1000000 --summary-json "$1" \
         >"$TMP/out" 2>"$TMP/err" &
     pid=$!
