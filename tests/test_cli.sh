@@ -273,6 +273,10 @@ expect_fail 2 "an input layer of 1 neuron says 'neuron'" 'the input layer has 1 
 expect_fail 2 "--output relu with the default cross-entropy cost" \
     'the cross-entropy cost needs outputs in (0,1)' \
     train --data "$DATA" --layers 16,8,10 --output relu --epochs 1
+# ... but a net too big for the machine is not a command-line mistake (8.8 TB of parameters).
+expect_fail 1 "a net larger than the memory is refused (not a usage error)" \
+    'out of memory: a [16,1048576,1048576,10] net planned for 10 columns needs' \
+    train --data "$DATA" --layers 16,1048576,1048576,10 --epochs 1
 
 # ---- what is in place of a data file ---------------------------------------------------
 
