@@ -18,11 +18,15 @@
  *             paired_ratios).
  * Plus, for [784,100,10]: the naive backend (on a slice, scaled, marked), and a per-sample
  * baseline that runs each sample alone through matrix-vector products and accumulates, as
- * Nielsen's network.py does, to show what batching buys.
+ * Nielsen's network.py does, to show what batching buys. And saturation: [784,30,10] trained
+ * at eta 3, where some sigmoids sink below FLT_MIN, against the same net at eta 0.5, where none
+ * do, in alternating slices (see saturation_ratio).
  *
  * Data: real MNIST when scripts/fetch-mnist.sh has put it in place, else random bytes of the
- * same shape (the arithmetic does not depend on the values).
+ * same shape (the arithmetic's cost does not depend on the values, subnormals apart, which the
+ * saturation case is about: it saturates on either).
  */
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +38,7 @@
 #include "backprop.h"
 #include "common.h"
 #include "kernels/threads.h"
+#include "net/net.h"
 #include "parallel/team.h"
 
 enum { EPOCH = 60000, MAX_NET = 8 };
@@ -306,6 +311,125 @@ static paired paired_ratios(const net_spec *spec, const bp_dataset *data, int ba
     return (paired){median(x_floor, pairs), median(roof, pairs)};
 }
 
+/* ---- saturation: what subnormal numbers would cost ---------------------------------------- */
+
+/* The issue's run: `backprop train --layers 784,30,10 --cost cross-entropy --eta 3`, B = 10. At
+ * eta 3 a few percent of the sigmoids saturate below FLT_MIN (z < -87; on MNIST the share grows
+ * through the first epoch, on the synthetic data it is there after a few thousand samples); at
+ * eta 0.5 none do. Arithmetic on subnormals costs ~100 cycles on x86, so before the library
+ * flushed them inside its steps (core/fpenv.h) those few percent made the epoch 2-6x slower
+ * (docs/PERFORMANCE.md); with the flush the two rates train at the same speed. */
+static const net_spec saturating = {"784-30-10", {784, 30, 10}, 3, BP_ACT_SIGMOID,
+                                    BP_ACT_SIGMOID, BP_COST_CROSS_ENTROPY};
+
+enum { SAT_BATCH = 10, SAT_WARM = 60000, SAT_SLICE = 5000, SAT_PROBE = 1000 };
+
+typedef struct saturation {
+    double saturated_s, unsaturated_s; /* per epoch, from the sums of the timed slices */
+    double ratio;                      /* median of the pairs' saturated / unsaturated */
+    double saturated_share, unsaturated_share; /* activations below FLT_MIN, after the run */
+    int pairs;
+} saturation;
+
+/* The share of all activations (hidden and output) below FLT_MIN over the first SAT_PROBE
+ * samples: what saturation sent into the subnormal range (or, flushed, to 0). In batches of
+ * the net's planned size, so nothing is replanned. */
+static double share_below_flt_min(bp_net *net, const bp_dataset *data)
+{
+    float *x = malloc(sizeof(float) * 784 * SAT_BATCH);
+    long below = 0, total = 0;
+    for (int first = 0; first + SAT_BATCH <= SAT_PROBE; first += SAT_BATCH) {
+        size_t idx[SAT_BATCH];
+        for (int j = 0; j < SAT_BATCH; j++)
+            idx[j] = (size_t)(first + j);
+        bp_dataset_gather(data, idx, SAT_BATCH, x, NULL, 10);
+        bp_net_forward(net, x, 784, SAT_BATCH, NULL, 0);
+        for (int l = 0; l < net->n_layers; l++)
+            for (long k = 0; k < (long)net->sizes[l + 1] * SAT_BATCH; k++) {
+                below += net->a[l][k] < FLT_MIN;
+                total++;
+            }
+    }
+    free(x);
+    return (double)below / (double)total;
+}
+
+static double train_slice(bp_net *net, const bp_dataset *data, size_t first, float eta)
+{
+    bp_train_config tc;
+    bp_train_config_init(&tc);
+    tc.epochs = 1;
+    tc.batch = SAT_BATCH;
+    tc.eta = eta;
+    bp_dataset *slice = NULL;
+    bp_train_result res;
+    if (bp_dataset_slice(data, first, SAT_SLICE, &slice) != BP_OK ||
+        bp_train(net, slice, NULL, &tc, &res) != BP_OK) {
+        fprintf(stderr, "bench_train: %s\n", bp_last_error());
+        exit(1);
+    }
+    bp_dataset_free(slice);
+    return res.train_seconds;
+}
+
+/* Both nets (same seed) first train SAT_WARM samples at their rates, untimed, which saturates
+ * the eta 3 one; then they train the same slices in turn, the order swapped every pair so
+ * neither always runs on a core the other has just warmed. The ratio is the median over the
+ * pairs, like the other paired ratios. */
+static saturation saturation_ratio(const bp_dataset *data, int pairs)
+{
+    if (pairs > MAX_PAIRS)
+        pairs = MAX_PAIRS;
+    const float eta[2] = {3.0f, 0.5f}; /* saturated, unsaturated */
+    bp_net *net[2];
+    size_t n = bp_dataset_count(data);
+    for (int k = 0; k < 2; k++) {
+        net[k] = make_net(&saturating, SAT_BATCH, "blas");
+        for (size_t first = 0; first + SAT_SLICE <= SAT_WARM; first += SAT_SLICE)
+            train_slice(net[k], data, first % (n - SAT_SLICE), eta[k]);
+    }
+    double ratio[MAX_PAIRS], total[2] = {0, 0};
+    for (int p = 0; p < pairs; p++) {
+        size_t first = (SAT_WARM + (size_t)p * SAT_SLICE) % (n - SAT_SLICE);
+        double t[2];
+        for (int i = 0; i < 2; i++) {
+            int k = (i + p) % 2;
+            t[k] = train_slice(net[k], data, first, eta[k]);
+            total[k] += t[k];
+        }
+        ratio[p] = t[0] / t[1];
+    }
+    double scale = (double)EPOCH / ((double)pairs * SAT_SLICE);
+    saturation r = {.saturated_s = total[0] * scale, .unsaturated_s = total[1] * scale,
+                    .ratio = median(ratio, pairs), .pairs = pairs,
+                    .saturated_share = share_below_flt_min(net[0], data),
+                    .unsaturated_share = share_below_flt_min(net[1], data)};
+    bp_net_free(net[0]);
+    bp_net_free(net[1]);
+    return r;
+}
+
+static void report_saturation(const options *o, int threads, const saturation *r)
+{
+    if (o->json) {
+        printf("{\"net\": \"%s\", \"variant\": \"saturation\", \"threads\": %d, \"batch\": %d, "
+               "\"saturated_epoch_s\": %.6g, \"unsaturated_epoch_s\": %.6g, \"ratio\": %.4g, "
+               "\"saturated_share\": %.4g, \"unsaturated_share\": %.4g, \"pairs\": %d}\n",
+               saturating.name, threads, SAT_BATCH, r->saturated_s, r->unsaturated_s, r->ratio,
+               r->saturated_share, r->unsaturated_share, r->pairs);
+        return;
+    }
+    printf("%-17s %-10s %3d %5d %9.3f %10.0f %8s %7s %8s %6s  %.1f%% of activations < FLT_MIN\n",
+           saturating.name, "eta 3", threads, SAT_BATCH, r->saturated_s,
+           EPOCH / r->saturated_s, "-", "-", "-", "-", 100 * r->saturated_share);
+    printf("%-17s %-10s %3d %5d %9.3f %10.0f %8s %7s %8s %6s  %.1f%% of activations < FLT_MIN\n",
+           saturating.name, "eta 0.5", threads, SAT_BATCH, r->unsaturated_s,
+           EPOCH / r->unsaturated_s, "-", "-", "-", "-", 100 * r->unsaturated_share);
+    printf("# saturated / unsaturated epoch time, %d thread%s: %.2f (median of %d pairs of "
+           "%d-sample slices)\n", threads, threads > 1 ? "s" : "", r->ratio, r->pairs, SAT_SLICE);
+    fflush(stdout);
+}
+
 /* ---- the per-sample baseline (network.py's loop) ------------------------------------------ */
 
 /* [784,100,10], sigmoid, quadratic cost as in network.py: each sample's gradient by
@@ -493,6 +617,10 @@ int main(int argc, char **argv)
                 report(&o, spec->name, "per-sample", threads, 10, n, s, 0, 0,
                        step_flops(spec, 10) * ((double)EPOCH / 10), 0);
             }
+        }
+        if (o.net_mask & 1) {
+            saturation sat = saturation_ratio(data, o.quick ? 4 : 12);
+            report_saturation(&o, threads, &sat);
         }
         bp_team_free(team);
     }

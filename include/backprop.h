@@ -219,7 +219,17 @@ BP_API bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const flo
  * NOT written (its contents are unspecified afterwards). *cost is the batch's mean cost before
  * the step. batch must not exceed the planned size: the step never allocates. (OpenBLAS itself
  * may: 0.3.21's SkylakeX small-matrix sgemm kernels malloc and free a packing buffer on every
- * call, e.g. at batch 10; that is outside the library's control and its allocation counters.) */
+ * call, e.g. at batch 10; that is outside the library's control and its allocation counters.)
+ *
+ * Subnormals: this step, bp_net_gradient and every forward pass run with subnormal floats
+ * flushed to zero (x86-64 MXCSR FTZ and DAZ, AArch64 FPCR.FZ) on each of the net's threads, so
+ * values below FLT_MIN (1.18e-38) become 0 inside them; the caller's floating-point modes
+ * (rounding, exception masks, its own FTZ/DAZ) are as they were when they return. Saturated
+ * sigmoids would otherwise make such values, and x86 computes on them ~100x slower. Training
+ * cannot tell: a change below 2^-126 is under half an ulp of any parameter of magnitude 2^-102
+ * or more, and results stay bit-reproducible for a given thread count. OpenBLAS's own worker
+ * threads (a step on the calling thread with more than one BLAS thread) keep their own
+ * setting. docs/ARCHITECTURE.md ("Subnormals") has the details. */
 BP_API bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, float eta, double *cost);
 
@@ -294,7 +304,9 @@ typedef struct bp_train_result {
  * reached, when a mini-batch's cost is not finite (a NaN output reaches the cost; it is never
  * clamped) or, checked after every epoch, a parameter is NaN or infinite; the message names the
  * epoch and, when parameters are lost, the layer. Saturation is not divergence: a net whose
- * sigmoids are pinned at 0 or 1 has a finite (large) cost and trains on. result may be NULL. */
+ * sigmoids are pinned at 0 or 1 has a finite (large) cost and trains on. result may be NULL.
+ * Its steps and evaluations flush subnormals to zero, as bp_net_sgd_step says; the caller's
+ * floating-point modes are left as they were. */
 BP_API bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
                           const bp_train_config *cfg, bp_train_result *result);
 

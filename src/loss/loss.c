@@ -20,8 +20,14 @@ bp_status bp_loss_check(bp_cost cost, bp_activation act)
 /* A saturated sigmoid or softmax output is exactly 0 or 1 in float; the log is taken of at least
  * the smallest float so the cost stays finite (and large) instead of becoming NaN from 0 * -inf,
  * as Nielsen's nan_to_num does. A NaN output is NOT clamped: it must reach the cost, so that a
- * diverged net is reported instead of training on with a finite-looking cost. */
-static inline double safe_log(float x) { return logf(x >= 1e-45f || isnan(x) ? x : 1e-45f); }
+ * diverged net is reported instead of training on with a finite-looking cost. The test is
+ * against 0 and the clamp is the constant ln(2^-149): the steps run with denormals-are-zero
+ * (core/fpenv.h), under which a comparison with the subnormal 2^-149 itself would let 0 through
+ * to logf (an infinite cost, reported as divergence). */
+static inline double safe_log(float x)
+{
+    return x <= 0.0f ? -0x1.9d1dap+6f : logf(x); /* logf(2^-149), bit for bit; NaN goes to logf */
+}
 
 double bp_loss_value(bp_cost cost, int rows, int cols, const float *a, const float *y, int ldy)
 {

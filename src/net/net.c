@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/fpenv.h"
 #include "loss/loss.h"
 #include "net/net.h"
 #include "kernels/threads.h"
@@ -408,15 +409,18 @@ static void forward_member(void *arg, int member, int size)
  * (which then spin for a tenth of a second and take a core from the team). */
 void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch)
 {
+    /* Subnormals flushed for the pass, on this thread (the team's members flush their own). */
+    bp_fpenv fpenv = bp_fpenv_flush();
     bp_team *team = step_team(net, batch);
     if (!team) {
         int budget = bp_blas_set_thread_budget(net->threads);
         forward_columns(net, x, ldx, 0, batch);
         bp_blas_set_thread_budget(budget);
-        return;
+    } else {
+        forward_job job = {net, x, ldx, batch};
+        bp_team_run(team, forward_member, &job);
     }
-    forward_job job = {net, x, ldx, batch};
-    bp_team_run(team, forward_member, &job);
+    bp_fpenv_restore(fpenv);
 }
 
 double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
@@ -424,19 +428,24 @@ double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const flo
 {
     step_job job = {.net = net, .x = x, .y = y, .ldx = ldx, .ldy = ldy, .batch = batch,
                     .step = step, .fill = fill};
+    /* Saturated sigmoids make subnormals, and arithmetic on them is ~100x slower on x86; they
+     * cannot change a parameter (core/fpenv.h), so the step flushes them and then gives the
+     * caller back its own floating-point environment. */
+    bp_fpenv fpenv = bp_fpenv_flush();
+    double cost = 0.0;
     bp_team *team = step_team(net, batch);
     if (!team) {
         /* The net's thread count bounds OpenBLAS's threads in its GEMMs. */
         int budget = bp_blas_set_thread_budget(net->threads);
-        double cost = step_columns(&job, 0, batch);
+        cost = step_columns(&job, 0, batch);
         step_params(&job, 0, 1);
         bp_blas_set_thread_budget(budget);
-        return cost;
+    } else {
+        bp_team_run(team, step_member, &job);
+        for (int m = 0; m < bp_team_size(team); m++)
+            cost += job.cost[m];
     }
-    bp_team_run(team, step_member, &job);
-    double cost = 0.0;
-    for (int m = 0; m < bp_team_size(team); m++)
-        cost += job.cost[m];
+    bp_fpenv_restore(fpenv);
     return cost;
 }
 

@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 
 #include "core/core.h"
+#include "core/fpenv.h"
 #include "kernels/threads.h"
 #include "parallel/team.h"
 
@@ -94,7 +95,16 @@ static void *member_main(void *p)
         seen = atomic_load(&team->start.count);
         if (team->stop)
             return NULL;
+        /* Every job is part of a step or a forward pass, which flush subnormals on the caller's
+         * thread (core/fpenv.h): a member must compute its columns the same way, or its share
+         * of a saturated batch runs slower and its results differ. Set per job and restored
+         * after, like the caller's, rather than once for the thread's life: the environment a
+         * member inherited at pthread_create (the creator's) then stays what it was, the rule
+         * has no exception to argue, and the two register writes are lost in a job that takes
+         * microseconds at the least. */
+        bp_fpenv fpenv = bp_fpenv_flush();
         team->fn(team->arg, member, team->size);
+        bp_fpenv_restore(fpenv);
         member_done(team);
     }
 }
