@@ -41,7 +41,9 @@ else
     exit 0
 fi
 
-if (($(width_of "$chosen") < $(width_of "$fits"))); then
+# Only a fallback is overridden: a core OpenBLAS chose for a CPU it knows (Zen on Zen 4, say)
+# stays, whatever its width, since its authors tuned that pairing.
+if (($(width_of "$chosen") <= 2 && $(width_of "$chosen") < $(width_of "$fits"))); then
     echo "blas-core: OpenBLAS chose its $chosen kernels for this CPU; using $fits" >&2
     echo "$fits"
 fi
