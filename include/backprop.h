@@ -237,15 +237,46 @@ BP_API bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const flo
 
 typedef struct bp_dataset bp_dataset;
 
-/* Read an IDX image file (magic 0x00000803) and its label file (0x00000801), raw or gzip.
- * Every header field is checked against the file's real length and sane limits before the
- * payload is allocated; a bad file gives BP_EFORMAT (or BP_EIO) and a message naming the file
- * and the field. Pixels stay bytes in memory and are scaled to [0,1] as batches are gathered. */
+/* Read an IDX image file (magic 0x00000803) and its label file (0x00000801), raw or gzip;
+ * the same as bp_dataset_load_idx_ex(out, images_path, labels_path, NULL). The label file is
+ * read first, and the image header must agree with its count before any of the image payload
+ * is read. Every header field is checked before the payload is allocated: against a raw file's
+ * exact length (a short file and trailing bytes are errors), against the most a .gz file's
+ * size can decompress to (deflate expands at most 1032-fold), and against sane limits. A gzip
+ * file may hold several members (`gzip -c a b`), read as one stream; bytes after the last
+ * member are an error. Only regular files are read: a FIFO, a device or a directory is refused
+ * without blocking. A bad file gives BP_EFORMAT (or BP_EIO) and a message naming the file and
+ * the field. Pixels stay bytes in memory and are scaled to [0,1] as batches are gathered. On
+ * failure *out is NULL. The caller frees the set with bp_dataset_free. */
 BP_API bp_status bp_dataset_load_idx(bp_dataset **out, const char *images_path,
                                      const char *labels_path);
 
+/* The header of an IDX file, read without reading its payload (cheap, also for .gz). */
+typedef struct bp_idx_info {
+    uint32_t magic;   /* 0x00000803 images, 0x00000801 labels */
+    size_t count;     /* images or labels */
+    int rows, cols;   /* image files; 0 for label files */
+} bp_idx_info;
+/* Fill *out from path's header, validated as bp_dataset_load_idx validates it: the magic, every
+ * field against the limits, a raw file's exact length, a .gz file's compressed size (only the
+ * header is inflated, so a truncated or corrupt payload is not noticed here). BP_EIO or
+ * BP_EFORMAT with a message naming the file; on failure *out is all zero. */
+BP_API bp_status bp_idx_info_read(const char *path, bp_idx_info *out);
+
+/* What a caller expects of the files, checked from the headers before any payload is read or
+ * allocated; a zero field means "anything". A mismatch is BP_EFORMAT naming the file. */
+typedef struct bp_idx_expect {
+    int rows, cols;   /* exact image shape, e.g. the training set's when loading the test set */
+    int dim;          /* rows * cols, e.g. the network's input width */
+} bp_idx_expect;
+/* bp_dataset_load_idx, with the image header also held to *expect (NULL: no expectations). A
+ * negative field, or rows * cols != dim with all three set, is BP_EINVAL. */
+BP_API bp_status bp_dataset_load_idx_ex(bp_dataset **out, const char *images_path,
+                                        const char *labels_path, const bp_idx_expect *expect);
+
 /* A data set from caller memory: n samples of dim floats (column-major, one sample a column,
- * ld = dim) with integer labels in [0, classes). Both arrays are copied. */
+ * ld = dim) with integer labels in [0, classes). Both arrays are copied. Every value of x must
+ * be finite: a NaN or an infinity is BP_EINVAL naming it ("x[3] of sample 17 is nan"). */
 BP_API bp_status bp_dataset_from_floats(bp_dataset **out, const float *x, const int *labels,
                                         size_t n, int dim, int classes);
 
@@ -257,6 +288,9 @@ BP_API void bp_dataset_free(bp_dataset *ds);
 
 BP_API size_t bp_dataset_count(const bp_dataset *ds);
 BP_API int bp_dataset_dim(const bp_dataset *ds);     /* inputs per sample: 784 for MNIST */
+/* The image shape, rows * cols = dim: 28 x 28 for MNIST; dim x 1 for bp_dataset_from_floats;
+ * a slice's is its parent's. ds NULL gives 0 x 0; either output may be NULL. */
+BP_API void bp_dataset_image_shape(const bp_dataset *ds, int *rows, int *cols);
 /* Classes: 1 + the largest label of a loaded file, the count given to bp_dataset_from_floats,
  * and for a slice its parent's (so a slice lacking a digit keeps the full output width). */
 BP_API int bp_dataset_classes(const bp_dataset *ds);

@@ -6,6 +6,7 @@
  * IDX pixels stay unsigned bytes in memory (MNIST's training set is 47 MB as bytes, 188 MB as
  * floats) and are scaled to [0,1] as they are gathered; bp_dataset_from_floats keeps floats.
  */
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@ typedef struct ds_storage {
     int32_t *labels;     /* n; int32 rather than bytes so from_floats may have > 256 classes */
     size_t n;
     int dim;
+    int rows, cols;      /* the image shape, rows * cols = dim; dim x 1 for from_floats */
     int classes;
 } ds_storage;
 
@@ -64,32 +66,48 @@ static ds_storage *storage_new(void)
     return st;
 }
 
-bp_status bp_dataset_load_idx(bp_dataset **out, const char *images_path,
-                              const char *labels_path)
+/* A zero field means "anything"; a negative one, or a shape that contradicts dim, is a caller's
+ * mistake rather than a file's. */
+static bp_status check_expect(const bp_idx_expect *e)
+{
+    if (e->rows < 0 || e->cols < 0 || e->dim < 0)
+        return bp_fail(BP_EINVAL, "bp_dataset_load_idx_ex: expect has a negative field (rows "
+                       "= %d, cols = %d, dim = %d)", e->rows, e->cols, e->dim);
+    if (e->rows && e->cols && e->dim && (long long)e->rows * e->cols != e->dim)
+        return bp_fail(BP_EINVAL, "bp_dataset_load_idx_ex: expect asks for %dx%d images and "
+                       "dim = %d, which cannot both hold", e->rows, e->cols, e->dim);
+    return BP_OK;
+}
+
+bp_status bp_dataset_load_idx_ex(bp_dataset **out, const char *images_path,
+                                 const char *labels_path, const bp_idx_expect *expect)
 {
     if (!out)
-        return bp_fail(BP_EINVAL, "bp_dataset_load_idx: out is NULL");
+        return bp_fail(BP_EINVAL, "bp_dataset_load_idx_ex: out is NULL");
     *out = NULL;
     if (!images_path || !labels_path)
-        return bp_fail(BP_EINVAL, "bp_dataset_load_idx: %s path is NULL",
+        return bp_fail(BP_EINVAL, "bp_dataset_load_idx_ex: %s path is NULL",
                        images_path ? "labels" : "images");
+    bp_status s;
+    if (expect && (s = check_expect(expect)) != BP_OK)
+        return s;
 
+    /* Labels first: they are small, and their count lets the image header be refused before
+     * any of a payload that may be a gigabyte (or a gzip bomb) is read. */
     uint8_t *pixels = NULL, *label_bytes = NULL;
-    size_t n_images = 0, n_labels = 0;
-    int rows = 0, cols = 0;
-    bp_status s = bp_idx_read_images(images_path, &pixels, &n_images, &rows, &cols);
-    if (s != BP_OK)
+    size_t n_labels = 0;
+    if ((s = bp_idx_read_labels(labels_path, &label_bytes, &n_labels)) != BP_OK)
         return s;
-    s = bp_idx_read_labels(labels_path, &label_bytes, &n_labels);
-    if (s != BP_OK) {
-        bp_free(pixels);
-        return s;
+    bp_idx_want want = {.count = n_labels, .count_path = labels_path};
+    if (expect) {
+        want.rows = expect->rows;
+        want.cols = expect->cols;
+        want.dim = expect->dim;
     }
-    if (n_images != n_labels) {
-        bp_free(pixels);
+    bp_idx_info info;
+    if ((s = bp_idx_read_images_want(images_path, &want, &pixels, &info)) != BP_OK) {
         bp_free(label_bytes);
-        return bp_fail(BP_EFORMAT, "%s holds %zu images but %s holds %zu labels", images_path,
-                       n_images, labels_path, n_labels);
+        return s;
     }
 
     ds_storage *st = storage_new();
@@ -111,10 +129,18 @@ bp_status bp_dataset_load_idx(bp_dataset **out, const char *images_path,
 
     st->pixels = pixels;
     st->labels = labels;
-    st->n = n_images;
-    st->dim = rows * cols; /* at most 4096 * 4096: the reader's limits keep it an int */
+    st->n = info.count;
+    st->rows = info.rows;
+    st->cols = info.cols;
+    st->dim = info.rows * info.cols; /* at most 4096 * 4096: the reader's limits keep it an int */
     st->classes = largest + 1;
     return dataset_wrap(st, out);
+}
+
+bp_status bp_dataset_load_idx(bp_dataset **out, const char *images_path,
+                              const char *labels_path)
+{
+    return bp_dataset_load_idx_ex(out, images_path, labels_path, NULL);
 }
 
 bp_status bp_dataset_from_floats(bp_dataset **out, const float *x, const int *labels, size_t n,
@@ -133,12 +159,21 @@ bp_status bp_dataset_from_floats(bp_dataset **out, const float *x, const int *la
         return bp_fail(BP_EINVAL, "bp_dataset_from_floats: classes = %d, must be positive",
                        classes);
     if (n > SIZE_MAX / sizeof(float) / (size_t)dim)
-        return bp_fail(BP_EINVAL, "bp_dataset_from_floats: %zu samples of %d floats do not fit "
-                       "in memory", n, dim);
+        return bp_fail(BP_EINVAL, "bp_dataset_from_floats: %zu sample%s of %d float%s do not "
+                       "fit in memory", n, bp_plural(n), dim, bp_plural((unsigned)dim));
     for (size_t i = 0; i < n; i++)
         if (labels[i] < 0 || labels[i] >= classes)
             return bp_fail(BP_EINVAL, "bp_dataset_from_floats: labels[%zu] = %d is outside "
                            "[0, %d)", i, labels[i], classes);
+    /* A NaN or an infinity would go through the first GEMM into every output of its column,
+     * and training on it fails epochs later, far from the cause: refuse it here, where the
+     * sample can be named. */
+    const size_t total = n * (size_t)dim;
+    for (size_t k = 0; k < total; k++)
+        if (!isfinite(x[k]))
+            return bp_fail(BP_EINVAL, "bp_dataset_from_floats: x[%zu] of sample %zu is %s",
+                           k % (size_t)dim, k / (size_t)dim,
+                           isnan(x[k]) ? "nan" : x[k] > 0 ? "inf" : "-inf");
 
     ds_storage *st = storage_new();
     float *xs = bp_alloc(n * (size_t)dim * sizeof *xs);
@@ -147,8 +182,8 @@ bp_status bp_dataset_from_floats(bp_dataset **out, const float *x, const int *la
         bp_free(st);
         bp_free(xs);
         bp_free(ls);
-        return bp_fail(BP_ENOMEM, "cannot allocate a data set of %zu samples of %d floats", n,
-                       dim);
+        return bp_fail(BP_ENOMEM, "cannot allocate a data set of %zu sample%s of %d float%s",
+                       n, bp_plural(n), dim, bp_plural((unsigned)dim));
     }
     memcpy(xs, x, n * (size_t)dim * sizeof *xs);
     for (size_t i = 0; i < n; i++)
@@ -157,6 +192,8 @@ bp_status bp_dataset_from_floats(bp_dataset **out, const float *x, const int *la
     st->labels = ls;
     st->n = n;
     st->dim = dim;
+    st->rows = dim;
+    st->cols = 1;
     st->classes = classes;
     return dataset_wrap(st, out);
 }
@@ -196,6 +233,14 @@ size_t bp_dataset_count(const bp_dataset *ds) { return ds ? ds->count : 0; }
 
 int bp_dataset_dim(const bp_dataset *ds) { return ds ? ds->st->dim : 0; }
 
+void bp_dataset_image_shape(const bp_dataset *ds, int *rows, int *cols)
+{
+    if (rows)
+        *rows = ds ? ds->st->rows : 0;
+    if (cols)
+        *cols = ds ? ds->st->cols : 0;
+}
+
 int bp_dataset_classes(const bp_dataset *ds) { return ds ? ds->st->classes : 0; }
 
 int bp_dataset_label(const bp_dataset *ds, size_t i)
@@ -206,7 +251,7 @@ int bp_dataset_label(const bp_dataset *ds, size_t i)
     }
     if (i >= ds->count) {
         bp_fail(BP_EINVAL, "bp_dataset_label: sample %zu is out of range (the data set holds "
-                "%zu)", i, ds->count);
+                "%zu sample%s)", i, ds->count, bp_plural(ds->count));
         return -1;
     }
     return ds->st->labels[ds->first + i];
@@ -241,8 +286,8 @@ bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, 
     if (y && n_out <= 0)
         return bp_fail(BP_EINVAL, "bp_dataset_gather: n_out = %d, must be positive", n_out);
     if (!idx && (size_t)batch > ds->count)
-        return bp_fail(BP_EINVAL, "bp_dataset_gather: batch of %d samples but the data set "
-                       "holds %zu", batch, ds->count);
+        return bp_fail(BP_EINVAL, "bp_dataset_gather: batch of %d sample%s but the data set "
+                       "holds %zu", batch, bp_plural((unsigned)batch), ds->count);
     const ds_storage *st = ds->st;
     const int32_t *labels = st->labels + ds->first;
 
@@ -252,10 +297,12 @@ bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, 
         size_t s = idx ? idx[j] : (size_t)j;
         if (s >= ds->count)
             return bp_fail(BP_EINVAL, "bp_dataset_gather: idx[%d] = %zu is out of range (the "
-                           "data set holds %zu samples)", j, s, ds->count);
+                           "data set holds %zu sample%s)", j, s, ds->count,
+                           bp_plural(ds->count));
         if (y && labels[s] >= n_out)
             return bp_fail(BP_EINVAL, "bp_dataset_gather: sample %zu has label %d, which "
-                           "does not fit %d outputs", s, (int)labels[s], n_out);
+                           "does not fit %d output%s", s, (int)labels[s], n_out,
+                           bp_plural((unsigned)n_out));
     }
     bp_dataset_gather_unchecked(ds, idx, batch, x, y, n_out);
     return BP_OK;
