@@ -232,6 +232,11 @@ write_idx() {
       printf "$esc"; } >"$labels"
 }
 
+# set_byte FILE OFFSET VALUE
+set_byte() {
+    printf "\\$(printf '%03o' "$3")" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
+
 DATA=$TMP/data
 mkdir -p "$DATA"
 write_idx "$DATA/train-images-idx3-ubyte" "$DATA/train-labels-idx1-ubyte" 240
@@ -260,6 +265,41 @@ then
     ok "an output layer smaller than the classes exits 2"
 else
     not_ok "too few outputs: expected exit 2, got $rc"
+fi
+
+# The headers are read before the payload: the width check does not wait for a whole file to be
+# read, and so answers even when the payload is broken (a .gz whose CRC is wrong, which only
+# reading it to the end finds out).
+d=$TMP/bad-crc
+mkdir -p "$d"
+cp "$DATA"/* "$d/"
+gzip -n "$d/train-images-idx3-ubyte"
+size=$(wc -c <"$d/train-images-idx3-ubyte.gz")
+set_byte "$d/train-images-idx3-ubyte.gz" $((size - 8)) 0
+set_byte "$d/train-images-idx3-ubyte.gz" $((size - 7)) 0
+expect_fail 2 "the input width is checked against the header, before the payload" \
+    "the input layer has 15 neurons but '$d' has 16 inputs per sample (4x4 images; try" \
+    train --data "$d" --layers 15,8,10 --epochs 1
+expect_fail 1 "(that payload is indeed corrupt)" \
+    'train-images-idx3-ubyte.gz: corrupt gzip data' \
+    train --data "$d" --layers 16,8,10 --epochs 1
+
+# The test images must have the training images' shape, not just as many pixels.
+d=$TMP/shapes
+mkdir -p "$d"
+cp "$DATA"/train-* "$d/"
+write_idx "$d/t10k-images-idx3-ubyte" "$d/t10k-labels-idx1-ubyte" 50 16 1
+expect_fail 1 "16x1 test images against 4x4 training images" \
+    "'$d/train-images-idx3-ubyte' holds 4x4 images but '$d/t10k-images-idx3-ubyte' holds 16x1" \
+    train --data "$d" --layers 16,8,10 --epochs 1
+
+# A batch larger than the training set is planned for the set (200 columns), not for a
+# million: this net's buffers for 2^20 columns would take 168 GB.
+run train --data "$DATA" --layers 16,20000,10 --batch 1048576 --epochs 1
+if [[ $rc -eq 0 ]] && grep -q '^epoch 1/1' "$TMP/out"; then
+    ok "--batch 1048576 on 200 training samples plans 200 columns and trains"
+else
+    not_ok "--batch 1048576 on a tiny set: exit $rc"
 fi
 
 # One neuron is singular.
@@ -331,9 +371,6 @@ expect_fail 1 "--data naming a file" \
     train --data "$DATA/train-images-idx3-ubyte"
 
 # ---- corrupt labels: the data is wrong (1), unless the net is too small for it (2) ------
-
-# set_byte FILE OFFSET VALUE
-set_byte() { printf "\\$(printf '%03o' "$3")" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null; }
 
 # labels_copy: a copy of the data set with real (not linked) label files, to corrupt.
 labels_copy() {
@@ -529,7 +566,7 @@ for bad in caf$'\xe9' over$'\xc0\xaf'long sur$'\xed\xa0\x80'rogate; do
     run train --data "$TMP/$bad" --layers 16,8,10 --epochs 1 --summary-json "$SDIR/bad.json"
     if [[ $rc -eq 2 ]] && has_message 'is not valid UTF-8' && no_training &&
         [[ ! -e $SDIR/bad.json ]]; then
-        ok "a data path that is not UTF-8 ($(printf %q "$bad")) is refused for --summary-json (exit 2)"
+        ok "a data path that is not UTF-8 ($(printf %q "$bad")) is refused (exit 2)"
     else
         not_ok "non-UTF-8 data path $(printf %q "$bad") with --summary-json: exit $rc"
     fi
@@ -573,10 +610,11 @@ fi
 
 # ---- saturation: a warning, not an error ------------------------------------------------
 
+warning='warning: validation accuracy 10.00% is at chance level for 10 classes: '
+warning+='the net has saturated; try a smaller --eta'
 run train --data "$DATA" --layers 16,8,10 --cost quadratic --eta 1e30 --epochs 3
 if [[ $rc -eq 0 ]] && [[ $(grep -c 'warning: validation accuracy' "$TMP/err") -eq 1 ]] &&
-    has_message 'warning: validation accuracy 10.00% is at chance level for 10 classes: the net has saturated; try a smaller --eta'
-then
+    has_message "$warning"; then
     ok "a saturated net warns once that it is at chance level (exit 0)"
 else
     not_ok "saturation warning: exit $rc, $(grep -c warning "$TMP/err") warnings"

@@ -640,11 +640,13 @@ static void data_free(data *d)
     bp_dataset_free(d->all);
 }
 
-static int load_data(char path[4][PATH_BUF], data *d)
+static int load_data(char path[4][PATH_BUF], const bp_idx_expect *shape, data *d)
 {
     bp_status st;
-    if ((st = bp_dataset_load_idx(&d->all, path[TRAIN_IMAGES], path[TRAIN_LABELS])) != BP_OK ||
-        (st = bp_dataset_load_idx(&d->test, path[TEST_IMAGES], path[TEST_LABELS])) != BP_OK) {
+    if ((st = bp_dataset_load_idx_ex(&d->all, path[TRAIN_IMAGES], path[TRAIN_LABELS],
+                                     shape)) != BP_OK ||
+        (st = bp_dataset_load_idx_ex(&d->test, path[TEST_IMAGES], path[TEST_LABELS],
+                                     shape)) != BP_OK) {
         print_lib_error(st);
         return -1;
     }
@@ -1068,8 +1070,37 @@ static int cmd_train(int argc, char **argv)
     if (find_data(o.data, &dd, path) != 0)
         return 1;
 
-    /* Build the net before loading data: the library's pairing checks (cross-entropy needs
-     * outputs in (0,1), ...) cost nothing and should not wait for 50 MB of gunzip. */
+    /* The headers first: they cost a few bytes each, and what they say decides whether the
+     * payload (50 MB of gunzip for MNIST) is worth reading and how big the net's plan is. */
+    bp_idx_info train_info, test_info;
+    if ((st = bp_idx_info_read(path[TRAIN_IMAGES], &train_info)) != BP_OK ||
+        (st = bp_idx_info_read(path[TEST_IMAGES], &test_info)) != BP_OK) {
+        print_lib_error(st);
+        return 1;
+    }
+    /* Equal pixel counts are not enough: 784x1 images are not 28x28 ones. */
+    if (test_info.rows != train_info.rows || test_info.cols != train_info.cols) {
+        print_error("'%s' holds %dx%d images but '%s' holds %dx%d: the test images must have "
+                    "the training images' shape", path[TRAIN_IMAGES], train_info.rows,
+                    train_info.cols, path[TEST_IMAGES], test_info.rows, test_info.cols);
+        return 1;
+    }
+    int dim = train_info.rows * train_info.cols;
+    /* A wrong --layers for this data set is the user's to fix: status 2, like any bad flag. */
+    if (o.sizes[0] != dim) {
+        print_error("--layers: the input layer has %d %s but '%s' has %d %s per sample (%dx%d "
+                    "images; try --layers %d,...)", o.sizes[0],
+                    plural(o.sizes[0], "neuron", "neurons"), dd.path, dim,
+                    plural(dim, "input", "inputs"), train_info.rows, train_info.cols, dim);
+        return EXIT_USAGE;
+    }
+    /* Planned for the larger of a mini-batch and what training can use of it: a batch beyond
+     * the training set trains as one batch of the whole set (as load_data splits it). */
+    size_t n_train = train_info.count - train_info.count / 6;
+    int max_batch = (size_t)o.batch < n_train ? o.batch : (int)n_train;
+
+    /* Build the net before loading data: the library's pairing and memory checks cost nothing
+     * and should not wait for the payload. */
     bp_net_config nc;
     bp_net_config_init(&nc);
     nc.sizes = o.sizes;
@@ -1079,7 +1110,7 @@ static int cmd_train(int argc, char **argv)
     nc.cost = o.cost;
     nc.init = o.init;
     nc.seed = o.seed;
-    nc.max_batch = o.batch;
+    nc.max_batch = max_batch > 0 ? max_batch : 1;
     nc.backend = o.backend;
     if ((st = bp_net_create(&net, &nc)) != BP_OK) {
         print_lib_error(st);
@@ -1100,26 +1131,14 @@ static int cmd_train(int argc, char **argv)
     if (stdout_failed())
         goto out;
 
-    if (load_data(path, &d) != 0 || check_labels(o.data, &d, path) != 0)
+    /* Both files held to the shape read above, should they have changed since. */
+    const bp_idx_expect shape = {.rows = train_info.rows, .cols = train_info.cols};
+    if (load_data(path, &shape, &d) != 0 || check_labels(o.data, &d, path) != 0)
         goto out;
 
-    int dim = bp_dataset_dim(d.train), test_dim = bp_dataset_dim(d.test);
     int classes = bp_dataset_classes(d.train), test_classes = bp_dataset_classes(d.test);
     if (test_classes > classes)
         classes = test_classes;
-    if (test_dim != dim) {
-        print_error("'%s' has %d %s per image but '%s' has %d", path[TRAIN_IMAGES], dim,
-                    plural(dim, "pixel", "pixels"), path[TEST_IMAGES], test_dim);
-        goto out;
-    }
-    /* A wrong --layers for this data set is the user's to fix: status 2, like any bad flag. */
-    if (o.sizes[0] != dim) {
-        print_error("--layers: the input layer has %d %s but '%s' has %d %s per sample (try "
-                    "--layers %d,...)", o.sizes[0], plural(o.sizes[0], "neuron", "neurons"),
-                    dd.path, dim, plural(dim, "input", "inputs"), dim);
-        rc = EXIT_USAGE;
-        goto out;
-    }
     int n_out = o.sizes[o.n_sizes - 1];
     if (n_out < classes) {
         print_error("--layers: the output layer has %d %s but '%s' has %d classes", n_out,
