@@ -61,7 +61,7 @@ def callgrind_counts(build):
         out = os.path.join(tmp, "cg.out")
         # meson sets MALLOC_PERTURB_, which makes glibc fill each allocation: that would be
         # counted against whichever op allocated. Valgrind emulates no AVX-512, so a core that
-        # scripts/blas-core.sh exports for the native runs (SkylakeX) would die of SIGILL here;
+        # scripts/test.sh exports for the native runs (SkylakeX) would die of SIGILL here;
         # the counts are taken with the Haswell kernels, the ones valgrind's CPU gets anyway.
         env = {k: v for k, v in os.environ.items() if k != "MALLOC_PERTURB_"}
         env["OPENBLAS_CORETYPE"] = "Haswell"

@@ -84,6 +84,15 @@ BP_API const char *bp_version(void);
 BP_API bp_status bp_set_threads(int n);
 BP_API int bp_get_threads(void);
 
+/* The kernels OpenBLAS runs: its core name ("SkylakeX", "Haswell", "Zen", "Prescott", ...). */
+BP_API const char *bp_blas_core(void);
+/* The OPENBLAS_CORETYPE that fits this CPU when OpenBLAS has fallen back to kernels narrower
+ * than the CPU allows (an OpenBLAS older than the CPU: 0.3.21 runs its SSE3 Prescott kernels
+ * on AVX-512 Xeons of family 6 model 207), else NULL. OpenBLAS reads the variable only when it
+ * loads, so a program acts on this by setting it and re-executing itself (the CLI does) or by
+ * telling its user. */
+BP_API const char *bp_blas_core_fitting(void);
+
 /* The most memory one network's plan may take (parameters, gradients and batch buffers); a net
  * or a reserve that would need more fails with BP_ENOMEM and a message stating the bytes
  * needed, before anything is allocated. 0 (the default) means the memory available when the

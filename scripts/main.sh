@@ -9,8 +9,6 @@ scripts/install-deps.sh
 [[ -f build/build.ninja ]] || meson setup build --buildtype=release >/dev/null
 meson compile -C build >/dev/null
 mnist_dir=$(scripts/fetch-mnist.sh | tail -n 1)
-# OpenBLAS kernels that fit the CPU when OpenBLAS does not know it (see blas-core.sh).
-core=$(scripts/blas-core.sh) && [[ -n $core ]] && export OPENBLAS_CORETYPE=$core
 
 mkdir -p results
 BACKPROP_MNIST_DIR=$mnist_dir build/backprop train --data mnist \

@@ -10,9 +10,6 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh valgrind || exit 1
 BACKPROP_MNIST_DIR=$(scripts/fetch-mnist.sh | tail -n 1) || exit 1
 export BACKPROP_MNIST_DIR
-# OpenBLAS kernels that fit the CPU when OpenBLAS does not know it (see blas-core.sh): the
-# tests then run the same kernels on every machine with the same vector ISA.
-core=$(scripts/blas-core.sh) && [[ -n $core ]] && export OPENBLAS_CORETYPE=$core
 
 # A build that does not configure or compile counts as one failure (its tests never ran).
 failed_builds=0
@@ -27,6 +24,14 @@ run_build() { # dir, meson test options, meson setup options...
     if ! meson compile -C "$dir"; then
         failed_builds=$((failed_builds + 1))
         return
+    fi
+    # When OpenBLAS does not know this CPU and fell back to narrower kernels than it has, every
+    # program of the suites (not only the CLI, which restarts itself) runs the fitting ones:
+    # the first build asks its own tool which (`backprop openblas-core`), the others inherit it.
+    local core
+    if [[ -z ${OPENBLAS_CORETYPE:-} ]] && core=$("$dir/backprop" openblas-core) && [[ -n $core ]]; then
+        echo "test.sh: OpenBLAS fell back to narrower kernels on this CPU; OPENBLAS_CORETYPE=$core"
+        export OPENBLAS_CORETYPE=$core
     fi
     # shellcheck disable=SC2086
     meson test -C "$dir" --print-errorlogs --num-processes 2 $test_opts

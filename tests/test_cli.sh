@@ -17,6 +17,11 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/test_cli.XXXXXX") || exit 1
 trap 'rm -rf "$TMP"' EXIT
 
+# The data lookup reads these; scripts/test.sh exports BACKPROP_MNIST_DIR for the MNIST suite,
+# and $HOME may hold a fetched copy. Each check sets what it means to test, nothing else leaks.
+unset BACKPROP_MNIST_DIR BACKPROP_DATA_DIR BACKPROP_FASHION_DIR
+mkdir -p "$TMP/home" && export HOME=$TMP/home
+
 failures=0
 n=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
@@ -590,7 +595,7 @@ fi
 
 # Unique prefixes and the accepted number forms.
 run train --data "$DATA" --lay 16,8,10 --ep 1 --et 5e-1 --seed 007 --thr 01
-if [[ $rc -eq 0 ]] && grep -q 'eta 0.5  batch 10  epochs 1 .* threads 1  seed 7$' "$TMP/out"
+if [[ $rc -eq 0 ]] && grep -q 'eta 0.5  batch 10  epochs 1 .* threads 1  seed 7  openblas' "$TMP/out"
 then
     ok "abbreviations and leading zeros are accepted"
 else
@@ -700,6 +705,35 @@ if [[ $rc -eq $((128 + 1)) ]] && [[ $(cat "$SIGDIR/s.json") == '{"old": true}' ]
     ok "SIGHUP during training leaves the old summary and no other file"
 else
     not_ok "SIGHUP: exit $rc, files: $(ls -A "$SIGDIR" | tr '\n' ' ')"
+fi
+
+# ---- OpenBLAS's kernels ------------------------------------------------------------------
+# A core the user names stays: no restart, no second-guessing, and openblas-core is silent.
+OPENBLAS_CORETYPE=Prescott run train --data "$DATA" --layers 16,8,10 --epochs 1 --threads 1
+if [[ $rc -eq 0 ]] && head -n 1 "$TMP/out" | grep -q '  openblas Prescott$'; then
+    ok "a user's OPENBLAS_CORETYPE is kept and named in the first line"
+else
+    not_ok "OPENBLAS_CORETYPE=Prescott: exit $rc, first line: $(head -n 1 "$TMP/out")"
+fi
+OPENBLAS_CORETYPE=Prescott run openblas-core
+if [[ $rc -eq 0 && ! -s $TMP/out ]]; then
+    ok "openblas-core says nothing when OPENBLAS_CORETYPE is set"
+else
+    not_ok "openblas-core with OPENBLAS_CORETYPE set: exit $rc"
+fi
+# Left to itself on a CPU with AVX2 and FMA, training never runs OpenBLAS's SSE or AVX-only
+# kernels: where OpenBLAS does not know the CPU, the tool restarts itself with fitting ones.
+flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+if [[ $flags == *" avx2 "* && $flags == *" fma "* ]]; then
+    env -u OPENBLAS_CORETYPE "$BIN" train --data "$DATA" --layers 16,8,10 --epochs 1 \
+        --threads 1 >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    core=$(head -n 1 "$TMP/out" | sed -n 's/.*  openblas \([A-Za-z0-9]*\).*/\1/p')
+    case ${core,,} in
+    skylakex | cooperlake | sapphirerapids | haswell | zen)
+        ok "an AVX2 CPU trains with wide OpenBLAS kernels ($core)" ;;
+    *) not_ok "an AVX2 CPU trained with OpenBLAS's '$core' kernels (exit $rc)" ;;
+    esac
 fi
 
 echo "1..$n"

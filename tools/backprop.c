@@ -35,11 +35,18 @@ enum {
     PATH_BUF = 4096,
 };
 
+/* Set (to OpenBLAS's own choice) when this process re-executed itself with better kernels. */
+static const char FALLBACK_VAR[] = "BACKPROP_OPENBLAS_FALLBACK";
+
 static const char usage_text[] =
     "usage: backprop train [options]\n"
+    "       backprop openblas-core    the OPENBLAS_CORETYPE this CPU needs, if any\n"
     "       backprop --version | --help\n"
     "\n"
     "Train a fully connected network with mini-batch SGD on MNIST-style IDX data.\n"
+    "When OpenBLAS does not know the CPU and falls back to narrower kernels than it has,\n"
+    "train restarts itself once with OPENBLAS_CORETYPE set to the fitting ones (unless\n"
+    "OPENBLAS_CORETYPE is already set) and names both in its first line.\n"
     "The training file is split: the last 1/6 of its images validate each epoch\n"
     "(50,000 / 10,000 for MNIST, as in Nielsen); the t10k files give the final test figure.\n"
     "\n"
@@ -132,7 +139,7 @@ static int parse_digits(const char *s, uint64_t *out)
 
 static uint64_t parse_uint(const char *flag, const char *s, uint64_t min, uint64_t max)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int r = parse_digits(s, &v);
     if (r == -1)
         usage_error("%s: '%s' is not a whole number (decimal digits only)", flag, s);
@@ -592,10 +599,11 @@ static int find_idx(const char *dir, const char *base, char *out, size_t size, c
         snprintf(out, size, "%s", gz);
         return 0;
     }
+    /* The precision only bounds what GCC's truncation check can prove: paths fit PATH_BUF. */
     if (raw < 0)
-        snprintf(why, why_size, "'%s'%s", out, raw_why);
+        snprintf(why, why_size, "'%.4096s'%s", out, raw_why);
     else if (packed < 0)
-        snprintf(why, why_size, "'%s'%s", gz, gz_why);
+        snprintf(why, why_size, "'%.4096s'%s", gz, gz_why);
     else
         why[0] = '\0';
     return -1;
@@ -1124,10 +1132,14 @@ static int cmd_train(int argc, char **argv)
     for (int i = 0; i < o.n_sizes; i++)
         printf("%s%d", i ? "," : "", o.sizes[i]);
     printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
-           "  threads %d  seed %llu\n",
+           "  threads %d  seed %llu  openblas %s",
            bp_activation_name(o.hidden), bp_activation_name(o.output), bp_cost_name(o.cost),
            bp_init_name(o.init), (double)o.eta, o.batch, o.epochs, o.backend,
-           bp_net_threads(net), (unsigned long long)o.seed);
+           bp_net_threads(net), (unsigned long long)o.seed, bp_blas_core());
+    const char *fallback = getenv(FALLBACK_VAR);
+    if (fallback && *fallback)
+        printf(" (OpenBLAS chose %s for this CPU)", fallback);
+    putchar('\n');
     if (stdout_failed())
         goto out;
 
@@ -1227,6 +1239,21 @@ out:
 
 /* ---- main -------------------------------------------------------------------------------- */
 
+/* OpenBLAS picks its kernels when it loads, and an OpenBLAS older than the CPU falls back to
+ * its slowest ones (see bp_blas_core_fitting). The variable that overrides the choice is read
+ * only at load time, so training with the right kernels means starting again with it set: once,
+ * and never over the user's own OPENBLAS_CORETYPE. If the exec fails, train with what there is. */
+static void use_fitting_blas_kernels(char **argv)
+{
+    const char *fits = bp_blas_core_fitting();
+    if (!fits || getenv("OPENBLAS_CORETYPE"))
+        return;
+    if (setenv(FALLBACK_VAR, bp_blas_core(), 1) == 0 && setenv("OPENBLAS_CORETYPE", fits, 1) == 0)
+        execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");
+    unsetenv(FALLBACK_VAR);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -1234,7 +1261,15 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     int rc;
     if (strcmp(cmd, "train") == 0) {
+        use_fitting_blas_kernels(argv);
         rc = cmd_train(argc - 1, argv + 1);
+    } else if (strcmp(cmd, "openblas-core") == 0) {
+        /* For scripts that run other programs on the library (tests, benchmarks): the
+         * OPENBLAS_CORETYPE they should export, or nothing. */
+        const char *fits = getenv("OPENBLAS_CORETYPE") ? NULL : bp_blas_core_fitting();
+        if (fits)
+            printf("%s\n", fits);
+        rc = 0;
     } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
                strcmp(cmd, "help") == 0) {
         fputs(usage_text, stdout);
