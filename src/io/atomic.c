@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "io/io.h"
 
 /* The temporary name keeps this much of the target's name, so it stays under NAME_MAX and a
  * person looking at a leftover after a crash can tell what it was for. */
@@ -58,7 +59,8 @@ typedef struct target {
     struct stat st;     /* of the target, without following a link; valid if exists */
 } target;
 
-static const char *node_kind(mode_t mode)
+/* "a FIFO", "a symbolic link": what a file is, for messages that refuse it (io.h). */
+const char *bp_file_kind(mode_t mode)
 {
     if (S_ISREG(mode))
         return "a regular file";
@@ -110,7 +112,7 @@ static bp_status target_open(target *t, const char *path)
             return bp_fail(BP_EIO, "'%s': directory '%s' does not exist", path, t->dir);
         if (err == ENOTDIR && stat(t->dir, &st) == 0)
             return bp_fail(BP_EIO, "'%s': '%s' is %s, not a directory", path, t->dir,
-                           node_kind(st.st_mode));
+                           bp_file_kind(st.st_mode));
         return bp_fail(BP_EIO, "'%s': cannot open directory '%s': %s", path, t->dir,
                        strerror(err));
     }
@@ -137,7 +139,7 @@ static bp_status target_open(target *t, const char *path)
             return bp_fail(BP_EIO, "'%s' is a symbolic link (to '%s'), not a regular file: "
                            "refusing to replace it", path, to);
         return bp_fail(BP_EIO, "'%s' is %s, not a regular file: refusing to replace it", path,
-                       node_kind(t->st.st_mode));
+                       bp_file_kind(t->st.st_mode));
     }
     return BP_OK;
 }
@@ -367,7 +369,7 @@ bp_status bp_file_writer_commit(bp_file_writer *w)
         if ((err == EISDIR || err == ENOTEMPTY || err == EEXIST) &&
             fstatat(w->dir_fd, w->base, &now, AT_SYMLINK_NOFOLLOW) == 0)
             st = bp_fail(BP_EIO, "'%s' is now %s, not a regular file: refusing to replace it",
-                         w->path, node_kind(now.st_mode));
+                         w->path, bp_file_kind(now.st_mode));
         else
             st = bp_fail(BP_EIO, "'%s': cannot rename the new file into place: %s", w->path,
                          strerror(err));

@@ -80,22 +80,6 @@ static void z_free(voidpf opaque, voidpf p)
     bp_free(p);
 }
 
-/* "a FIFO": what a non-regular file is, for "PATH: is a FIFO, not a regular file". */
-static const char *file_type(mode_t mode)
-{
-    if (S_ISDIR(mode))
-        return "a directory";
-    if (S_ISFIFO(mode))
-        return "a FIFO";
-    if (S_ISCHR(mode))
-        return "a character device";
-    if (S_ISBLK(mode))
-        return "a block device";
-    if (S_ISSOCK(mode))
-        return "a socket";
-    return "not a plain file";
-}
-
 /* Name what a failed open() found, where "No such file" would mislead. */
 static bp_status open_error(const char *path, int err)
 {
@@ -137,7 +121,7 @@ static bp_status idx_open(idx_file *f, const char *path)
     }
     /* Only a regular file has a length to check the header against. */
     if (!S_ISREG(sb.st_mode)) {
-        st = bp_fail(BP_EIO, "%s: is %s, not a regular file", path, file_type(sb.st_mode));
+        st = bp_fail(BP_EIO, "%s: is %s, not a regular file", path, bp_file_kind(sb.st_mode));
         goto fail;
     }
     int flags = fcntl(f->fd, F_GETFL);
