@@ -615,14 +615,23 @@ fi
 
 # ---- saturation: a warning, not an error ------------------------------------------------
 
-warning='warning: validation accuracy 10.00% is at chance level for 10 classes: '
-warning+='the net has saturated; try a smaller --eta'
+warning='warning: validation accuracy 10.00% is near chance level for 10 classes and the '
+warning+='outputs are saturated; try a smaller --eta'
 run train --data "$DATA" --layers 16,8,10 --cost quadratic --eta 1e30 --epochs 3
 if [[ $rc -eq 0 ]] && [[ $(grep -c 'warning: validation accuracy' "$TMP/err") -eq 1 ]] &&
     has_message "$warning"; then
     ok "a saturated net warns once that it is at chance level (exit 0)"
 else
     not_ok "saturation warning: exit $rc, $(grep -c warning "$TMP/err") warnings"
+fi
+# Saturated sigmoids that still tell some samples apart (cross-entropy at 1e30 on MNIST gave
+# 16-19%): pinned outputs, not identical ones, and still a warning.
+run train --data "$DATA" --layers 16,8,10 --eta 1e30 --epochs 2
+if [[ $rc -eq 0 ]] && [[ $(grep -c 'warning: validation accuracy' "$TMP/err") -eq 1 ]] &&
+    has_message "outputs are saturated"; then
+    ok "pinned outputs near chance warn too (exit 0)"
+else
+    not_ok "pinned-output warning: exit $rc, $(grep -c warning "$TMP/err") warnings"
 fi
 # A net that is merely slow (10% after an epoch at a small rate) has not saturated.
 run train --data "$DATA" --layers 16,8,10 --eta 0.01 --epochs 2

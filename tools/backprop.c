@@ -816,10 +816,14 @@ enum { PROBE_SAMPLES = 64 };
 /* Measured on the test's data: saturated nets spread their outputs by 5e-6 at most, nets that
  * are only slow to learn by 4e-2 and more. */
 #define SATURATED_SPREAD 1e-4f
+/* A sigmoid or softmax output within this of 0 or 1 has no gradient left to learn from. */
+#define PINNED 1e-6f
 
-/* Whether the net gives (nearly) the same outputs for every one of the first validation
- * samples: what saturation does, and what a net that is merely slow to learn does not. */
-static int answers_alike(progress *p)
+/* Whether the net looks saturated on the first validation samples: it gives (nearly) the same
+ * outputs for all of them, or nine in ten of its outputs are pinned at 0 or 1 (what an --eta of
+ * 1e30 does to MNIST: 16-19% accuracy, every sigmoid stuck). A net that is merely slow to learn
+ * does neither. */
+static int looks_saturated(progress *p)
 {
     size_t n = bp_dataset_count(p->valid);
     int k = n < PROBE_SAMPLES ? (int)n : PROBE_SAMPLES;
@@ -828,13 +832,15 @@ static int answers_alike(progress *p)
         bp_net_forward(p->net, p->x, dim, k, p->out, n_out) != BP_OK)
         return 0;
     float spread = 0;
-    for (int j = 1; j < k; j++)
+    size_t pinned = 0, total = (size_t)k * (size_t)n_out;
+    for (int j = 0; j < k; j++)
         for (int i = 0; i < n_out; i++) {
-            float d = fabsf(p->out[(size_t)j * n_out + i] - p->out[i]);
+            float a = p->out[(size_t)j * n_out + i], d = fabsf(a - p->out[i]);
             if (!(d <= spread))
                 spread = d;
+            pinned += fabsf(a) <= PINNED || fabsf(a - 1.0f) <= PINNED;
         }
-    return spread <= SATURATED_SPREAD;
+    return spread <= SATURATED_SPREAD || pinned * 10 >= total * 9;
 }
 
 static int print_epoch(const bp_epoch_report *r, void *user)
@@ -852,14 +858,14 @@ static int print_epoch(const bp_epoch_report *r, void *user)
         p->output_failed = 1;
         return 1;
     }
-    /* A net driven into saturation (an --eta far too large) answers one class for everything.
-     * Its numbers are finite, so that is no error, but the figures that follow are
-     * meaningless and the user should know why: once is enough. */
+    /* A net driven into saturation (an --eta far too large) is stuck near chance. Its numbers
+     * are finite, so that is no error, but the figures that follow are meaningless and the
+     * user should know why: once is enough. */
     if (!p->warned_chance && p->classes > 1 && r->validation_accuracy >= 0 &&
-        r->validation_accuracy <= 1.5 / p->classes && answers_alike(p)) {
+        r->validation_accuracy <= 2.0 / p->classes && looks_saturated(p)) {
         p->warned_chance = 1;
-        fprintf(stderr, "backprop: warning: validation accuracy %.2f%% is at chance level for "
-                "%d %s: the net has saturated; try a smaller --eta\n",
+        fprintf(stderr, "backprop: warning: validation accuracy %.2f%% is near chance level for "
+                "%d %s and the outputs are saturated; try a smaller --eta\n",
                 100.0 * r->validation_accuracy, p->classes, plural(p->classes, "class",
                                                                    "classes"));
     }

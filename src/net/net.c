@@ -495,11 +495,11 @@ bp_status bp_net_diverged(const bp_net *net, const char *where, double cost, flo
         used += w > 0 ? (size_t)w : 0;
     }
     if (used)
-        return bp_fail(BP_EDIVERGED, "training diverged in %s: parameters became NaN or "
-                       "infinite (%s; cost %g)%s", where, layers, cost, rate);
+        return bp_fail(BP_EDIVERGED, "%s: parameters became NaN or infinite (%s; cost %g)%s",
+                       where, layers, cost, rate);
     /* Finite parameters with a non-finite cost: the inputs or the outputs overflowed. */
-    return bp_fail(BP_EDIVERGED, "training diverged in %s: the cost is %g with finite "
-                   "parameters (an output or an input is NaN or infinite)%s", where, cost, rate);
+    return bp_fail(BP_EDIVERGED, "%s: the cost is %g with finite parameters (an output or an "
+                   "input is NaN or infinite)%s", where, cost, rate);
 }
 
 static bp_status check_batch(const bp_net *net, const float *x, int ldx, int batch)
