@@ -716,6 +716,18 @@ else
     not_ok "SIGHUP: exit $rc, files: $(ls -A "$SIGDIR" | tr '\n' ' ')"
 fi
 
+# ---- the memory limit ---------------------------------------------------------------------
+# A net whose plan exceeds --max-memory is refused before anything is allocated, with the bytes.
+run train --data "$DATA" --layers 16,30000,30000,10 --epochs 1 --max-memory 1G
+if [[ $rc -eq 1 ]] && has_message "[16,30000,30000,10] net planned for 10 columns needs" &&
+    has_message "bytes" && no_training; then
+    ok "a net over --max-memory exits 1 stating the bytes it needs"
+else
+    not_ok "--max-memory 1G with a 7 GB net: exit $rc"
+fi
+expect_fail 2 "--max-memory 12x" "'12x' is not a size" train --max-memory 12x
+expect_fail 2 "--max-memory 0" "out of range" train --max-memory 0
+
 # ---- OpenBLAS's kernels ------------------------------------------------------------------
 # A core the user names stays: no restart, no second-guessing, and openblas-core is silent.
 OPENBLAS_CORETYPE=Prescott run train --data "$DATA" --layers 16,8,10 --epochs 1 --threads 1

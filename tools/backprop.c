@@ -68,6 +68,8 @@ static const char usage_text[] =
     "  --seed S                   drives initialisation and shuffling [1]\n"
     "  --threads T                threads of a training step [one per core]\n"
     "  --backend blas|naive       [blas]\n"
+    "  --max-memory N[k|M|G]      refuse a net whose plan needs more bytes than this\n"
+    "                             [the memory available when it is planned]\n"
     "  --summary-json FILE        write the results as JSON to FILE, replacing it whole\n"
     "                             (checked before training; FILE may not be a device, FIFO,\n"
     "                             directory or symbolic link)\n"
@@ -135,6 +137,28 @@ static int parse_digits(const char *s, uint64_t *out)
     }
     *out = v;
     return 0;
+}
+
+/* Decimal digits and an optional binary suffix: 512M, 4G. */
+static uint64_t parse_bytes(const char *flag, const char *s)
+{
+    size_t len = strlen(s);
+    static const char suffixes[] = "kMGT";
+    const char *unit = len > 1 ? strchr(suffixes, s[len - 1]) : NULL;
+    char digits[32];
+    if (len == 0 || len >= sizeof digits || (!unit && !isdigit((unsigned char)s[len - 1])))
+        usage_error("%s: '%s' is not a size (decimal digits, optionally k, M, G or T)", flag, s);
+    memcpy(digits, s, len + 1);
+    if (unit)
+        digits[len - 1] = '\0';
+    uint64_t v = 0;
+    int r = parse_digits(digits, &v);
+    if (r == -1)
+        usage_error("%s: '%s' is not a size (decimal digits, optionally k, M, G or T)", flag, s);
+    int shift = unit ? 10 * (int)(unit - suffixes + 1) : 0;
+    if (r == -2 || v == 0 || (shift && v > UINT64_MAX >> shift))
+        usage_error("%s: %s is out of range (1 byte .. 16 EiB)", flag, s);
+    return v << shift;
 }
 
 static uint64_t parse_uint(const char *flag, const char *s, uint64_t min, uint64_t max)
@@ -304,6 +328,7 @@ typedef struct options {
     float eta;
     uint64_t seed;
     int threads; /* 0: leave the library's default */
+    uint64_t max_memory; /* 0: the library's default, the memory available */
     const char *backend;
     const char *summary;
 } options;
@@ -322,6 +347,7 @@ enum {
     OPT_THREADS,
     OPT_BACKEND,
     OPT_SUMMARY,
+    OPT_MAX_MEMORY,
 };
 
 static const struct option train_longopts[] = {
@@ -338,6 +364,7 @@ static const struct option train_longopts[] = {
     {"threads", required_argument, NULL, OPT_THREADS},
     {"backend", required_argument, NULL, OPT_BACKEND},
     {"summary-json", required_argument, NULL, OPT_SUMMARY},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -425,6 +452,7 @@ static void parse_train_args(int argc, char **argv, options *o)
             o->threads = (int)parse_uint("--threads", optarg, 1, MAX_THREADS);
             break;
         case OPT_BACKEND: o->backend = parse_backend("--backend", optarg); break;
+        case OPT_MAX_MEMORY: o->max_memory = parse_bytes("--max-memory", optarg); break;
         case OPT_SUMMARY:
             if (optarg[0] == '\0')
                 usage_error("--summary-json: empty file name");
@@ -1065,7 +1093,8 @@ static int cmd_train(int argc, char **argv)
     float *probe_x = NULL, *probe_out = NULL;
     double t_start = now_seconds();
 
-    if (o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) {
+    if ((o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) ||
+        (st = bp_set_memory_limit(o.max_memory)) != BP_OK) {
         print_lib_error(st);
         return 1;
     }
