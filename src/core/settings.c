@@ -1,35 +1,12 @@
-/* settings.c - process-wide settings (thread count, memory limit), the version, the clock. */
+/* settings.c - process-wide settings (the memory limit), the version, the clock. The thread
+ * count lives with the threads it counts, in kernels/threads.c. */
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core.h"
-#include "kernels/threads.h"
-
-static int thread_count;
-
-bp_status bp_set_threads(int n)
-{
-    if (n <= 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        n = cores > 0 ? (int)cores : 1;
-    }
-    thread_count = n;
-    /* The blas backend chooses per GEMM (kernels/threads.c); this is the ceiling, and what
-     * OpenBLAS uses for any call made outside our backend. */
-    bp_blas_use_threads(n);
-    return BP_OK;
-}
-
-int bp_get_threads(void)
-{
-    if (thread_count == 0)
-        bp_set_threads(0);
-    return thread_count;
-}
 
 static atomic_uint_least64_t memory_limit;
 

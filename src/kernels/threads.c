@@ -1,5 +1,6 @@
 /* threads.c - the per-shape thread choice for OpenBLAS sgemm (see threads.h for why). */
 #include <stdatomic.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -30,6 +31,30 @@ int bp_gemm_threads(bp_trans ta, bp_trans tb, int m, int n, int k, int max_threa
     if (mk * n < enough || m < 64)
         return 1;
     return max_threads;
+}
+
+static int thread_count;
+
+/* The process-wide count: the default of nets made afterwards, and OpenBLAS's ceiling for calls
+ * made outside a net's step. */
+bp_status bp_set_threads(int n)
+{
+    if (n <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = cores > 0 ? (int)cores : 1;
+    }
+    thread_count = n;
+    /* The blas backend chooses per GEMM (kernels/threads.c); this is the ceiling, and what
+     * OpenBLAS uses for any call made outside our backend. */
+    bp_blas_use_threads(n);
+    return BP_OK;
+}
+
+int bp_get_threads(void)
+{
+    if (thread_count == 0)
+        bp_set_threads(0);
+    return thread_count;
 }
 
 static _Thread_local int thread_budget;
