@@ -100,6 +100,10 @@ BP_API const char *bp_blas_core_fitting(void);
 BP_API bp_status bp_set_memory_limit(uint64_t bytes);
 BP_API uint64_t bp_get_memory_limit(void);
 
+/* Seconds on a monotonic clock (CLOCK_MONOTONIC) from an arbitrary origin: the clock the
+ * library times epochs with, for a caller's own timings to be comparable. */
+BP_API double bp_clock_seconds(void);
+
 /* Counters of the library's own heap allocations (every buffer it makes goes through one
  * allocator). Tests use them to prove that a training step allocates nothing. */
 typedef struct bp_alloc_stats {
@@ -151,6 +155,14 @@ BP_API int bp_backend_count(void);
 BP_API const char *bp_backend_name(int index);
 
 typedef struct bp_net bp_net;
+
+/* The most bp_net_create accepts: layer sizes (input included, so BP_MAX_SIZES - 1 weight
+ * layers), neurons in one layer, and columns of a batch (max_batch, bp_net_reserve, a step).
+ * They only keep a typo from turning into a huge allocation; a front end can check against them
+ * before it calls. */
+#define BP_MAX_SIZES 64
+#define BP_MAX_WIDTH (1 << 20)
+#define BP_MAX_BATCH (1 << 20)
 
 typedef struct bp_net_config {
     const int *sizes;          /* neurons per layer, input first: {784, 30, 10} */

@@ -593,6 +593,51 @@ else
     not_ok "the all-flags run: exit $rc"
 fi
 
+# ---- the usage is the library's ---------------------------------------------------------
+# The names and defaults in --help are read from the library at run time. The checks compare
+# --help with what the tool itself takes and does, so they need no list of names of their own.
+
+"$BIN" --help >"$TMP/help" 2>/dev/null
+# help_line FLAG: the usage line of FLAG; help_default FLAG: the first [default] on it.
+help_line() { grep -m1 -- "^  $1 " "$TMP/help"; }
+help_default() { help_line "$1" | sed -n 's/^[^[]*\[\([^]]*\)\].*/\1/p'; }
+
+# Every name a flag's error message calls known is on that flag's line of the usage, and the
+# line lists no others.
+for flag in --hidden-act --output --cost --init --backend; do
+    run train "$flag" no-such-name
+    known=$(grep -a '^backprop: ' "$TMP/err" | sed -n 's/.*(known: \(.*\))$/\1/p' | head -n 1)
+    listed=$(help_line "$flag" | awk '{print $2}')
+    if [[ -n $known && ${known//, /|} == "$listed" ]]; then
+        ok "--help lists the names $flag knows ($listed)"
+    else
+        not_ok "$flag: the error knows '$known', --help lists '$listed'"
+    fi
+done
+
+# The bracketed defaults are the ones a run without those flags uses (its first line says).
+run train --data "$DATA" --layers 16,8,10 --threads 1
+first=$(head -n 1 "$TMP/out")
+wrong=''
+for pair in hidden-act:hidden output:output cost:cost init:init eta:eta batch:batch \
+    epochs:epochs backend:backend seed:seed; do
+    flag=--${pair%%:*} field=${pair#*:}
+    used=$(sed -n "s/.*  $field \([^ ]*\)  .*/\1/p" <<<"$first")
+    shown=$(help_default "$flag")
+    [[ -n $used && $used == "$shown" ]] || wrong+=" $flag (help '$shown', run '$used')"
+done
+if [[ $rc -eq 0 && -z $wrong ]]; then
+    ok "--help's defaults are the ones a run uses"
+else
+    not_ok "defaults differ:$wrong; exit $rc"
+fi
+if grep -q '^  --layers .*2\.\.64 layers' "$TMP/help" && grep -q '1\.\.1048576 neurons' "$TMP/help" &&
+    grep -q '^  --batch .*1\.\.1048576 ' "$TMP/help"; then
+    ok "--help states the limits --layers and --batch enforce"
+else
+    not_ok "--help lacks the limits: $(grep -E -- '^  --(layers|batch)' "$TMP/help")"
+fi
+
 # Unique prefixes and the accepted number forms.
 run train --data "$DATA" --lay 16,8,10 --ep 1 --et 5e-1 --seed 007 --thr 01
 if [[ $rc -eq 0 ]] && grep -q 'eta 0.5  batch 10  epochs 1 .* threads 1  seed 7  openblas' "$TMP/out"

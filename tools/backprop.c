@@ -23,67 +23,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 enum {
     EXIT_USAGE = 2,
-    MAX_LAYERS = 64,
-    MAX_WIDTH = 1 << 20,
-    MAX_BATCH = 1 << 20,
     MAX_THREADS = 4096,
     PATH_BUF = 4096,
 };
 
+/* Nielsen's chapter-1 net. The library has no default sizes, so this one is the CLI's own. */
+static const int default_layers[] = {784, 30, 10};
+
 /* Set (to OpenBLAS's own choice) when this process re-executed itself with better kernels. */
 static const char FALLBACK_VAR[] = "BACKPROP_OPENBLAS_FALLBACK";
 
-static const char usage_text[] =
-    "usage: backprop train [options]\n"
-    "       backprop openblas-core    the OPENBLAS_CORETYPE this CPU needs, if any\n"
-    "       backprop --version | --help\n"
-    "\n"
-    "Train a fully connected network with mini-batch SGD on MNIST-style IDX data.\n"
-    "When OpenBLAS does not know the CPU and falls back to narrower kernels than it has,\n"
-    "train restarts itself once with OPENBLAS_CORETYPE set to the fitting ones (unless\n"
-    "OPENBLAS_CORETYPE is already set) and names both in its first line.\n"
-    "The training file is split: the last 1/6 of its images validate each epoch\n"
-    "(50,000 / 10,000 for MNIST, as in Nielsen); the t10k files give the final test figure.\n"
-    "\n"
-    "options of train (defaults in brackets):\n"
-    "  --data mnist|fashion|DIR   data set [mnist]\n"
-    "        mnist:   $BACKPROP_MNIST_DIR, else ${BACKPROP_DATA_DIR:-$HOME/.cache/backprop}/mnist\n"
-    "        fashion: $BACKPROP_FASHION_DIR, else /usr/share/datasets/fashion-mnist\n"
-    "        DIR holds train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
-    "        t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz\n"
-    "  --layers N0,N1,...,NL      neurons per layer, input first; 2..64 layers [784,30,10]\n"
-    "  --hidden-act sigmoid|tanh|relu|linear                 [sigmoid]\n"
-    "  --output sigmoid|softmax|linear|tanh|relu             [sigmoid]\n"
-    "  --cost quadratic|cross-entropy|log-likelihood         [cross-entropy]\n"
-    "  --epochs N                 [30]\n"
-    "  --batch B                  mini-batch size, 1..1048576 [10]\n"
-    "  --eta X                    learning rate, > 0 [3.0: Nielsen ch. 1 uses 3.0 with the\n"
-    "                             quadratic cost; ch. 3 uses 0.5 with cross-entropy]\n"
-    "  --init gaussian|large|xavier|he|orthogonal            [gaussian]\n"
-    "  --seed S                   drives initialisation and shuffling [1]\n"
-    "  --threads T                threads of a training step [one per core]\n"
-    "  --backend blas|naive       [blas]\n"
-    "  --max-memory N[k|M|G]      refuse a net whose plan needs more bytes than this\n"
-    "                             [the memory available when it is planned]\n"
-    "  --summary-json FILE        write the results as JSON to FILE, replacing it whole\n"
-    "                             (checked before training; FILE may not be a device, FIFO,\n"
-    "                             directory or symbolic link)\n"
-    "  --help                     this text\n"
-    "\n"
-    "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number such\n"
-    "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--ep 5).\n"
-    "\n"
-    "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current epoch;\n"
-    "the test accuracy and the summary are still produced and the exit status is 0. A second\n"
-    "one, or SIGHUP, ends the process at once. Either way the summary file is whole: the old\n"
-    "one or the new one, with no temporary file left behind.\n"
-    "\n"
-    "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command line\n";
+static void print_usage(FILE *f);
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
@@ -96,7 +50,7 @@ static _Noreturn void usage_error(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputs("\n\n", stderr);
-    fputs(usage_text, stderr);
+    print_usage(stderr);
     exit(EXIT_USAGE);
 }
 
@@ -212,8 +166,8 @@ static float parse_eta(const char *flag, const char *s)
     return v;
 }
 
-/* "784,30,10" -> sizes; every entry 1..MAX_WIDTH, 2..MAX_LAYERS entries, no empty ones. */
-static int parse_layers(const char *flag, const char *s, int sizes[MAX_LAYERS])
+/* "784,30,10" -> sizes; every entry 1..BP_MAX_WIDTH, 2..BP_MAX_SIZES entries, no empty ones. */
+static int parse_layers(const char *flag, const char *s, int sizes[BP_MAX_SIZES])
 {
     int n = 0;
     const char *p = s;
@@ -222,8 +176,8 @@ static int parse_layers(const char *flag, const char *s, int sizes[MAX_LAYERS])
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         if (len == 0)
             usage_error("%s: empty entry %d in '%s'", flag, n + 1, s);
-        if (n == MAX_LAYERS)
-            usage_error("%s: more than %d layers in '%s'", flag, MAX_LAYERS, s);
+        if (n == BP_MAX_SIZES)
+            usage_error("%s: more than %d layers in '%s'", flag, BP_MAX_SIZES, s);
         char item[32];
         if (len >= sizeof item)
             usage_error("%s: entry %d of '%s' is not a whole number", flag, n + 1, s);
@@ -234,9 +188,9 @@ static int parse_layers(const char *flag, const char *s, int sizes[MAX_LAYERS])
         if (r == -1)
             usage_error("%s: entry %d ('%s') is not a whole number (decimal digits only)", flag,
                         n + 1, item);
-        if (r == -2 || v < 1 || v > MAX_WIDTH)
+        if (r == -2 || v < 1 || v > BP_MAX_WIDTH)
             usage_error("%s: entry %d (%s) is out of range (1..%d)", flag, n + 1, item,
-                        MAX_WIDTH);
+                        BP_MAX_WIDTH);
         sizes[n++] = (int)v;
         if (!comma)
             break;
@@ -247,15 +201,17 @@ static int parse_layers(const char *flag, const char *s, int sizes[MAX_LAYERS])
     return n;
 }
 
-/* The valid names of an enum, for the error message: "sigmoid, tanh, relu". */
-static void list_names(char *buf, size_t size, int count, int skip, const char *(*name)(int))
+/* The valid names of an enum, for a message ("sigmoid, tanh, relu") or the usage
+ * ("sigmoid|tanh|relu"): always the library's, so a new name needs no edit here. */
+static void list_names(char *buf, size_t size, const char *sep, int count, int skip,
+                       const char *(*name)(int))
 {
     buf[0] = '\0';
     size_t used = 0;
     for (int i = 0; i < count; i++) {
         if (i == skip)
             continue;
-        int w = snprintf(buf + used, size - used, "%s%s", used ? ", " : "", name(i));
+        int w = snprintf(buf + used, size - used, "%s%s", used ? sep : "", name(i));
         if (w < 0 || (size_t)w >= size - used)
             break;
         used += (size_t)w;
@@ -272,8 +228,8 @@ static bp_activation parse_activation(const char *flag, const char *s, int hidde
     bp_activation a;
     char names[256];
     if (bp_activation_parse(s, &a) != BP_OK) {
-        list_names(names, sizeof names, BP_ACT_COUNT, hidden ? (int)BP_ACT_SOFTMAX : -1,
-                   act_name_i);
+        list_names(names, sizeof names, ", ", BP_ACT_COUNT,
+                   hidden ? (int)BP_ACT_SOFTMAX : -1, act_name_i);
         usage_error("%s: unknown activation '%s' (known: %s)", flag, s, names);
     }
     /* Softmax normalises over a whole column, which only means something at the output. */
@@ -287,7 +243,7 @@ static bp_cost parse_cost(const char *flag, const char *s)
     bp_cost c;
     char names[256];
     if (bp_cost_parse(s, &c) != BP_OK) {
-        list_names(names, sizeof names, BP_COST_COUNT, -1, cost_name_i);
+        list_names(names, sizeof names, ", ", BP_COST_COUNT, -1, cost_name_i);
         usage_error("%s: unknown cost '%s' (known: %s)", flag, s, names);
     }
     return c;
@@ -298,7 +254,7 @@ static bp_init parse_init(const char *flag, const char *s)
     bp_init i;
     char names[256];
     if (bp_init_parse(s, &i) != BP_OK) {
-        list_names(names, sizeof names, BP_INIT_COUNT, -1, init_name_i);
+        list_names(names, sizeof names, ", ", BP_INIT_COUNT, -1, init_name_i);
         usage_error("%s: unknown initialisation '%s' (known: %s)", flag, s, names);
     }
     return i;
@@ -311,25 +267,20 @@ static const char *parse_backend(const char *flag, const char *s)
         if (strcmp(s, bp_backend_name(i)) == 0)
             return bp_backend_name(i);
     char names[256];
-    list_names(names, sizeof names, bp_backend_count(), -1, backend_name_i);
+    list_names(names, sizeof names, ", ", bp_backend_count(), -1, backend_name_i);
     usage_error("%s: unknown backend '%s' (known: %s)", flag, s, names);
 }
 
 /* ---- options ----------------------------------------------------------------------------- */
 
+/* The library's two configurations, starting from its defaults, and what only the CLI has. */
 typedef struct options {
     const char *data;
-    int sizes[MAX_LAYERS];
-    int n_sizes;
-    bp_activation hidden, output;
-    bp_cost cost;
-    bp_init init;
-    int epochs, batch;
-    float eta;
-    uint64_t seed;
-    int threads; /* 0: leave the library's default */
+    int sizes[BP_MAX_SIZES];
+    bp_net_config net;   /* sizes and max_batch are set once the data is known */
+    bp_train_config train;
+    int threads;         /* 0: leave the library's default */
     uint64_t max_memory; /* 0: the library's default, the memory available */
-    const char *backend;
     const char *summary;
 } options;
 
@@ -409,22 +360,14 @@ static _Noreturn void bad_option(const char *arg, int opt)
 
 static void parse_train_args(int argc, char **argv, options *o)
 {
-    *o = (options){
-        .data = "mnist",
-        .sizes = {784, 30, 10},
-        .n_sizes = 3,
-        .hidden = BP_ACT_SIGMOID,
-        .output = BP_ACT_SIGMOID,
-        .cost = BP_COST_CROSS_ENTROPY,
-        .init = BP_INIT_GAUSSIAN,
-        .epochs = 30,
-        .batch = 10,
-        .eta = 3.0f,
-        .seed = 1,
-        .threads = 0,
-        .backend = "blas",
-        .summary = NULL,
-    };
+    *o = (options){.data = "mnist"};
+    bp_net_config_init(&o->net);
+    bp_train_config_init(&o->train);
+    /* One --seed drives initialisation and shuffling alike, so the default is one number too:
+     * the net's. */
+    o->train.seed = o->net.seed;
+    memcpy(o->sizes, default_layers, sizeof default_layers);
+    o->net.n_sizes = (int)(sizeof default_layers / sizeof default_layers[0]);
 
     /* Our own messages instead of getopt's: one line, then the usage, then status 2.
      * The leading ':' makes a missing value return ':' rather than '?'. */
@@ -439,19 +382,25 @@ static void parse_train_args(int argc, char **argv, options *o)
                 usage_error("--data: empty value");
             o->data = optarg;
             break;
-        case OPT_LAYERS: o->n_sizes = parse_layers("--layers", optarg, o->sizes); break;
-        case OPT_HIDDEN: o->hidden = parse_activation("--hidden-act", optarg, 1); break;
-        case OPT_OUTPUT: o->output = parse_activation("--output", optarg, 0); break;
-        case OPT_COST: o->cost = parse_cost("--cost", optarg); break;
-        case OPT_EPOCHS: o->epochs = (int)parse_uint("--epochs", optarg, 1, INT_MAX); break;
-        case OPT_BATCH: o->batch = (int)parse_uint("--batch", optarg, 1, MAX_BATCH); break;
-        case OPT_ETA: o->eta = parse_eta("--eta", optarg); break;
-        case OPT_INIT: o->init = parse_init("--init", optarg); break;
-        case OPT_SEED: o->seed = parse_uint("--seed", optarg, 0, UINT64_MAX); break;
+        case OPT_LAYERS: o->net.n_sizes = parse_layers("--layers", optarg, o->sizes); break;
+        case OPT_HIDDEN: o->net.hidden = parse_activation("--hidden-act", optarg, 1); break;
+        case OPT_OUTPUT: o->net.output = parse_activation("--output", optarg, 0); break;
+        case OPT_COST: o->net.cost = parse_cost("--cost", optarg); break;
+        case OPT_EPOCHS:
+            o->train.epochs = (int)parse_uint("--epochs", optarg, 1, INT_MAX);
+            break;
+        case OPT_BATCH:
+            o->train.batch = (int)parse_uint("--batch", optarg, 1, BP_MAX_BATCH);
+            break;
+        case OPT_ETA: o->train.eta = parse_eta("--eta", optarg); break;
+        case OPT_INIT: o->net.init = parse_init("--init", optarg); break;
+        case OPT_SEED:
+            o->net.seed = o->train.seed = parse_uint("--seed", optarg, 0, UINT64_MAX);
+            break;
         case OPT_THREADS:
             o->threads = (int)parse_uint("--threads", optarg, 1, MAX_THREADS);
             break;
-        case OPT_BACKEND: o->backend = parse_backend("--backend", optarg); break;
+        case OPT_BACKEND: o->net.backend = parse_backend("--backend", optarg); break;
         case OPT_MAX_MEMORY: o->max_memory = parse_bytes("--max-memory", optarg); break;
         case OPT_SUMMARY:
             if (optarg[0] == '\0')
@@ -459,7 +408,7 @@ static void parse_train_args(int argc, char **argv, options *o)
             o->summary = optarg;
             break;
         case 'h':
-            fputs(usage_text, stdout);
+            print_usage(stdout);
             exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
         case ':':
             usage_error("%s needs a value", flag);
@@ -469,6 +418,98 @@ static void parse_train_args(int argc, char **argv, options *o)
     }
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
+}
+
+/* ---- usage ------------------------------------------------------------------------------ */
+
+/* "  --cost quadratic|cross-entropy|log-likelihood         [cross-entropy]" */
+static void print_choice(FILE *f, const char *flag, const char *names, const char *dflt)
+{
+    char left[160];
+    snprintf(left, sizeof left, "%s %s", flag, names);
+    fprintf(f, "  %-53s [%s]\n", left, dflt);
+}
+
+/* The defaults and the names come from the library as it is linked, so the text cannot fall
+ * behind it: bp_*_config_init for the defaults, the _COUNT enums and name functions for the
+ * choices, BP_MAX_* for the limits. */
+static void print_usage(FILE *f)
+{
+    bp_net_config nc;
+    bp_train_config tc;
+    bp_net_config_init(&nc);
+    bp_train_config_init(&tc);
+    char hidden[160], output[160], costs[160], inits[160], backends[160], layers[64] = "";
+    list_names(hidden, sizeof hidden, "|", BP_ACT_COUNT, BP_ACT_SOFTMAX, act_name_i);
+    list_names(output, sizeof output, "|", BP_ACT_COUNT, -1, act_name_i);
+    list_names(costs, sizeof costs, "|", BP_COST_COUNT, -1, cost_name_i);
+    list_names(inits, sizeof inits, "|", BP_INIT_COUNT, -1, init_name_i);
+    list_names(backends, sizeof backends, "|", bp_backend_count(), -1, backend_name_i);
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof default_layers / sizeof default_layers[0]; i++)
+        used += (size_t)snprintf(layers + used, sizeof layers - used, "%s%d", i ? "," : "",
+                                 default_layers[i]);
+
+    fputs("usage: backprop train [options]\n"
+          "       backprop openblas-core    the OPENBLAS_CORETYPE this CPU needs, if any\n"
+          "       backprop --version | --help\n"
+          "\n"
+          "Train a fully connected network with mini-batch SGD on MNIST-style IDX data.\n"
+          "When OpenBLAS does not know the CPU and falls back to narrower kernels than it has,\n"
+          "train restarts itself once with OPENBLAS_CORETYPE set to the fitting ones (unless\n"
+          "OPENBLAS_CORETYPE is already set) and names both in its first line.\n"
+          "The training file is split: the last 1/6 of its images validate each epoch\n"
+          "(50,000 / 10,000 for MNIST, as in Nielsen); the t10k files give the final test "
+          "figure.\n"
+          "\n"
+          "options of train (defaults in brackets):\n"
+          "  --data mnist|fashion|DIR   data set [mnist]\n"
+          "        mnist:   $BACKPROP_MNIST_DIR, else ${BACKPROP_DATA_DIR:-$HOME/.cache/backprop}"
+          "/mnist\n"
+          "        fashion: $BACKPROP_FASHION_DIR, else /usr/share/datasets/fashion-mnist\n"
+          "        DIR holds train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
+          "        t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz\n", f);
+    fprintf(f, "  --layers N0,N1,...,NL      neurons per layer, input first; 2..%d layers of\n"
+            "                             1..%d neurons [%s]\n", BP_MAX_SIZES, BP_MAX_WIDTH,
+            layers);
+    print_choice(f, "--hidden-act", hidden, bp_activation_name(nc.hidden));
+    print_choice(f, "--output", output, bp_activation_name(nc.output));
+    print_choice(f, "--cost", costs, bp_cost_name(nc.cost));
+    fprintf(f, "  --epochs N                 [%d]\n", tc.epochs);
+    fprintf(f, "  --batch B                  mini-batch size, 1..%d [%d]\n", BP_MAX_BATCH,
+            tc.batch);
+    fprintf(f, "  --eta X                    learning rate, > 0 [%g]; Nielsen ch. 1 uses 3.0 "
+            "with the\n"
+            "                             quadratic cost, ch. 3 uses 0.5 with cross-entropy\n",
+            (double)tc.eta);
+    print_choice(f, "--init", inits, bp_init_name(nc.init));
+    fprintf(f, "  --seed S                   drives initialisation and shuffling [%llu]\n",
+            (unsigned long long)nc.seed);
+    fprintf(f, "  --threads T                threads of a training step, 1..%d [one per "
+            "core]\n", MAX_THREADS);
+    print_choice(f, "--backend", backends, nc.backend);
+    fputs("  --max-memory N[k|M|G]      refuse a net whose plan needs more bytes than this\n"
+          "                             [the memory available when it is planned]\n"
+          "  --summary-json FILE        write the results as JSON to FILE, replacing it whole\n"
+          "                             (checked before training; FILE may not be a device, "
+          "FIFO,\n"
+          "                             directory or symbolic link)\n"
+          "  --help                     this text\n"
+          "\n"
+          "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number "
+          "such\n"
+          "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--ep 5).\n"
+          "\n"
+          "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current "
+          "epoch;\n"
+          "the test accuracy and the summary are still produced and the exit status is 0. A "
+          "second\n"
+          "one, or SIGHUP, ends the process at once. Either way the summary file is whole: the "
+          "old\n"
+          "one or the new one, with no temporary file left behind.\n"
+          "\n"
+          "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command "
+          "line\n", f);
 }
 
 /* ---- data -------------------------------------------------------------------------------- */
@@ -900,13 +941,6 @@ static int print_epoch(const bp_epoch_report *r, void *user)
     return stop_signal ? 1 : 0;
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---- the summary JSON -------------------------------------------------------------------- */
 
 /* The shortest decimal that reads back as the same number: --eta 0.1 is held as the float
@@ -1017,22 +1051,23 @@ static void write_summary_json(FILE *f, const options *o, const summary *s)
     fputs(",\n  \"config\": {\n    \"data\": ", f);
     json_string(f, s->data_dir);
     fputs(",\n    \"layers\": [", f);
-    for (int i = 0; i < o->n_sizes; i++)
+    for (int i = 0; i < o->net.n_sizes; i++)
         fprintf(f, "%s%d", i ? ", " : "", o->sizes[i]);
     fputs("],\n    \"hidden_act\": ", f);
-    json_string(f, bp_activation_name(o->hidden));
+    json_string(f, bp_activation_name(o->net.hidden));
     fputs(",\n    \"output\": ", f);
-    json_string(f, bp_activation_name(o->output));
+    json_string(f, bp_activation_name(o->net.output));
     fputs(",\n    \"cost\": ", f);
-    json_string(f, bp_cost_name(o->cost));
+    json_string(f, bp_cost_name(o->net.cost));
     fputs(",\n    \"init\": ", f);
-    json_string(f, bp_init_name(o->init));
-    fprintf(f, ",\n    \"epochs\": %d,\n    \"batch\": %d,\n    \"eta\": ", o->epochs, o->batch);
-    json_float(f, o->eta);
+    json_string(f, bp_init_name(o->net.init));
+    fprintf(f, ",\n    \"epochs\": %d,\n    \"batch\": %d,\n    \"eta\": ", o->train.epochs,
+            o->train.batch);
+    json_float(f, o->train.eta);
     /* A seed can exceed 2^53, where JSON readers lose digits: keep it exact as a string. */
     fprintf(f, ",\n    \"seed\": \"%llu\",\n    \"threads\": %d,\n    \"backend\": ",
-            (unsigned long long)o->seed, s->threads);
-    json_string(f, o->backend);
+            (unsigned long long)o->net.seed, s->threads);
+    json_string(f, o->net.backend);
     fputs("\n  }\n}\n", f);
 }
 
@@ -1091,7 +1126,7 @@ static int cmd_train(int argc, char **argv)
     data_dir dd;
     char path[4][PATH_BUF];
     float *probe_x = NULL, *probe_out = NULL;
-    double t_start = now_seconds();
+    double t_start = bp_clock_seconds();
 
     if ((o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) ||
         (st = bp_set_memory_limit(o.max_memory)) != BP_OK) {
@@ -1140,22 +1175,13 @@ static int cmd_train(int argc, char **argv)
     /* Planned for the larger of a mini-batch and what training can use of it: a batch beyond
      * the training set trains as one batch of the whole set (as load_data splits it). */
     size_t n_train = train_info.count - train_info.count / 6;
-    int max_batch = (size_t)o.batch < n_train ? o.batch : (int)n_train;
+    int max_batch = (size_t)o.train.batch < n_train ? o.train.batch : (int)n_train;
 
     /* Build the net before loading data: the library's pairing and memory checks cost nothing
      * and should not wait for the payload. */
-    bp_net_config nc;
-    bp_net_config_init(&nc);
-    nc.sizes = o.sizes;
-    nc.n_sizes = o.n_sizes;
-    nc.hidden = o.hidden;
-    nc.output = o.output;
-    nc.cost = o.cost;
-    nc.init = o.init;
-    nc.seed = o.seed;
-    nc.max_batch = max_batch > 0 ? max_batch : 1;
-    nc.backend = o.backend;
-    if ((st = bp_net_create(&net, &nc)) != BP_OK) {
+    o.net.sizes = o.sizes;
+    o.net.max_batch = max_batch > 0 ? max_batch : 1;
+    if ((st = bp_net_create(&net, &o.net)) != BP_OK) {
         print_lib_error(st);
         /* The whole configuration comes from the command line, so a configuration the library
          * refuses is the user's to fix; running out of memory is not. */
@@ -1164,13 +1190,14 @@ static int cmd_train(int argc, char **argv)
     }
 
     printf("backprop %s  layers ", bp_version());
-    for (int i = 0; i < o.n_sizes; i++)
+    for (int i = 0; i < o.net.n_sizes; i++)
         printf("%s%d", i ? "," : "", o.sizes[i]);
     printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
            "  threads %d  seed %llu  openblas %s",
-           bp_activation_name(o.hidden), bp_activation_name(o.output), bp_cost_name(o.cost),
-           bp_init_name(o.init), (double)o.eta, o.batch, o.epochs, o.backend,
-           bp_net_threads(net), (unsigned long long)o.seed, bp_blas_core());
+           bp_activation_name(o.net.hidden), bp_activation_name(o.net.output),
+           bp_cost_name(o.net.cost), bp_init_name(o.net.init), (double)o.train.eta,
+           o.train.batch, o.train.epochs, bp_net_backend(net), bp_net_threads(net),
+           (unsigned long long)o.net.seed, bp_blas_core());
     const char *fallback = getenv(FALLBACK_VAR);
     if (fallback && *fallback)
         printf(" (OpenBLAS chose %s for this CPU)", fallback);
@@ -1186,7 +1213,7 @@ static int cmd_train(int argc, char **argv)
     int classes = bp_dataset_classes(d.train), test_classes = bp_dataset_classes(d.test);
     if (test_classes > classes)
         classes = test_classes;
-    int n_out = o.sizes[o.n_sizes - 1];
+    int n_out = o.sizes[o.net.n_sizes - 1];
     if (n_out < classes) {
         print_error("--layers: the output layer has %d %s but '%s' has %d classes", n_out,
                     plural(n_out, "neuron", "neurons"), dd.path, classes);
@@ -1208,19 +1235,13 @@ static int cmd_train(int argc, char **argv)
             goto out;
         }
     }
-    progress prog = {.epochs = o.epochs, .classes = classes, .net = net, .valid = d.valid,
+    progress prog = {.epochs = o.train.epochs, .classes = classes, .net = net, .valid = d.valid,
                      .x = probe_x, .out = probe_out};
     install_stop_handlers();
-    bp_train_config tc;
-    bp_train_config_init(&tc);
-    tc.epochs = o.epochs;
-    tc.batch = o.batch;
-    tc.eta = o.eta;
-    tc.seed = o.seed;
-    tc.on_epoch = print_epoch;
-    tc.user = &prog;
+    o.train.on_epoch = print_epoch;
+    o.train.user = &prog;
     bp_train_result res;
-    if ((st = bp_train(net, d.train, d.valid, &tc, &res)) != BP_OK) {
+    if ((st = bp_train(net, d.train, d.valid, &o.train, &res)) != BP_OK) {
         print_lib_error(st);
         goto out;
     }
@@ -1240,7 +1261,7 @@ static int cmd_train(int argc, char **argv)
     size_t correct = (size_t)llround((double)test_acc * (double)n_test);
     printf("test accuracy %.2f%% (%zu/%zu)\n", 100.0 * test_acc, correct, n_test);
     printf("training %.2f s  %.0f samples/s  (wall %.2f s)\n", res.train_seconds,
-           res.samples_per_second, now_seconds() - t_start);
+           res.samples_per_second, bp_clock_seconds() - t_start);
 
     if (o.summary) {
         /* The library's accuracies pass through float; snap them back to count/n so the file
@@ -1307,7 +1328,7 @@ int main(int argc, char **argv)
         rc = 0;
     } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
                strcmp(cmd, "help") == 0) {
-        fputs(usage_text, stdout);
+        print_usage(stdout);
         rc = 0;
     } else if (strcmp(cmd, "--version") == 0) {
         printf("backprop %s\n", bp_version());

@@ -12,9 +12,8 @@
 #include "kernels/threads.h"
 #include "optim/optim.h"
 
-/* Generous limits: they exist so a typo (or a hostile model file later) is refused before it
- * turns into a huge allocation. */
-enum { MAX_LAYERS = 64, MAX_WIDTH = 1 << 20, MAX_BATCH = 1 << 20 };
+/* The public limits (see backprop.h); MAX_LAYERS counts weight layers, one fewer than sizes. */
+enum { MAX_LAYERS = BP_MAX_SIZES - 1, MAX_WIDTH = BP_MAX_WIDTH, MAX_BATCH = BP_MAX_BATCH };
 
 void bp_net_config_init(bp_net_config *cfg)
 {
