@@ -221,6 +221,64 @@ BP_API float *bp_net_biases(bp_net *net, int l);
 BP_API float *bp_net_weight_grads(bp_net *net, int l);
 BP_API float *bp_net_bias_grads(bp_net *net, int l);
 
+/* The tensor table: every parameter tensor of the net and where it lives in the arenas. Code
+ * that treats tensors differently (L2 decay on weights only, per-layer gradient norms, model
+ * files, the MPI all-reduce) walks this table instead of knowing layer kinds.
+ *
+ * Order: by offset, which is layer by layer; the tensors never overlap, and the floats between
+ * them are the arenas' zero padding (each tensor starts on a 64-byte line), part of no tensor.
+ *
+ * Names: "layers.<p>.<kind>", p the 0-based position of the layer in the stack (so layer
+ * l = p + 1 of bp_net_weights) and kind the layer's own name for the tensor (dense: "weight",
+ * "bias"). These are the state_dict keys of a PyTorch module that keeps its layers in an
+ * nn.ModuleList named `layers`; an nn.Sequential also counts its activations and is not a
+ * match. Positions, not parameter-holding layers, are counted, so a layer without parameters
+ * will leave a gap in p, as it does in PyTorch. Names are unique and stable for a given stack.
+ *
+ * Data: float32 in the host's byte order (little-endian on every target built today). The
+ * element at index (i_0, ..., i_{ndim-1}) is arena[offset + i_0 * stride[0] + ... +
+ * i_{ndim-1} * stride[ndim-1]], in the parameter arena (bp_net_params) and, at the same offset,
+ * the gradient arena (bp_net_grads). Shapes are listed in PyTorch's order (dense weight
+ * {n_out, n_in}, bias {n_out}); storage is column-major and compact (weight stride {1, n_out},
+ * so the matrix's ld = stride[1] = n_out; bias stride {1}), so a tensor is exactly the count
+ * floats from offset.
+ *
+ * For model files: PyTorch's nn.Linear.weight has the same shape {n_out, n_in} but is stored
+ * row-major (strides {n_in, 1}). The bytes here are its transpose: read as row-major they are
+ * an [n_in, n_out] array. A file whose weight PyTorch is to load as [n_out, n_in] (safetensors,
+ * ONNX initialisers) must have it transposed on the way out and back on the way in; writing
+ * the bytes as they are is right only under the shape [n_in, n_out]. One-dimensional tensors
+ * (biases) are the same in both orders. */
+#define BP_TENSOR_MAX_DIMS 4
+
+typedef enum bp_tensor_role {
+    BP_ROLE_WEIGHT = 0, /* multiplies the input; L2 decay applies to these */
+    BP_ROLE_BIAS,       /* added to the output */
+    BP_ROLE_COUNT       /* later kinds append roles (scale, shift, running statistics) */
+} bp_tensor_role;
+
+typedef struct bp_tensor_info {
+    const char *name;       /* "layers.0.weight"; owned by the net, lives as long as it */
+    int layer;              /* 1-based, as for bp_net_weights */
+    bp_tensor_role role;
+    int ndim;               /* 1 .. BP_TENSOR_MAX_DIMS; shape and stride beyond it are 0 */
+    int64_t shape[BP_TENSOR_MAX_DIMS];
+    int64_t stride[BP_TENSOR_MAX_DIMS]; /* in elements */
+    size_t offset;          /* floats from the start of the parameter (and gradient) arena */
+    size_t count;           /* elements: the product of shape, no padding */
+} bp_tensor_info;
+
+/* Tensors in the net (0 for NULL). The table is built by bp_net_create and never changes;
+ * none of these calls allocates. */
+BP_API int bp_net_tensor_count(const bp_net *net);
+/* Copy entry index (0 .. count-1) into *out. BP_EINVAL for a NULL argument or an index out of
+ * range, with *out (if not NULL) zeroed. */
+BP_API bp_status bp_net_tensor(const bp_net *net, int index, bp_tensor_info *out);
+/* The index of the tensor named `name`, or -1 (also for a NULL net or name). */
+BP_API int bp_net_tensor_find(const bp_net *net, const char *name);
+/* "weight", "bias"; "unknown" for a value out of range. */
+BP_API const char *bp_tensor_role_name(bp_tensor_role role);
+
 /* Forward pass of `batch` samples (columns of x, n_0 x batch, leading dimension ldx).
  * Writes the outputs to out (n_L x batch, leading dimension ldout) unless out is NULL.
  * batch may exceed the planned size: the call then reserves first (and may allocate). */

@@ -12,19 +12,41 @@
 #include "layers/layer.h"
 #include "parallel/team.h"
 
+/* Layout of the layer's block: W (column-major, ld = n_out, so compact), then b on the next
+ * cache line. bind and tensors both read it from here. */
+static size_t dense_bias_at(const bp_layer *l)
+{
+    return bp_round_floats((size_t)l->n_out * (size_t)l->n_in);
+}
+
 static size_t dense_param_count(const bp_layer *l)
 {
-    return bp_round_floats((size_t)l->n_out * (size_t)l->n_in) + bp_round_floats((size_t)l->n_out);
+    return dense_bias_at(l) + bp_round_floats((size_t)l->n_out);
 }
 
 static void dense_bind(bp_layer *l, float *params, float *grads)
 {
-    size_t wsize = bp_round_floats((size_t)l->n_out * (size_t)l->n_in);
+    size_t wsize = dense_bias_at(l);
     l->ldw = l->n_out;
     l->w = params;
     l->gw = grads;
     l->b = params + wsize;
     l->gb = grads + wsize;
+}
+
+static int dense_tensors(const bp_layer *l, bp_tensor_info *out, int max)
+{
+    const bp_tensor_info tensors[] = {
+        {.name = "weight", .role = BP_ROLE_WEIGHT, .ndim = 2,
+         .shape = {l->n_out, l->n_in}, .stride = {1, l->n_out}, .offset = 0,
+         .count = (size_t)l->n_out * (size_t)l->n_in},
+        {.name = "bias", .role = BP_ROLE_BIAS, .ndim = 1, .shape = {l->n_out}, .stride = {1},
+         .offset = dense_bias_at(l), .count = (size_t)l->n_out},
+    };
+    int n = (int)(sizeof tensors / sizeof *tensors);
+    for (int i = 0; i < n && i < max; i++)
+        out[i] = tensors[i];
+    return n;
 }
 
 /* W = the orthonormal factor of a Gaussian matrix: QR of the taller of G (n_out x n_in) and its
@@ -159,6 +181,7 @@ const bp_layer_ops bp_dense_ops = {
     .name = "dense",
     .param_count = dense_param_count,
     .bind = dense_bind,
+    .tensors = dense_tensors,
     .init = dense_init,
     .forward = dense_forward,
     .backward_data = dense_backward_data,

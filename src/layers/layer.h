@@ -33,6 +33,14 @@ typedef struct bp_layer_ops {
     size_t (*param_count)(const bp_layer *l);
     /* Point the layer's views into the arenas at the offset the net chose. */
     void (*bind)(bp_layer *l, float *params, float *grads);
+    /* The layer's parameter tensors, for the net's tensor table (bp_tensor_info in backprop.h):
+     * fills up to max entries of out (out may be NULL when max is 0) and returns how many the
+     * layer has, however many it filled. Each entry gets `name` as the layer's own static name
+     * for the tensor ("weight"), unique within the layer; role, ndim, shape, stride and count;
+     * and `offset` counted from the layer's first float, the one bind's `params` points at,
+     * agreeing with bind's layout and lying inside param_count. The net prefixes the name and
+     * sets `layer` and the arena offset. NULL for a kind with no parameters. */
+    int (*tensors)(const bp_layer *l, bp_tensor_info *out, int max);
     /* Fill the parameters; may allocate (initialisation is not part of a training step). */
     bp_status (*init)(bp_layer *l, bp_init scheme, bp_rng *rng);
     /* out (n_out x batch) = act(layer(in)); in is n_in x batch. */

@@ -54,6 +54,7 @@ static bp_status check_config(const bp_net_config *cfg)
 }
 
 static bp_status plan_team(bp_net *net, int threads);
+static bp_status plan_tensors(bp_net *net);
 
 /* The floats of the buffer block for max_batch columns. */
 static size_t buffer_floats(const bp_net *net, int max_batch)
@@ -164,7 +165,9 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
             return st;
         }
     }
-    st = plan_buffers(net, cfg->max_batch);
+    st = plan_tensors(net);
+    if (st == BP_OK)
+        st = plan_buffers(net, cfg->max_batch);
     if (st == BP_OK)
         st = plan_team(net, cfg->threads > 0 ? cfg->threads : bp_get_threads());
     if (st != BP_OK) {
@@ -183,6 +186,8 @@ void bp_net_free(bp_net *net)
     bp_free(net->buffers);
     bp_free(net->params);
     bp_free(net->grads);
+    bp_free(net->tensors);
+    bp_free(net->tensor_names);
     bp_free(net->a);
     bp_free(net->d);
     bp_free(net->layers);
@@ -573,4 +578,89 @@ bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, 
     if (cost)
         *cost = c;
     return isfinite(c) ? BP_OK : bp_net_diverged(net, "bp_net_sgd_step", c, eta);
+}
+
+/* ---- the tensor table ------------------------------------------------------------------- */
+
+static int layer_tensors(const bp_layer *l, bp_tensor_info *out, int max)
+{
+    return l->ops->tensors ? l->ops->tensors(l, out, max) : 0;
+}
+
+/* Build the table from the layers' own descriptions: each layer's entries get the layer's
+ * arena offset (the one bind was given: the sum of the param_counts below it), its number and
+ * the "layers.<p>." prefix. Sizes are taken first, so the table and its names are one
+ * allocation each, made here and never again. */
+static bp_status plan_tensors(bp_net *net)
+{
+    int total = 0;
+    for (int i = 0; i < net->n_layers; i++)
+        total += layer_tensors(&net->layers[i], NULL, 0);
+    if (total == 0)
+        return BP_OK;
+    net->tensors = bp_calloc((size_t)total, sizeof *net->tensors);
+    if (!net->tensors)
+        return bp_fail(BP_ENOMEM, "no memory for a table of %d tensors", total);
+    size_t base = 0, name_bytes = 0;
+    int n = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const bp_layer *l = &net->layers[i];
+        int k = layer_tensors(l, net->tensors + n, total - n);
+        for (int t = n; t < n + k; t++) {
+            bp_tensor_info *info = &net->tensors[t];
+            info->layer = i + 1;
+            info->offset += base;
+            name_bytes += (size_t)snprintf(NULL, 0, "layers.%d.%s", i, info->name) + 1;
+        }
+        n += k;
+        base += l->ops->param_count(l);
+    }
+    net->tensor_names = bp_alloc(name_bytes);
+    if (!net->tensor_names)
+        return bp_fail(BP_ENOMEM, "no memory for the names of %d tensors", total);
+    char *at = net->tensor_names;
+    for (int t = 0; t < total; t++) {
+        bp_tensor_info *info = &net->tensors[t];
+        int len = snprintf(at, name_bytes - (size_t)(at - net->tensor_names), "layers.%d.%s",
+                           info->layer - 1, info->name);
+        info->name = at;
+        at += len + 1;
+    }
+    net->n_tensors = total;
+    return BP_OK;
+}
+
+int bp_net_tensor_count(const bp_net *net) { return net ? net->n_tensors : 0; }
+
+bp_status bp_net_tensor(const bp_net *net, int index, bp_tensor_info *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!net || !out)
+        return bp_fail(BP_EINVAL, "bp_net_tensor: %s is NULL", net ? "out" : "net");
+    if (index < 0 || index >= net->n_tensors)
+        return bp_fail(BP_EINVAL, "tensor %d does not exist (the net has %d)", index,
+                       net->n_tensors);
+    *out = net->tensors[index];
+    return BP_OK;
+}
+
+int bp_net_tensor_find(const bp_net *net, const char *name)
+{
+    for (int t = 0; net && name && t < net->n_tensors; t++)
+        if (strcmp(net->tensors[t].name, name) == 0)
+            return t;
+    return -1;
+}
+
+static const char *const role_names[] = {
+    [BP_ROLE_WEIGHT] = "weight",
+    [BP_ROLE_BIAS] = "bias",
+};
+_Static_assert(sizeof role_names / sizeof *role_names == BP_ROLE_COUNT,
+               "every tensor role needs a name");
+
+const char *bp_tensor_role_name(bp_tensor_role role)
+{
+    return (unsigned)role < BP_ROLE_COUNT ? role_names[role] : "unknown";
 }

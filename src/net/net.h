@@ -20,6 +20,12 @@ struct bp_net {
     float *params, *grads; /* the two arenas, n_params floats each, same layout */
     size_t n_params;
 
+    /* The tensor table (bp_net_tensor), made in bp_net_create from each layer's tensors hook
+     * and fixed for the net's life; the names live in one block. */
+    bp_tensor_info *tensors;
+    int n_tensors;
+    char *tensor_names;
+
     /* Planned once for max_batch columns: one block holding, for every layer, its activations
      * A (n_out x max_batch) and deltas D (same), and the input and target batch buffers that
      * training gathers into. Column-major with ld = rows, so a smaller batch is a column prefix. */
