@@ -60,7 +60,7 @@ static double steps_seconds(rig *r, const bp_backend *be)
 {
     r->net->be = be;
     /* A tiny rate: the gemm-only variant has no activations to keep values bounded. */
-    const bp_fused_step step = {.scale = -1e-7f, .decay = 1.0f};
+    const bp_grad_target step = {BP_TARGET_PARAMS, -1e-7f, 1.0f};
     double t0 = bench_now();
     for (int s = 0; s < STEPS_PER_ROUND; s++)
         bp_net_backprop_unchecked(r->net, r->x, bp_net_inputs(r->net), r->y,

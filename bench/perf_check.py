@@ -37,7 +37,7 @@ BASELINE = os.path.join(HERE, "baseline.json")
 # op name -> regular expression over callgrind function names; the op's count is the largest
 # inclusive count among matching functions (the outermost one).
 OPS = {
-    "step (whole training step)": r"^bp_sgd_step_unchecked$",
+    "step (whole training step)": r"^bp_train_step$",
     "sgemm (all GEMM calls)": r"^cblas_sgemm$",
     "bias+activation": r"bias_act",
     "derivative (.) delta": r"act_bwd",

@@ -293,6 +293,17 @@ BP_API bp_status bp_net_forward(bp_net *net, const float *x, int ldx, int batch,
 BP_API bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, double *cost);
 
+/* Backpropagation from a gradient the caller computed, for costs the library does not know (a
+ * GAN's discriminator loss, a recurrent net's loss over time): dc_da holds, column x, the
+ * per-sample dC_x/dA^L of the outputs (n_L x batch, leading dimension ldg) that a forward pass
+ * of x gives. Runs that forward pass, then BP1 from dc_da through the output activation, and
+ * BP2-BP4; OVERWRITES the gradient arena with the gradient of the mean C = (1/batch) sum_x C_x,
+ * as bp_net_gradient does. When dc_dx is not NULL it receives, column x, the per-sample dC_x/dX
+ * (n_0 x batch, leading dimension lddx): what a generator feeding this net takes as its own
+ * dc_da. batch must not exceed the planned size; nothing is allocated. */
+BP_API bp_status bp_net_backward(bp_net *net, const float *x, int ldx, const float *dc_da,
+                                 int ldg, int batch, float *dc_dx, int lddx);
+
 /* One step of mini-batch SGD: params -= eta * (mean gradient), the gradient being that of
  * bp_net_gradient. The update is fused into the weight-gradient GEMM, so the gradient arena is
  * NOT written (its contents are unspecified afterwards). *cost is the batch's mean cost before
@@ -422,6 +433,45 @@ typedef struct bp_train_result {
  * floating-point modes are left as they were. */
 BP_API bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
                           const bp_train_config *cfg, bp_train_result *result);
+
+/* A trainer: one run of mini-batch SGD over a training set, as a handle that owns everything
+ * the run needs to go on (the optimiser and its state, the epoch, the position inside it, the
+ * sample order, the shuffle's generator), so it can stop anywhere between mini-batches and be
+ * resumed, in this process or, through bp_trainer_state, in another. bp_train is a loop over
+ * bp_trainer_epoch. Uses cfg's batch, eta and seed (epochs and the callback are bp_train's).
+ * The trainer keeps net and train (both must outlive it) and reserves the net's buffers. */
+typedef struct bp_trainer bp_trainer;
+BP_API bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *train,
+                                   const bp_train_config *cfg);
+BP_API void bp_trainer_free(bp_trainer *t);
+BP_API int bp_trainer_epochs_done(const bp_trainer *t);
+
+/* Train the rest of the current epoch (all of it if it has not begun: that shuffles first) and
+ * fill *report (may be NULL; validation_accuracy is -1: evaluating is the caller's). A
+ * non-finite cost or parameter stops it with BP_EDIVERGED, as for bp_train. */
+BP_API bp_status bp_trainer_epoch(bp_trainer *t, bp_epoch_report *report);
+/* At most max_batches mini-batches of the current epoch; *epoch_finished (may be NULL) says
+ * whether that completed it, and then *report is filled as by bp_trainer_epoch. */
+BP_API bp_status bp_trainer_batches(bp_trainer *t, long max_batches, int *epoch_finished,
+                                    bp_epoch_report *report);
+
+/* The trainer's state as plain data. Together with the net's parameters it is everything a
+ * resumed run needs: set it on a trainer made with the same configuration over the same set
+ * (and a net holding the same parameters), and the run continues bit for bit as if it had
+ * never stopped (with the same thread count). order is a view into the trainer, valid until
+ * its next call; set_state copies it and checks it is a permutation of the set. */
+typedef struct bp_trainer_state {
+    int epoch;                    /* epochs completed */
+    size_t position;              /* samples of the current epoch trained (0: not begun) */
+    double epoch_cost;            /* summed cost of those samples */
+    uint64_t rng[4];              /* the shuffle's xoshiro256** state */
+    size_t n;                     /* training samples: the length of order */
+    const size_t *order;          /* the current epoch's sample order */
+    const float *optimizer_state; /* the optimiser's state arena; NULL for plain SGD */
+    size_t optimizer_state_count; /* its floats; 0 for plain SGD */
+} bp_trainer_state;
+BP_API bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out);
+BP_API bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *state);
 
 /* Fraction of samples whose largest output is the label, and the mean cost (either may be
  * NULL). Allocates only if the net's buffers are smaller than its evaluation batch. */

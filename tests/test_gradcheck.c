@@ -36,8 +36,13 @@ static double act_d(bp_activation act, double z)
     }
 }
 
-/* The mean cost over the batch, all in double. */
-static double ref_cost(const ref_net *r, const float *x, const float *y)
+/* When set, the cost is not the net's but a caller's own: C_x = sum_i R(i, x) a_i^L, so that
+ * dC_x/dA^L = R, the gradient bp_net_backward is given. */
+static const float *external_r;
+
+/* The mean cost over the batch, all in double, inputs in double too (so that they can be
+ * perturbed finely for dC/dX). */
+static double ref_cost_dx(const ref_net *r, const double *x, const float *y)
 {
     double total = 0;
     double a[64], z[64];
@@ -66,7 +71,9 @@ static double ref_cost(const ref_net *r, const float *x, const float *y)
             }
         }
         int nL = r->sizes[r->n_layers];
-        for (int i = 0; i < nL; i++) {
+        for (int i = 0; i < nL && external_r; i++)
+            total += (double)external_r[i + s * nL] * a[i];
+        for (int i = 0; i < nL && !external_r; i++) {
             double yi = y[i + s * nL], ai = a[i];
             if (r->cost == BP_COST_QUADRATIC)
                 total += 0.5 * (ai - yi) * (ai - yi);
@@ -77,6 +84,14 @@ static double ref_cost(const ref_net *r, const float *x, const float *y)
         }
     }
     return total / BATCH;
+}
+
+static double ref_cost(const ref_net *r, const float *x, const float *y)
+{
+    double xd[64 * BATCH];
+    for (int i = 0; i < r->sizes[0] * BATCH; i++)
+        xd[i] = x[i];
+    return ref_cost_dx(r, xd, y);
 }
 
 /* The targets check_net trains against: one-hot columns (what a data set's labels give), or a
@@ -133,14 +148,34 @@ static double check_net(int n_layers, const int *sizes, bp_activation hidden,
         bp_test_fill(y + nL, (size_t)nL * 2, 0.0f, 0.7f, &seed); /* samples 1, 2: soft */
     }
 
-    double cost_bp;
-    ck_assert_int_eq(bp_net_gradient(net, x, n0, y, nL, BATCH, &cost_bp), BP_OK);
-    double cost_ref = ref_cost(&r, x, y);
-    ck_assert_msg(fabs(cost_bp - cost_ref) <= 1e-5 * fmax(1, fabs(cost_ref)),
-                  "cost %g vs reference %g", cost_bp, cost_ref);
-
     const double h = 1e-5;
     double num = 0, den = 0;
+    if (external_r) {
+        /* The caller's own cost: backpropagate its gradient, and check dC_x/dX as well. The
+         * reference's dC/dX of the mean cost is (1/B) dC_x/dX of sample x's column. */
+        float dx[64 * BATCH];
+        ck_assert_int_eq(bp_net_backward(net, x, n0, external_r, nL, BATCH, dx, n0), BP_OK);
+        double xd[64 * BATCH];
+        for (int i = 0; i < n0 * BATCH; i++)
+            xd[i] = x[i];
+        for (int i = 0; i < n0 * BATCH; i++) {
+            double saved = xd[i];
+            xd[i] = saved + h;
+            double up = ref_cost_dx(&r, xd, y);
+            xd[i] = saved - h;
+            double down = ref_cost_dx(&r, xd, y);
+            xd[i] = saved;
+            double fd = (up - down) / (2 * h), bp = dx[i] / (double)BATCH;
+            num += (bp - fd) * (bp - fd);
+            den += fd * fd;
+        }
+    } else {
+        double cost_bp;
+        ck_assert_int_eq(bp_net_gradient(net, x, n0, y, nL, BATCH, &cost_bp), BP_OK);
+        double cost_ref = ref_cost(&r, x, y);
+        ck_assert_msg(fabs(cost_bp - cost_ref) <= 1e-5 * fmax(1, fabs(cost_ref)),
+                      "cost %g vs reference %g", cost_bp, cost_ref);
+    }
     for (int l = 1; l <= n_layers; l++) {
         int rows, cols, ld;
         bp_net_weights(net, l, &rows, &cols, &ld);
@@ -213,6 +248,64 @@ START_TEST(test_gradients_with_general_targets)
 }
 END_TEST
 
+/* bp_net_backward from a caller's gradient dC_x/dA^L = R (random, per sample): the arena is the
+ * gradient of the mean of C_x = R^T a^L and dc_dx is dC_x/dX, both against finite differences,
+ * for every output activation (softmax's Jacobian included), one to three hidden layers. */
+START_TEST(test_backward_from_output_gradient)
+{
+    float r_values[64 * BATCH];
+    for (int output = 0; output < BP_ACT_COUNT; output++)
+        for (int depth = 1; depth <= 3; depth++)
+            for (int be = 0; be < bp_backend_count(); be++) {
+                uint64_t seed = 7 + (uint64_t)output * 3 + (uint64_t)depth;
+                bp_test_fill(r_values, sizeof r_values / sizeof *r_values, -1, 1, &seed);
+                external_r = r_values;
+                double err = check_net(depth + 1, nets[depth - 1], BP_ACT_TANH, output,
+                                       BP_COST_QUADRATIC, bp_backend_name(be));
+                external_r = NULL;
+                ck_assert_msg(err < GRAD_REL_TOL, "%s output, %d hidden layers, %s: relative "
+                              "error of the parameter and input gradients %g",
+                              bp_activation_name(output), depth, bp_backend_name(be), err);
+            }
+}
+END_TEST
+
+/* Given the cost's own gradient, bp_net_backward computes what bp_net_gradient computes. */
+START_TEST(test_backward_matches_gradient)
+{
+    const int sizes[] = {6, 7, 5, 4};
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.sizes = sizes;
+    cfg.n_sizes = 4;
+    cfg.output = BP_ACT_SOFTMAX;
+    cfg.cost = BP_COST_QUADRATIC;
+    cfg.max_batch = BATCH;
+    bp_net *net;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_OK);
+    float x[6 * BATCH], y[4 * BATCH] = {0}, out[4 * BATCH], g[4 * BATCH];
+    uint64_t seed = 3;
+    bp_test_fill(x, 6 * BATCH, -1, 1, &seed);
+    for (int s = 0; s < BATCH; s++)
+        y[s * 4 + s % 4] = 1;
+    ck_assert_int_eq(bp_net_forward(net, x, 6, BATCH, out, 4), BP_OK);
+    for (int i = 0; i < 4 * BATCH; i++)
+        g[i] = out[i] - y[i]; /* dC_x/dA of the quadratic cost */
+    size_t n;
+    ck_assert_int_eq(bp_net_gradient(net, x, 6, y, 4, BATCH, NULL), BP_OK);
+    bp_net_params(net, &n);
+    float *want = malloc(sizeof(float) * n);
+    memcpy(want, bp_net_grads(net, NULL), sizeof(float) * n);
+    ck_assert_int_eq(bp_net_backward(net, x, 6, g, 4, BATCH, NULL, 0), BP_OK);
+    double e = bp_test_nmse(bp_net_grads(net, NULL), want, n);
+    ck_assert_msg(e < 1e-12, "nmse %g", e);
+    ck_assert_int_eq(bp_net_backward(net, x, 6, g, 4, BATCH, out, 5), BP_EINVAL); /* lddx < 6 */
+    ck_assert_int_eq(bp_net_backward(net, x, 6, NULL, 4, BATCH, NULL, 0), BP_EINVAL);
+    free(want);
+    bp_net_free(net);
+}
+END_TEST
+
 /* The check must be able to fail: corrupt one gradient entry and see the error jump. */
 START_TEST(test_gradcheck_detects_a_wrong_gradient)
 {
@@ -263,6 +356,8 @@ static Suite *gradcheck_suite(void)
     tcase_add_loop_test(tc, test_gradients_match_finite_differences, 0,
                         BP_ACT_COUNT * BP_ACT_COUNT * BP_COST_COUNT);
     tcase_add_test(tc, test_gradients_with_general_targets);
+    tcase_add_test(tc, test_backward_from_output_gradient);
+    tcase_add_test(tc, test_backward_matches_gradient);
     tcase_add_test(tc, test_gradcheck_detects_a_wrong_gradient);
     suite_add_tcase(s, tc);
     return s;

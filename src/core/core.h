@@ -27,6 +27,20 @@ void bp_free(void *p);
  * more than ...". Called before a plan allocates, so a typo is refused, not OOM-killed. */
 bp_status bp_memory_check(uint64_t bytes, const char *what);
 
+/* Where backpropagation writes a layer's gradient of the mean cost G: T = beta T + alpha G.
+ * The optimiser chooses (optim/optim.h); layers only honour it (layers/layer.h), so neither
+ * knows the other.
+ * - BP_TARGET_GRADS: T is the gradient arena. {alpha 1, beta 0} leaves G there for an
+ *   optimiser with state (momentum, Adam) or a caller; beta 1 would accumulate.
+ * - BP_TARGET_PARAMS: T is the parameters: a stateless rule folded into BP4's GEMM, so G is
+ *   never written to memory and read back. Plain SGD is {alpha -eta, beta 1}; L2 decay will be
+ *   beta = 1 - eta lambda / n. beta applies to weights; biases always take beta 1 here. */
+typedef enum bp_target_kind { BP_TARGET_GRADS = 0, BP_TARGET_PARAMS } bp_target_kind;
+typedef struct bp_grad_target {
+    bp_target_kind into;
+    float alpha, beta;
+} bp_grad_target;
+
 /* Round n floats up to a whole number of cache lines. */
 static inline size_t bp_round_floats(size_t n) { return (n + 15) & ~(size_t)15; }
 
@@ -37,6 +51,18 @@ uint64_t bp_rng_next(bp_rng *rng);
 double bp_rng_uniform(bp_rng *rng);          /* [0, 1) with 53 random bits */
 double bp_rng_gaussian(bp_rng *rng);         /* N(0,1) by Box-Muller, no cached spare */
 uint64_t bp_rng_below(bp_rng *rng, uint64_t n); /* uniform in [0, n), unbiased */
+
+/* Counter-based randomness for anything drawn inside a training step (dropout masks next): a
+ * pure function of (seed, step, layer, column, index), so a draw does not depend on which
+ * thread (or, later, which rank) computes that column, nor on how many draws came before. Each
+ * coordinate goes through the splitmix64 finaliser before the next is mixed in, so neighbouring
+ * keys give unrelated values. */
+uint64_t bp_rng_counter(uint64_t seed, uint64_t step, uint32_t layer, uint32_t column,
+                        uint32_t index);
+static inline float bp_rng_counter_uniform(uint64_t bits) /* [0, 1) with 24 random bits */
+{
+    return (float)(bits >> 40) * 0x1.0p-24f;
+}
 
 /* Seconds on CLOCK_MONOTONIC. */
 double bp_now(void);

@@ -136,19 +136,35 @@ static void dense_backward_data(const bp_layer *l, const bp_backend *be, int bat
               d_in, ld_din);
 }
 
+/* The gradient of the mean cost C = (1/B) sum_x C_x: G_b = D 1 / B (BP3), G_W = D A_in^T / B
+ * (BP4), written as target says. */
 static void dense_backward_params(const bp_layer *l, const bp_backend *be, int batch,
                                   const float *in, int ldin, const float *d, int ldd,
-                                  const bp_fused_step *step, int part, int parts)
+                                  const bp_grad_target *target, int part, int parts)
 {
     float inv_batch = 1.0f / (float)batch;
-    /* BP3 for rows [r0, r1) of b: dC/db = D 1 / B, into the gradient arena (the fused path only
-     * borrows it as scratch and adds it to b at once). */
+    int into_params = target->into == BP_TARGET_PARAMS;
+    /* BP3 for rows [r0, r1) of b. Into the parameters, the gradient arena is borrowed as
+     * scratch and added to b at once (b = b + alpha G_b). */
     int r0, r1;
     bp_team_share(l->n_out, part, parts, 1, &r0, &r1);
     if (r1 > r0) {
-        be->rowsum(r1 - r0, batch, inv_batch, d + r0, ldd, l->gb + r0);
-        if (step)
-            be->axpy((size_t)(r1 - r0), step->scale, l->gb + r0, l->b + r0);
+        float *gb = l->gb + r0;
+        size_t rows_b = (size_t)(r1 - r0);
+        if (into_params) {
+            be->rowsum(r1 - r0, batch, inv_batch, d + r0, ldd, gb);
+            be->axpy(rows_b, target->alpha, gb, l->b + r0);
+        } else if (target->beta == 0.0f) {
+            be->rowsum(r1 - r0, batch, target->alpha * inv_batch, d + r0, ldd, gb);
+        } else {
+            /* Accumulating biases: not a path any optimiser takes yet, so a plain loop. */
+            for (size_t i = 0; i < rows_b; i++) {
+                double sum = 0.0;
+                for (int j = 0; j < batch; j++)
+                    sum += d[r0 + i + (size_t)j * ldd];
+                gb[i] = target->beta * gb[i] + target->alpha * inv_batch * (float)sum;
+            }
+        }
     }
     /* BP4 for a block of W: D A_in^T / B is (n_out x B)(B x n_in), and each part's GEMM packs
      * the whole of one operand and its share of the other. Splitting the longer side of W
@@ -165,16 +181,11 @@ static void dense_backward_params(const bp_layer *l, const bp_backend *be, int b
     if (rows <= 0 || cols <= 0)
         return;
     size_t w_at = (size_t)w0 + (size_t)c0 * l->ldw;
-    const float *d_part = d + w0, *in_part = in + c0;
-    if (!step) {
-        be->sgemm(BP_NOTRANS, BP_TRANS, rows, cols, batch, inv_batch, d_part, ldd, in_part, ldin,
-                  0.0f, l->gw + w_at, l->ldw);
-        return;
-    }
-    /* BP4 and the update in one GEMM: W = decay W + (scale / B) D A_in^T, so the weight
+    /* One GEMM either way: T = beta T + (alpha / B) D A_in^T. Into the parameters, the weight
      * gradient is never written to memory and read back. */
-    be->sgemm(BP_NOTRANS, BP_TRANS, rows, cols, batch, step->scale * inv_batch, d_part, ldd,
-              in_part, ldin, step->decay, l->w + w_at, l->ldw);
+    float *t = (into_params ? l->w : l->gw) + w_at;
+    be->sgemm(BP_NOTRANS, BP_TRANS, rows, cols, batch, target->alpha * inv_batch, d + w0, ldd,
+              in + c0, ldin, target->beta, t, l->ldw);
 }
 
 const bp_layer_ops bp_dense_ops = {

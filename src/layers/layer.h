@@ -17,15 +17,6 @@
 
 typedef struct bp_layer bp_layer;
 
-/* An update folded into BP4's GEMM: p = decay * p + scale * (mean gradient). Plain SGD is
- * {scale = -eta, decay = 1}; L2 weight decay will be decay = 1 - eta * lambda / n (applied to
- * weights, not biases). It serves any rule that needs no per-parameter state; momentum and
- * Adam read the gradient arena instead. */
-typedef struct bp_fused_step {
-    float scale;
-    float decay;
-} bp_fused_step;
-
 typedef struct bp_layer_ops {
     const char *name;
     /* Floats this layer needs in the parameter arena (the gradient arena mirrors it), including
@@ -54,11 +45,12 @@ typedef struct bp_layer_ops {
     void (*backward_data)(const bp_layer *l, const bp_backend *be, int batch, const float *d,
                           int ldd, float *d_in, int ld_din);
     /* BP3/BP4 over the whole batch, for part `part` of `parts` of this layer's parameters
-     * (dense: a block of W's columns or rows, and of b): either overwrite those gradients with the batch mean
-     * (step == NULL), or apply `step` to those parameters directly, leaving the gradient arena
-     * as it was. Parts are disjoint, so they may run concurrently. */
+     * (dense: a block of W's columns or rows, and of b): write the gradient of the mean cost
+     * into `target` (core.h: T = beta T + alpha G, T the gradient arena or the parameters; a
+     * layer never decides which, and never knows an optimiser). Parts are disjoint, so they
+     * may run concurrently. */
     void (*backward_params)(const bp_layer *l, const bp_backend *be, int batch, const float *in,
-                            int ldin, const float *d, int ldd, const bp_fused_step *step,
+                            int ldin, const float *d, int ldd, const bp_grad_target *target,
                             int part, int parts);
 } bp_layer_ops;
 

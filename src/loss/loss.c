@@ -126,7 +126,16 @@ void bp_loss_delta(bp_cost cost, bp_activation act, int rows, int cols, const fl
     for (int j = 0; j < cols; j++)
         cost_gradient(cost, rows, a + (size_t)j * rows, y + (size_t)j * ldy,
                       d + (size_t)j * rows);
+    bp_output_delta(act, rows, cols, a, d, rows, d);
+}
+
+void bp_output_delta(bp_activation act, int rows, int cols, const float *a, const float *g,
+                     int ldg, float *d)
+{
     if (act != BP_ACT_SOFTMAX) {
+        for (int j = 0; j < cols && d != g; j++)
+            for (int i = 0; i < rows; i++)
+                d[i + (size_t)j * rows] = g[i + (size_t)j * ldg];
         bp_act_bwd_hadamard_ref(act, rows, cols, a, rows, d, rows);
         return;
     }
@@ -134,11 +143,12 @@ void bp_loss_delta(bp_cost cost, bp_activation act, int rows, int cols, const fl
      * D_k = sum_i g_i a_i (delta_ik - a_k) = a_k (g_k - sum_i a_i g_i). */
     for (int j = 0; j < cols; j++) {
         const float *ac = a + (size_t)j * rows;
+        const float *gc = g + (size_t)j * ldg;
         float *dc = d + (size_t)j * rows;
         double dot = 0.0;
         for (int i = 0; i < rows; i++)
-            dot += (double)ac[i] * dc[i];
+            dot += (double)ac[i] * gc[i];
         for (int i = 0; i < rows; i++)
-            dc[i] = ac[i] * (dc[i] - (float)dot);
+            dc[i] = ac[i] * (gc[i] - (float)dot);
     }
 }

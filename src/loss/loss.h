@@ -21,4 +21,10 @@ double bp_loss_value(bp_cost cost, int rows, int cols, const float *a, const flo
 void bp_loss_delta(bp_cost cost, bp_activation act, int rows, int cols, const float *a,
                    const float *y, int ldy, float *d);
 
+/* The output activation's half of BP1: D = dC/dZ from G = dC/dA (rows x cols, ld = ldg; g
+ * may be d itself with ldg = rows): G (.) sigma'(Z) through A, or softmax's Jacobian
+ * D_k = a_k (g_k - sum_i a_i g_i). It is BP1 for a cost the caller differentiated itself. */
+void bp_output_delta(bp_activation act, int rows, int cols, const float *a, const float *g,
+                     int ldg, float *d);
+
 #endif

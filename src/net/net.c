@@ -10,7 +10,6 @@
 #include "loss/loss.h"
 #include "net/net.h"
 #include "kernels/threads.h"
-#include "optim/optim.h"
 
 /* The public limits (see backprop.h); MAX_LAYERS counts weight layers, one fewer than sizes. */
 enum { MAX_LAYERS = BP_MAX_SIZES - 1, MAX_WIDTH = BP_MAX_WIDTH, MAX_BATCH = BP_MAX_BATCH };
@@ -300,8 +299,13 @@ typedef struct step_job {
     bp_net *net;
     const float *x, *y;
     int ldx, ldy, batch;
-    const bp_fused_step *step;
+    const bp_grad_target *target;
     const bp_batch_fill *fill;
+    /* Backpropagation from the caller's dC_x/dA^L instead of a cost (y is then that gradient,
+     * ldy its leading dimension), and dC_x/dX out when dx is not NULL. */
+    int from_output_grad;
+    float *dx;
+    int lddx;
     double cost[BP_TEAM_MAX];  /* each member's share of the summed cost */
 } step_job;
 
@@ -318,10 +322,15 @@ static double step_columns(const step_job *job, int c0, int c1)
     const float *y = job->y + (size_t)c0 * job->ldy;
     bp_layer *top = &net->layers[L - 1];
     const float *a_top = net->a[L - 1] + (size_t)c0 * top->n_out;
-    double cost = bp_loss_value(net->cost, top->n_out, cols, a_top, y, job->ldy);
-    /* BP1 */
-    bp_loss_delta(net->cost, top->act, top->n_out, cols, a_top, y, job->ldy,
-                  net->d[L - 1] + (size_t)c0 * top->n_out);
+    float *d_top = net->d[L - 1] + (size_t)c0 * top->n_out;
+    /* The loss phase: its value and BP1, or BP1 from a gradient the caller computed. */
+    double cost = 0.0;
+    if (job->from_output_grad) {
+        bp_output_delta(top->act, top->n_out, cols, a_top, y, job->ldy, d_top);
+    } else {
+        cost = bp_loss_value(net->cost, top->n_out, cols, a_top, y, job->ldy);
+        bp_loss_delta(net->cost, top->act, top->n_out, cols, a_top, y, job->ldy, d_top);
+    }
     /* BP2 down to the first hidden layer; the input layer has no delta to propagate into. */
     for (int i = L - 1; i >= 1; i--) {
         const bp_layer *l = &net->layers[i], *below = &net->layers[i - 1];
@@ -332,11 +341,17 @@ static double step_columns(const step_job *job, int c0, int c1)
                              net->a[i - 1] + (size_t)c0 * below->n_out, below->n_out, d_in,
                              below->n_out);
     }
+    /* dC_x/dX = W1^T D1 when asked: the input has no activation to differentiate. */
+    if (job->dx) {
+        const bp_layer *first = &net->layers[0];
+        first->ops->backward_data(first, be, cols, net->d[0] + (size_t)c0 * first->n_out,
+                                  first->n_out, job->dx + (size_t)c0 * job->lddx, job->lddx);
+    }
     return cost;
 }
 
-/* The parameter half: BP3, BP4 and the update (or the gradients) of part `part` of `parts` of
- * every layer, over all columns. */
+/* The parameter half: BP3 and BP4 into the target, for part `part` of `parts` of every layer,
+ * over all columns. */
 static void step_params(const step_job *job, int part, int parts)
 {
     bp_net *net = job->net;
@@ -344,8 +359,8 @@ static void step_params(const step_job *job, int part, int parts)
         bp_layer *l = &net->layers[i];
         const float *in = i == 0 ? job->x : net->a[i - 1];
         int ldin = i == 0 ? job->ldx : l->n_in;
-        l->ops->backward_params(l, net->be, job->batch, in, ldin, net->d[i], l->n_out, job->step,
-                                part, parts);
+        l->ops->backward_params(l, net->be, job->batch, in, ldin, net->d[i], l->n_out,
+                                job->target, part, parts);
     }
 }
 
@@ -427,11 +442,11 @@ void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch)
     bp_fpenv_restore(fpenv);
 }
 
-double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                                 int batch, const bp_fused_step *step, const bp_batch_fill *fill)
+/* Run a prepared step on the net's team, or on this thread; returns the summed cost. */
+static double run_step(step_job *job)
 {
-    step_job job = {.net = net, .x = x, .y = y, .ldx = ldx, .ldy = ldy, .batch = batch,
-                    .step = step, .fill = fill};
+    bp_net *net = job->net;
+    int batch = job->batch;
     /* Saturated sigmoids make subnormals, and arithmetic on them is ~100x slower on x86; they
      * cannot change a parameter (core/fpenv.h), so the step flushes them and then gives the
      * caller back its own floating-point environment. */
@@ -441,16 +456,26 @@ double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const flo
     if (!team) {
         /* The net's thread count bounds OpenBLAS's threads in its GEMMs. */
         int budget = bp_blas_set_thread_budget(net->threads);
-        cost = step_columns(&job, 0, batch);
-        step_params(&job, 0, 1);
+        cost = step_columns(job, 0, batch);
+        step_params(job, 0, 1);
         bp_blas_set_thread_budget(budget);
     } else {
-        bp_team_run(team, step_member, &job);
+        bp_team_run(team, step_member, job);
         for (int m = 0; m < bp_team_size(team); m++)
-            cost += job.cost[m];
+            cost += job->cost[m];
     }
     bp_fpenv_restore(fpenv);
     return cost;
+}
+
+double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                                 int batch, const bp_grad_target *target,
+                                 const bp_batch_fill *fill)
+{
+    static const bp_grad_target mean_gradient = {BP_TARGET_GRADS, 1.0f, 0.0f};
+    step_job job = {.net = net, .x = x, .y = y, .ldx = ldx, .ldy = ldy, .batch = batch,
+                    .target = target ? target : &mean_gradient, .fill = fill};
+    return run_step(&job);
 }
 
 static size_t count_nonfinite(const float *p, size_t n)
@@ -550,34 +575,40 @@ static bp_status check_targets(const bp_net *net, const float *y, int ldy, int b
     return BP_OK;
 }
 
+bp_status bp_net_check_step(const bp_net *net, const float *x, int ldx, const float *y,
+                            int ldy, int batch)
+{
+    bp_status st = check_batch(net, x, ldx, batch);
+    return st == BP_OK ? check_targets(net, y, ldy, batch) : st;
+}
+
+bp_status bp_net_backward(bp_net *net, const float *x, int ldx, const float *dc_da, int ldg,
+                          int batch, float *dc_dx, int lddx)
+{
+    bp_status st = bp_net_check_step(net, x, ldx, dc_da, ldg, batch);
+    if (st != BP_OK)
+        return st;
+    if (dc_dx && lddx < bp_net_inputs(net))
+        return bp_fail(BP_EINVAL, "dc_dx has leading dimension %d, below the %d inputs", lddx,
+                       bp_net_inputs(net));
+    static const bp_grad_target mean_gradient = {BP_TARGET_GRADS, 1.0f, 0.0f};
+    step_job job = {.net = net, .x = x, .y = dc_da, .ldx = ldx, .ldy = ldg, .batch = batch,
+                    .target = &mean_gradient, .from_output_grad = 1, .dx = dc_dx,
+                    .lddx = lddx};
+    run_step(&job);
+    return BP_OK;
+}
+
 bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                           int batch, double *cost)
 {
-    bp_status st = check_batch(net, x, ldx, batch);
-    if (st == BP_OK)
-        st = check_targets(net, y, ldy, batch);
+    bp_status st = bp_net_check_step(net, x, ldx, y, ldy, batch);
     if (st != BP_OK)
         return st;
     double c = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL, NULL) / batch;
     if (cost)
         *cost = c;
     return isfinite(c) ? BP_OK : bp_net_diverged(net, "bp_net_gradient", c, 0.0f);
-}
-
-bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                          int batch, float eta, double *cost)
-{
-    bp_status st = check_batch(net, x, ldx, batch);
-    if (st == BP_OK)
-        st = check_targets(net, y, ldy, batch);
-    if (st != BP_OK)
-        return st;
-    if (!(eta > 0.0f) || !isfinite(eta))
-        return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", eta);
-    double c = bp_sgd_step_unchecked(net, x, ldx, y, ldy, batch, eta, NULL) / batch;
-    if (cost)
-        *cost = c;
-    return isfinite(c) ? BP_OK : bp_net_diverged(net, "bp_net_sgd_step", c, eta);
 }
 
 /* ---- the tensor table ------------------------------------------------------------------- */

@@ -54,17 +54,24 @@ static inline int bp_net_inputs(const bp_net *net) { return net->sizes[0]; }
 static inline int bp_net_outputs(const bp_net *net) { return net->sizes[net->n_layers]; }
 static inline const float *bp_net_output(const bp_net *net) { return net->a[net->n_layers - 1]; }
 
-/* Forward and backward over `batch` columns with no argument checks and no allocation: the inner part of bp_net_gradient and bp_net_sgd_step. With
- * step == NULL the gradient arena is overwritten with the mean gradient; otherwise the step is
- * fused into BP4 and applied to the parameters directly. With `fill`, x and y are filled by it
+/* Forward and backward over `batch` columns with no argument checks and no allocation: the
+ * inner part of bp_net_gradient and of every optimiser step. BP3/BP4 write the gradient of the
+ * mean cost into `target` (core.h), which the caller chose; NULL means the gradient arena,
+ * overwritten ({BP_TARGET_GRADS, alpha 1, beta 0}). With `fill`, x and y are filled by it
  * first (they must be the net's x_batch and y_batch or other memory of that size). Returns the
  * summed (not mean) cost of the batch before any update.
  *
  * Results are deterministic for a given thread count; a different count splits the batch
  * differently and may change the last bits. */
 double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                                 int batch, const bp_fused_step *step, const bp_batch_fill *fill);
+                                 int batch, const bp_grad_target *target,
+                                 const bp_batch_fill *fill);
 void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch);
+
+/* The checks of a step's arguments (inputs, targets, leading dimensions, the planned batch),
+ * for the entry points that run one: bp_net_gradient here, the optimiser steps in train/. */
+bp_status bp_net_check_step(const bp_net *net, const float *x, int ldx, const float *y,
+                            int ldy, int batch);
 
 /* The first layer (1-based) whose parameters are not all finite, with *count the number of
  * NaN or infinite values in it; 0 if every parameter is finite. One pass over the arena. */

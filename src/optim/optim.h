@@ -1,16 +1,38 @@
 /*
- * optim.h - optimisers: they read the gradient arena and write the parameter arena, one loop
- * over each, so they never need to know the layers.
+ * optim.h - optimisers: update rules over the parameter arena, its gradient arena and a state
+ * arena of the same layout. They know no layers and no net (train/ drives them), so the net
+ * never knows an optimiser either: the gradient target in core.h is the whole interface.
  */
 #ifndef BP_OPTIM_H
 #define BP_OPTIM_H
 
-#include "net/net.h"
+#include <stddef.h>
 
-/* One plain SGD step, params -= eta * (mean gradient), which is Nielsen's
- * W -= eta/B sum_x dC_x/dW. Plain SGD keeps no state, so the update is fused into BP4's GEMM
- * and the gradient arena is not written. `fill` as for bp_net_backprop_unchecked. Returns the summed cost before the update. */
-double bp_sgd_step_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                             int batch, float eta, const bp_batch_fill *fill);
+#include "core/core.h"
+
+typedef struct bp_optimizer bp_optimizer;
+
+typedef struct bp_optimizer_ops {
+    const char *name;
+    /* Floats of state per parameter in the state arena: sgd 0, momentum 1, adam 2. */
+    int state_per_param;
+    /* Whether this step may fold into BP4 (a stateless rule whose gradient nobody else needs);
+     * if so, fill *target with where and how BP4 should write, and skip step(). */
+    int (*fuse)(const bp_optimizer *opt, bp_grad_target *target);
+    /* The update of elements [i0, i1) of the arenas, from the gradient of the mean cost in
+     * grads: a range, so threads (and later MPI ranks) can each take their own. */
+    void (*step)(const bp_optimizer *opt, float *params, const float *grads, float *state,
+                 size_t i0, size_t i1);
+} bp_optimizer_ops;
+
+/* An optimiser and its hyper-parameters, as plain data. */
+struct bp_optimizer {
+    const bp_optimizer_ops *ops;
+    float eta;
+};
+
+/* Plain SGD, params -= eta * (mean gradient): Nielsen's W -= eta/B sum_x dC_x/dW. It keeps no
+ * state, so it always folds into BP4 ({BP_TARGET_PARAMS, alpha -eta, beta 1}). */
+extern const bp_optimizer_ops bp_sgd_ops;
 
 #endif

@@ -1,9 +1,24 @@
-/* sgd.c - plain stochastic gradient descent, fused into backpropagation. */
+/* sgd.c - plain stochastic gradient descent. */
 #include "optim/optim.h"
 
-double bp_sgd_step_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
-                             int batch, float eta, const bp_batch_fill *fill)
+static int sgd_fuse(const bp_optimizer *opt, bp_grad_target *target)
 {
-    const bp_fused_step step = {.scale = -eta, .decay = 1.0f};
-    return bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, &step, fill);
+    *target = (bp_grad_target){BP_TARGET_PARAMS, -opt->eta, 1.0f};
+    return 1;
 }
+
+/* The unfused form: the same rule when a caller asks for the gradient arena first. */
+static void sgd_step(const bp_optimizer *opt, float *params, const float *grads, float *state,
+                     size_t i0, size_t i1)
+{
+    (void)state;
+    for (size_t i = i0; i < i1; i++)
+        params[i] -= opt->eta * grads[i];
+}
+
+const bp_optimizer_ops bp_sgd_ops = {
+    .name = "sgd",
+    .state_per_param = 0,
+    .fuse = sgd_fuse,
+    .step = sgd_step,
+};

@@ -1,6 +1,7 @@
 /*
  * train.c - epochs of mini-batch SGD: the seeded shuffle, the gather of each mini-batch into the
- * net's planned buffers, validation after each epoch, and evaluation.
+ * net's planned buffers, the optimiser step (net and optimiser meet here, and only here),
+ * validation after each epoch, and evaluation.
  */
 #include <math.h>
 #include <stdio.h>
@@ -12,6 +13,38 @@
 #include "optim/optim.h"
 
 enum { EVAL_BATCH = 256 };
+
+/* One optimiser step on one mini-batch: folded into BP4 when the optimiser allows it, else
+ * backpropagation into the gradient arena and then the optimiser's update over the arena.
+ * Returns the summed cost before the update. Not inlined: the perf suite counts its
+ * instructions as the whole training step. */
+__attribute__((noinline)) static double bp_train_step(bp_net *net, const bp_optimizer *opt,
+                                                      const float *x, int ldx, const float *y,
+                                                      int ldy, int batch,
+                                                      const bp_batch_fill *fill)
+{
+    bp_grad_target target;
+    if (opt->ops->fuse(opt, &target))
+        return bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, &target, fill);
+    double cost = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL, fill);
+    opt->ops->step(opt, net->params, net->grads, NULL, 0, net->n_params);
+    return cost;
+}
+
+bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, int ldy,
+                          int batch, float eta, double *cost)
+{
+    bp_status st = bp_net_check_step(net, x, ldx, y, ldy, batch);
+    if (st != BP_OK)
+        return st;
+    if (!(eta > 0.0f) || !isfinite(eta))
+        return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", eta);
+    const bp_optimizer sgd = {&bp_sgd_ops, eta};
+    double c = bp_train_step(net, &sgd, x, ldx, y, ldy, batch, NULL) / batch;
+    if (cost)
+        *cost = c;
+    return isfinite(c) ? BP_OK : bp_net_diverged(net, "bp_net_sgd_step", c, eta);
+}
 
 void bp_train_config_init(bp_train_config *cfg)
 {
@@ -107,6 +140,224 @@ static void gather_columns(void *ctx, int c0, int c1)
                                 g->y + (size_t)c0 * g->n_out, g->n_out);
 }
 
+/* ---- the trainer ---------------------------------------------------------------------- */
+
+struct bp_trainer {
+    bp_net *net;
+    const bp_dataset *train;
+    bp_optimizer opt;
+    int batch;
+    uint64_t seed;
+    size_t n;
+    /* The resumable state (bp_trainer_state): */
+    int epoch;            /* epochs completed */
+    size_t position;      /* samples of the current epoch trained; 0 before it is shuffled */
+    double epoch_cost;    /* summed cost of the current epoch so far */
+    double epoch_seconds; /* wall time of the current epoch so far (not part of the state) */
+    bp_rng rng;           /* the shuffle's generator */
+    size_t *order;        /* the current epoch's sample order */
+};
+
+bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *train,
+                            const bp_train_config *cfg)
+{
+    if (!out)
+        return bp_fail(BP_EINVAL, "bp_trainer_create: out is NULL");
+    *out = NULL;
+    if (!net || !train || !cfg)
+        return bp_fail(BP_EINVAL, "bp_trainer_create: network, training set or configuration "
+                       "is NULL");
+    if (cfg->batch < 1)
+        return bp_fail(BP_EINVAL, "batch size must be at least 1 (got %d)", cfg->batch);
+    if (!(cfg->eta > 0.0f) || !isfinite(cfg->eta))
+        return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", cfg->eta);
+    bp_status st = check_data(net, train, "training");
+    size_t n = bp_dataset_count(train);
+    /* A batch larger than the set trains as one batch of the whole set: plan no more. */
+    int planned = (size_t)cfg->batch < n ? cfg->batch : (int)n;
+    if (st == BP_OK)
+        st = bp_net_reserve(net, planned);
+    if (st != BP_OK)
+        return st;
+    bp_trainer *t = bp_calloc(1, sizeof *t);
+    size_t *order = bp_alloc(sizeof(size_t) * n);
+    if (!t || !order) {
+        bp_free(t);
+        bp_free(order);
+        return bp_fail(BP_ENOMEM, "no memory for a trainer over %zu samples", n);
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    *t = (bp_trainer){.net = net, .train = train, .opt = {&bp_sgd_ops, cfg->eta},
+                      .batch = cfg->batch, .seed = cfg->seed, .n = n, .order = order};
+    bp_rng_seed(&t->rng, cfg->seed);
+    *out = t;
+    return BP_OK;
+}
+
+void bp_trainer_free(bp_trainer *t)
+{
+    if (!t)
+        return;
+    bp_free(t->order);
+    bp_free(t);
+}
+
+int bp_trainer_epochs_done(const bp_trainer *t) { return t ? t->epoch : 0; }
+
+/* Mini-batches of the current epoch, up to max_batches of them (or all that are left when
+ * max_batches <= 0), shuffling first when the epoch has not begun. *finished says whether the
+ * epoch is complete; the epoch-end parameter check runs then. */
+static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
+{
+    bp_net *net = t->net;
+    int n_in = bp_net_inputs(net), n_out = bp_net_outputs(net);
+    if (t->position == 0) {
+        shuffle(t->order, t->n, &t->rng);
+        t->epoch_cost = 0.0;
+        t->epoch_seconds = 0.0;
+    }
+    double t0 = bp_now();
+    bp_status st = BP_OK;
+    for (long done = 0; t->position < t->n && (max_batches <= 0 || done < max_batches); done++) {
+        size_t start = t->position;
+        /* Nielsen keeps the last, shorter mini-batch; so do we. */
+        int batch = t->n - start < (size_t)t->batch ? (int)(t->n - start) : t->batch;
+        gather_job gather = {t->train, t->order + start, net->x_batch, net->y_batch, n_in, n_out};
+        const bp_batch_fill fill = {gather_columns, &gather};
+        double c = bp_train_step(net, &t->opt, net->x_batch, n_in, net->y_batch, n_out, batch,
+                                 &fill);
+        if (!isfinite(c)) {
+            char where[96];
+            snprintf(where, sizeof where, "epoch %d, mini-batch at sample %zu", t->epoch + 1,
+                     start);
+            st = bp_net_diverged(net, where, c, t->opt.eta);
+            break;
+        }
+        t->epoch_cost += c;
+        t->position += (size_t)batch;
+    }
+    t->epoch_seconds += bp_now() - t0;
+    *finished = st == BP_OK && t->position == t->n;
+    /* A finite cost does not prove finite parameters: a ReLU maps NaN to 0 and a saturated
+     * sigmoid maps +-inf to 1 or 0, so a parameter can be lost while the cost still looks
+     * well. One pass over the arena per epoch (microseconds against the epoch) settles it. */
+    if (*finished && bp_net_nonfinite_layer(net, NULL)) {
+        char where[32];
+        snprintf(where, sizeof where, "epoch %d", t->epoch + 1);
+        st = bp_net_diverged(net, where, t->epoch_cost / (double)t->n, t->opt.eta);
+        *finished = 0;
+    }
+    return st;
+}
+
+static void finish_epoch(bp_trainer *t, bp_epoch_report *report)
+{
+    t->epoch++;
+    t->position = 0;
+    if (report)
+        *report = (bp_epoch_report){
+            .epoch = t->epoch,
+            .train_cost = t->epoch_cost / (double)t->n,
+            .validation_accuracy = -1.0,
+            .seconds = t->epoch_seconds,
+            .samples_per_second = (double)t->n / t->epoch_seconds,
+        };
+}
+
+bp_status bp_trainer_epoch(bp_trainer *t, bp_epoch_report *report)
+{
+    if (!t)
+        return bp_fail(BP_EINVAL, "bp_trainer_epoch: trainer is NULL");
+    int finished;
+    bp_status st = run_batches(t, 0, &finished);
+    if (st == BP_OK)
+        finish_epoch(t, report);
+    return st;
+}
+
+bp_status bp_trainer_batches(bp_trainer *t, long max_batches, int *epoch_finished,
+                             bp_epoch_report *report)
+{
+    if (epoch_finished)
+        *epoch_finished = 0;
+    if (!t || max_batches < 1)
+        return bp_fail(BP_EINVAL, "bp_trainer_batches: %s", t ? "max_batches must be at least 1"
+                                                              : "trainer is NULL");
+    int finished;
+    bp_status st = run_batches(t, max_batches, &finished);
+    if (st == BP_OK && finished) {
+        finish_epoch(t, report);
+        if (epoch_finished)
+            *epoch_finished = 1;
+    }
+    return st;
+}
+
+bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out)
+{
+    if (!t || !out)
+        return bp_fail(BP_EINVAL, "bp_trainer_get_state: %s is NULL", t ? "out" : "trainer");
+    *out = (bp_trainer_state){
+        .epoch = t->epoch,
+        .position = t->position,
+        .epoch_cost = t->epoch_cost,
+        .n = t->n,
+        .order = t->order,
+        .optimizer_state = NULL,
+        .optimizer_state_count = 0, /* plain SGD keeps none */
+    };
+    memcpy(out->rng, t->rng.s, sizeof out->rng);
+    return BP_OK;
+}
+
+bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
+{
+    if (!t || !in)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: %s is NULL", t ? "state" : "trainer");
+    if (in->n != t->n || !in->order)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: the state is of %zu samples, this "
+                       "trainer's set has %zu", in->n, t->n);
+    if (in->epoch < 0 || in->position > t->n || (in->position > 0 && in->position == t->n))
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: epoch %d, position %zu of %zu is not "
+                       "a state a trainer can be in", in->epoch, in->position, t->n);
+    if (in->optimizer_state_count != 0)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: %zu floats of optimiser state, but "
+                       "%s keeps none", in->optimizer_state_count, t->opt.ops->name);
+    if (!(in->rng[0] | in->rng[1] | in->rng[2] | in->rng[3]))
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: an all-zero generator state "
+                       "(xoshiro256** never reaches it)");
+    /* The order must be a permutation, or the unchecked gather could read past the set. */
+    size_t *copy = bp_alloc(sizeof(size_t) * t->n);
+    unsigned char *seen = bp_calloc(t->n, 1);
+    bp_status st = BP_OK;
+    if (!copy || !seen) {
+        st = bp_fail(BP_ENOMEM, "no memory to check a sample order of %zu", t->n);
+    } else {
+        for (size_t i = 0; i < t->n && st == BP_OK; i++) {
+            size_t s = in->order[i];
+            if (s >= t->n || seen[s])
+                st = bp_fail(BP_EINVAL, "bp_trainer_set_state: order[%zu] = %zu is %s", i, s,
+                             s >= t->n ? "out of range" : "repeated (not a permutation)");
+            else
+                seen[s] = 1, copy[i] = s;
+        }
+    }
+    bp_free(seen);
+    if (st != BP_OK) {
+        bp_free(copy);
+        return st;
+    }
+    bp_free(t->order);
+    t->order = copy;
+    t->epoch = in->epoch;
+    t->position = in->position;
+    t->epoch_cost = in->epoch_cost;
+    t->epoch_seconds = 0.0;
+    memcpy(t->rng.s, in->rng, sizeof in->rng);
+    return BP_OK;
+}
+
 bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
                    const bp_train_config *cfg, bp_train_result *result)
 {
@@ -119,78 +370,31 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
     if (cfg->epochs < 1 || cfg->batch < 1)
         return bp_fail(BP_EINVAL, "epochs and batch size must be at least 1 (got %d and %d)",
                        cfg->epochs, cfg->batch);
-    if (!(cfg->eta > 0.0f) || !isfinite(cfg->eta))
-        return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", cfg->eta);
-    bp_status st = check_data(net, train, "training");
-    if (st == BP_OK && validation)
-        st = check_data(net, validation, "validation");
-    size_t n = bp_dataset_count(train);
-    /* A batch larger than the set trains as one batch of the whole set: plan no more. */
-    int planned = (size_t)cfg->batch < n ? cfg->batch : (int)n;
+    bp_status st = validation ? check_data(net, validation, "validation") : BP_OK;
+    bp_trainer *t = NULL;
     if (st == BP_OK)
-        st = bp_net_reserve(net, planned);
+        st = bp_trainer_create(&t, net, train, cfg);
     if (st != BP_OK)
         return st;
-
-    size_t *order = bp_alloc(sizeof(size_t) * n);
-    if (!order)
-        return bp_fail(BP_ENOMEM, "no memory for the order of %zu samples", n);
-    for (size_t i = 0; i < n; i++)
-        order[i] = i;
-    bp_rng rng;
-    bp_rng_seed(&rng, cfg->seed);
-    int n_in = bp_net_inputs(net), n_out = bp_net_outputs(net);
     double seconds_total = 0.0;
     float accuracy = -1.0f;
-
-    for (int epoch = 1; epoch <= cfg->epochs && st == BP_OK; epoch++) {
-        shuffle(order, n, &rng);
-        double cost = 0.0, t0 = bp_now();
-        for (size_t start = 0; start < n; start += (size_t)cfg->batch) {
-            /* Nielsen keeps the last, shorter mini-batch; so do we. */
-            int batch = n - start < (size_t)cfg->batch ? (int)(n - start) : cfg->batch;
-            gather_job gather = {train, order + start, net->x_batch, net->y_batch, n_in, n_out};
-            const bp_batch_fill fill = {gather_columns, &gather};
-            double c = bp_sgd_step_unchecked(net, net->x_batch, n_in, net->y_batch, n_out,
-                                             batch, cfg->eta, &fill);
-            if (!isfinite(c)) {
-                char where[96];
-                snprintf(where, sizeof where, "epoch %d, mini-batch at sample %zu", epoch, start);
-                st = bp_net_diverged(net, where, c, cfg->eta);
-                break;
-            }
-            cost += c;
-        }
-        double seconds = bp_now() - t0;
-        /* A finite cost does not prove finite parameters: a ReLU maps NaN to 0 and a saturated
-         * sigmoid maps +-inf to 1 or 0, so a parameter can be lost while the cost still looks
-         * well. One pass over the arena per epoch (microseconds against the epoch) settles it. */
-        if (st == BP_OK && bp_net_nonfinite_layer(net, NULL)) {
-            char where[32];
-            snprintf(where, sizeof where, "epoch %d", epoch);
-            st = bp_net_diverged(net, where, cost / (double)n, cfg->eta);
-        }
-        if (st != BP_OK)
+    for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
+        bp_epoch_report report;
+        if ((st = bp_trainer_epoch(t, &report)) != BP_OK)
             break;
-        seconds_total += seconds;
+        seconds_total += report.seconds;
         if (validation && (st = bp_evaluate(net, validation, &accuracy, NULL)) != BP_OK)
             break;
+        report.validation_accuracy = validation ? accuracy : -1.0;
         if (result) {
             result->epochs = epoch;
             result->train_seconds = seconds_total;
-            result->samples_per_second = (double)n * epoch / seconds_total;
-            result->validation_accuracy = validation ? accuracy : -1.0;
+            result->samples_per_second = (double)t->n * epoch / seconds_total;
+            result->validation_accuracy = report.validation_accuracy;
         }
-        bp_epoch_report report = {
-            .epoch = epoch,
-            .train_cost = cost / (double)n,
-            .validation_accuracy = validation ? accuracy : -1.0,
-            .seconds = seconds,
-            .samples_per_second = (double)n / seconds,
-        };
         if (cfg->on_epoch && cfg->on_epoch(&report, cfg->user))
             break;
     }
-    bp_free(order);
+    bp_trainer_free(t);
     return st;
 }
