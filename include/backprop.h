@@ -176,6 +176,10 @@ typedef struct bp_net_config {
                                   Training with a larger batch replans once, before the first
                                   step. */
     const char *backend;       /* "blas" (default) or "naive" */
+    const char *layers;        /* instead of sizes[1..] and the activations: the layers as spec
+                                  strings, comma-separated ("dense:30:sigmoid,dense:10:softmax";
+                                  a dense layer's activation defaults to sigmoid), sizes then
+                                  holding just the input width (n_sizes 1). NULL by default. */
     int threads;               /* threads a training step of this net uses: 0 (default) takes
                                   bp_get_threads() as it is when the net is created */
 } bp_net_config;

@@ -14,6 +14,10 @@
  * `return bp_fail(BP_EINVAL, "layer %d expects %d inputs, got %d", l, n, m);` */
 bp_status bp_fail(bp_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Put a context in front of the message a callee just recorded: "layer 2: " + its message.
+ * (Passing bp_last_error() to bp_fail would format the buffer into itself.) */
+bp_status bp_fail_context(bp_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Every buffer the library owns comes from here: 64-byte aligned (one cache line, one AVX-512
  * register), counted for bp_alloc_stats_get. bp_alloc(0) returns NULL. */

@@ -27,6 +27,24 @@ const char *bp_status_str(bp_status status)
 
 const char *bp_last_error(void) { return last_error; }
 
+bp_status bp_fail_context(bp_status status, const char *fmt, ...)
+{
+    char inner[sizeof last_error];
+    snprintf(inner, sizeof inner, "%s", last_error);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    /* The callee's message is cut, not the context, when both do not fit. */
+    size_t used = n < 0 ? 0 : (size_t)n < sizeof last_error ? (size_t)n : sizeof last_error - 1;
+    for (const char *p = ": "; *p && used + 1 < sizeof last_error; p++)
+        last_error[used++] = *p;
+    for (const char *p = inner; *p && used + 1 < sizeof last_error; p++)
+        last_error[used++] = *p;
+    last_error[used] = '\0';
+    return status;
+}
+
 bp_status bp_fail(bp_status status, const char *fmt, ...)
 {
     va_list ap;

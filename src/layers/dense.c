@@ -4,7 +4,10 @@
  * Shapes: W n_out x n_in (ld = ldw), b n_out, inputs n_in x B, outputs and deltas n_out x B.
  * Every product is one GEMM over the whole mini-batch.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lapacke.h>
@@ -19,9 +22,45 @@ static size_t dense_bias_at(const bp_layer *l)
     return bp_round_floats((size_t)l->n_out * (size_t)l->n_in);
 }
 
-static size_t dense_param_count(const bp_layer *l)
+/* "UNITS[:ACTIVATION]", the activation sigmoid by default (Nielsen's neuron). */
+static bp_status dense_parse(const char *args, bp_layer_spec *spec)
 {
-    return dense_bias_at(l) + bp_round_floats((size_t)l->n_out);
+    char *end;
+    errno = 0;
+    long units = strtol(args, &end, 10);
+    if (end == args || !isdigit((unsigned char)args[0]) || errno == ERANGE || units < 1 ||
+        units > BP_MAX_WIDTH || (*end != '\0' && *end != ':'))
+        return bp_fail(BP_EINVAL, "dense: '%s' does not start with a width of 1 to %d neurons",
+                       args, BP_MAX_WIDTH);
+    spec->units = (int)units;
+    spec->act = BP_ACT_SIGMOID;
+    if (*end == ':' && bp_activation_parse(end + 1, &spec->act) != BP_OK)
+        return bp_fail(BP_EINVAL, "dense: unknown activation '%s'", end + 1);
+    return BP_OK;
+}
+
+/* A dense layer sees its input column flat: C*H*W inputs, whatever their layout. */
+static bp_status dense_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape in,
+                            bp_layer_plan *plan)
+{
+    size_t n_in = bp_shape_size(in);
+    if (n_in < 1 || n_in > BP_MAX_WIDTH)
+        return bp_fail(BP_EINVAL, "dense: %zu inputs (allowed: 1 to %d)", n_in, BP_MAX_WIDTH);
+    if (spec->units < 1 || spec->units > BP_MAX_WIDTH)
+        return bp_fail(BP_EINVAL, "dense: %d neurons (allowed: 1 to %d)", spec->units,
+                       BP_MAX_WIDTH);
+    if ((unsigned)spec->act >= BP_ACT_COUNT)
+        return bp_fail(BP_EINVAL, "dense: unknown activation %d", (int)spec->act);
+    l->in = in;
+    l->out = (bp_shape){spec->units, 1, 1};
+    l->n_in = (int)n_in;
+    l->n_out = spec->units;
+    l->act = spec->act;
+    *plan = (bp_layer_plan){
+        .out = l->out,
+        .params = dense_bias_at(l) + bp_round_floats((size_t)l->n_out),
+    };
+    return BP_OK;
 }
 
 static void dense_bind(bp_layer *l, float *params, float *grads)
@@ -128,10 +167,20 @@ static void dense_forward(const bp_layer *l, const bp_backend *be, int batch, co
     be->bias_act(l->act, l->n_out, batch, l->b, out, ldout);
 }
 
+/* dC/dZ = dC/dA (.) act'(Z), act' through A = out (sigmoid a(1-a), tanh 1-a^2, ...). Softmax
+ * couples a column and is only allowed where BP1 takes its Jacobian: the output layer. */
+static void dense_act_backward(const bp_layer *l, const bp_backend *be, int batch,
+                               const float *out, int ldout, float *d, int ldd)
+{
+    be->act_bwd_hadamard(l->act, l->n_out, batch, out, ldout, d, ldd);
+}
+
 static void dense_backward_data(const bp_layer *l, const bp_backend *be, int batch,
+                                const float *in, int ldin, const float *out, int ldout,
                                 const float *d, int ldd, float *d_in, int ld_din)
 {
-    /* W^T D; the Hadamard with act'(Z_in) belongs to the layer below and the net applies it. */
+    (void)in, (void)ldin, (void)out, (void)ldout; /* W^T D needs neither */
+    /* W^T D: dC/dA of the layer below, which turns it into its own dC/dZ (act_backward). */
     be->sgemm(BP_TRANS, BP_NOTRANS, l->n_in, batch, l->n_out, 1.0f, l->w, l->ldw, d, ldd, 0.0f,
               d_in, ld_din);
 }
@@ -190,7 +239,9 @@ static void dense_backward_params(const bp_layer *l, const bp_backend *be, int b
 
 const bp_layer_ops bp_dense_ops = {
     .name = "dense",
-    .param_count = dense_param_count,
+    .parse = dense_parse,
+    .plan = dense_plan,
+    .act_backward = dense_act_backward,
     .bind = dense_bind,
     .tensors = dense_tensors,
     .init = dense_init,

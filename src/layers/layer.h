@@ -3,8 +3,10 @@
  * struct the net fills with views into its arenas and buffers.
  *
  * A layer never allocates in forward or backward and never knows files, epochs or optimisers.
- * New kinds (conv2d through im2col, maxpool, dropout, batchnorm) add a table and, where they need
- * it, a private state; the net code does not change.
+ * A layer is planned from the shape of its input column and says what it needs; the net adds
+ * up the plans and allocates everything once. It owns its activation and the derivative of it.
+ * New kinds (conv2d through im2col, maxpool, dropout, batchnorm) add a file with a table and a
+ * line in the registry (registry.c); the net code does not change.
  */
 #ifndef BP_LAYER_H
 #define BP_LAYER_H
@@ -16,12 +18,42 @@
 #include "kernels/backend.h"
 
 typedef struct bp_layer bp_layer;
+typedef struct bp_layer_ops bp_layer_ops;
 
-typedef struct bp_layer_ops {
-    const char *name;
-    /* Floats this layer needs in the parameter arena (the gradient arena mirrors it), including
-     * padding that keeps each tensor on a cache line. */
-    size_t (*param_count)(const bp_layer *l);
+/* The layout of one column of activations: C channels of H x W (a dense layer's input or
+ * output is C x 1 x 1; an image 1 x 28 x 28). Columns are stored flat, C*H*W floats. */
+typedef struct bp_shape {
+    int c, h, w;
+} bp_shape;
+
+static inline size_t bp_shape_size(bp_shape s) { return (size_t)s.c * (size_t)s.h * (size_t)s.w; }
+
+/* A layer as a spec string names it ("dense:100:relu"), before it is planned. */
+typedef struct bp_layer_spec {
+    const bp_layer_ops *ops;
+    int units;          /* dense: output neurons */
+    bp_activation act;
+} bp_layer_spec;
+
+/* What a planned layer needs, for the net to allocate once: floats in the parameter arena (the
+ * gradient and optimiser-state arenas mirror it), non-trained state (running statistics),
+ * floats a column keeps from forward to backward (dropout masks, pooling argmax) and scratch
+ * floats per column (im2col). */
+typedef struct bp_layer_plan {
+    bp_shape out;
+    size_t params, state, saved_per_column, work_per_column;
+} bp_layer_plan;
+
+/* "dense:100:relu" -> spec, by the kinds the registry lists (registry.c). */
+bp_status bp_layer_spec_parse(const char *text, bp_layer_spec *out);
+
+struct bp_layer_ops {
+    const char *name;   /* the kind, as spec strings name it */
+    /* The arguments after "kind:" of a spec string ("100:relu"), into *spec. */
+    bp_status (*parse)(const char *args, bp_layer_spec *spec);
+    /* Plan the layer for input columns of shape `in`: set the layer's sizes from the spec and
+     * fill *plan. Refuses (BP_EINVAL, a message) what the kind cannot do. */
+    bp_status (*plan)(bp_layer *l, const bp_layer_spec *spec, bp_shape in, bp_layer_plan *plan);
     /* Point the layer's views into the arenas at the offset the net chose. */
     void (*bind)(bp_layer *l, float *params, float *grads);
     /* The layer's parameter tensors, for the net's tensor table (bp_tensor_info in backprop.h):
@@ -29,7 +61,7 @@ typedef struct bp_layer_ops {
      * layer has, however many it filled. Each entry gets `name` as the layer's own static name
      * for the tensor ("weight"), unique within the layer; role, ndim, shape, stride and count;
      * and `offset` counted from the layer's first float, the one bind's `params` points at,
-     * agreeing with bind's layout and lying inside param_count. The net prefixes the name and
+     * agreeing with bind's layout and lying inside the plan's params. The net prefixes the name and
      * sets `layer` and the arena offset. NULL for a kind with no parameters. */
     int (*tensors)(const bp_layer *l, bp_tensor_info *out, int max);
     /* Fill the parameters; may allocate (initialisation is not part of a training step). */
@@ -37,13 +69,20 @@ typedef struct bp_layer_ops {
     /* out (n_out x batch) = act(layer(in)); in is n_in x batch. */
     void (*forward)(const bp_layer *l, const bp_backend *be, int batch, const float *in, int ldin,
                     float *out, int ldout);
+    /* The layer's own activation derivative: d (n_out x batch) holds dC/dA of its output and
+     * becomes dC/dZ, from out = act(Z). The net calls it for every layer but the last, whose
+     * dC/dZ BP1 gives (loss/). Column-separable. */
+    void (*act_backward)(const bp_layer *l, const bp_backend *be, int batch, const float *out,
+                         int ldout, float *d, int ldd);
     /* Backpropagation comes in two halves, so a step can split the first by samples (columns)
      * and the second by parameters across threads, with one barrier between them.
      * BP2: given d = dC/dZ of this layer (n_out x batch), write dC/dA_in (n_in x batch) into
-     * d_in, from the parameters as they are before this step's update. Each column depends on
-     * its own column of d alone: the net may call this on any column range. */
-    void (*backward_data)(const bp_layer *l, const bp_backend *be, int batch, const float *d,
-                          int ldd, float *d_in, int ld_din);
+     * d_in, from the parameters as they are before this step's update; in and out are the
+     * forward pass's input and output of these columns. Each column depends on its own column
+     * alone: the net may call this on any column range. */
+    void (*backward_data)(const bp_layer *l, const bp_backend *be, int batch, const float *in,
+                          int ldin, const float *out, int ldout, const float *d, int ldd,
+                          float *d_in, int ld_din);
     /* BP3/BP4 over the whole batch, for part `part` of `parts` of this layer's parameters
      * (dense: a block of W's columns or rows, and of b): write the gradient of the mean cost
      * into `target` (core.h: T = beta T + alpha G, T the gradient arena or the parameters; a
@@ -52,13 +91,15 @@ typedef struct bp_layer_ops {
     void (*backward_params)(const bp_layer *l, const bp_backend *be, int batch, const float *in,
                             int ldin, const float *d, int ldd, const bp_grad_target *target,
                             int part, int parts);
-} bp_layer_ops;
+};
 
 
 struct bp_layer {
     const bp_layer_ops *ops;
+    bp_shape in, out;     /* the planned shapes of a column */
     int n_in, n_out;      /* flattened sizes of the input and output columns */
-    bp_activation act;    /* applied inside forward; its derivative by the net in BP2 */
+    bp_activation act;    /* applied inside forward, differentiated by act_backward */
+    size_t n_params;      /* floats in the arenas, from the plan */
     /* Views into the arenas (dense: W is n_out x n_in with leading dimension ldw). */
     float *w, *b, *gw, *gb;
     int ldw;

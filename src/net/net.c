@@ -32,7 +32,10 @@ static bp_status check_config(const bp_net_config *cfg)
 {
     if (!cfg || !cfg->sizes)
         return bp_fail(BP_EINVAL, "no network configuration or no layer sizes");
-    if (cfg->n_sizes < 2 || cfg->n_sizes > MAX_LAYERS + 1)
+    if (cfg->layers && cfg->n_sizes != 1)
+        return bp_fail(BP_EINVAL, "with a layers spec, sizes holds the input width alone "
+                       "(n_sizes 1, got %d)", cfg->n_sizes);
+    if (!cfg->layers && (cfg->n_sizes < 2 || cfg->n_sizes > MAX_LAYERS + 1))
         return bp_fail(BP_EINVAL, "a network needs 2 to %d layer sizes, got %d", MAX_LAYERS + 1,
                        cfg->n_sizes);
     for (int i = 0; i < cfg->n_sizes; i++)
@@ -41,15 +44,85 @@ static bp_status check_config(const bp_net_config *cfg)
                            cfg->sizes[i], MAX_WIDTH);
     if ((unsigned)cfg->hidden >= BP_ACT_COUNT || (unsigned)cfg->output >= BP_ACT_COUNT)
         return bp_fail(BP_EINVAL, "unknown activation");
-    if (cfg->hidden == BP_ACT_SOFTMAX && cfg->n_sizes > 2)
-        return bp_fail(BP_EINVAL, "softmax is an output activation, not a hidden one");
     if ((unsigned)cfg->init >= BP_INIT_COUNT)
         return bp_fail(BP_EINVAL, "unknown initialisation %d", (int)cfg->init);
     if (cfg->max_batch < 1 || cfg->max_batch > MAX_BATCH)
         return bp_fail(BP_EINVAL, "max_batch must be 1 to %d, got %d", MAX_BATCH, cfg->max_batch);
     if (cfg->backend && !bp_backend_find(cfg->backend))
         return bp_fail(BP_EINVAL, "unknown backend '%s' (blas, naive)", cfg->backend);
-    return bp_loss_check(cfg->cost, cfg->output);
+    return BP_OK;
+}
+
+/* The layers the config asks for, as specs: from its spec string through the registry, or one
+ * dense layer per size. *out is bp_alloc'd. */
+static bp_status make_specs(const bp_net_config *cfg, bp_layer_spec **out, int *count)
+{
+    int n = cfg->n_sizes - 1;
+    if (cfg->layers) {
+        n = 1;
+        for (const char *p = cfg->layers; *p; p++)
+            n += *p == ',';
+        if (n > MAX_LAYERS)
+            return bp_fail(BP_EINVAL, "layers spec: %d layers, at most %d", n, MAX_LAYERS);
+    }
+    bp_layer_spec *specs = bp_calloc((size_t)n, sizeof *specs);
+    if (!specs)
+        return bp_fail(BP_ENOMEM, "no memory for %d layer specs", n);
+    const char *p = cfg->layers;
+    for (int i = 0; i < n; i++) {
+        if (!cfg->layers) {
+            specs[i] = (bp_layer_spec){&bp_dense_ops, cfg->sizes[i + 1],
+                                       i == n - 1 ? cfg->output : cfg->hidden};
+            continue;
+        }
+        char one[128];
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof one) {
+            bp_free(specs);
+            return bp_fail(BP_EINVAL, "layers spec: entry %d of '%s' is %s", i + 1, cfg->layers,
+                           len ? "too long" : "empty");
+        }
+        memcpy(one, p, len);
+        one[len] = '\0';
+        bp_status st = bp_layer_spec_parse(one, &specs[i]);
+        if (st != BP_OK) {
+            bp_free(specs);
+            return st;
+        }
+        p += len + (p[len] == ',');
+    }
+    *out = specs;
+    *count = n;
+    return BP_OK;
+}
+
+/* Plan every layer from its input shape, the first from the input width: shapes, sizes and the
+ * parameter count; then the checks that need the whole stack (softmax only at the output, the
+ * cost's pairing with the output activation). */
+static bp_status plan_layers(bp_net *net, const bp_layer_spec *specs, int input)
+{
+    bp_shape in = {input, 1, 1};
+    net->sizes[0] = input;
+    for (int i = 0; i < net->n_layers; i++) {
+        bp_layer *l = &net->layers[i];
+        bp_layer_plan plan;
+        l->ops = specs[i].ops;
+        bp_status st = l->ops->plan(l, &specs[i], in, &plan);
+        if (st != BP_OK)
+            return bp_fail_context(st, "layer %d", i + 1);
+        if (bp_shape_size(plan.out) > MAX_WIDTH)
+            return bp_fail(BP_EINVAL, "layer %d: %zu outputs (allowed: 1 to %d)", i + 1,
+                           bp_shape_size(plan.out), MAX_WIDTH);
+        if (l->act == BP_ACT_SOFTMAX && i < net->n_layers - 1)
+            return bp_fail(BP_EINVAL, "softmax is an output activation, not a hidden one "
+                           "(layer %d of %d)", i + 1, net->n_layers);
+        l->n_params = plan.params;
+        net->n_params += plan.params;
+        net->column_extra += plan.saved_per_column + plan.work_per_column;
+        net->sizes[i + 1] = (int)bp_shape_size(plan.out);
+        in = plan.out;
+    }
+    return bp_loss_check(net->cost, net->layers[net->n_layers - 1].act);
 }
 
 static bp_status plan_team(bp_net *net, int threads);
@@ -59,7 +132,8 @@ static bp_status plan_tensors(bp_net *net);
 static size_t buffer_floats(const bp_net *net, int max_batch)
 {
     size_t total = bp_round_floats((size_t)bp_net_inputs(net) * max_batch) +
-                   bp_round_floats((size_t)bp_net_outputs(net) * max_batch);
+                   bp_round_floats((size_t)bp_net_outputs(net) * max_batch) +
+                   bp_round_floats(net->column_extra * (size_t)max_batch);
     for (int i = 0; i < net->n_layers; i++)
         total += 2 * bp_round_floats((size_t)net->sizes[i + 1] * max_batch);
     return total;
@@ -119,29 +193,29 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
     bp_net *net = bp_calloc(1, sizeof *net);
     if (!net)
         return bp_fail(BP_ENOMEM, "no memory for a network");
-    int L = cfg->n_sizes - 1;
+    bp_layer_spec *specs = NULL;
+    int L = 0;
+    if ((st = make_specs(cfg, &specs, &L)) != BP_OK) {
+        bp_free(net);
+        return st;
+    }
     net->n_layers = L;
     net->cost = cfg->cost;
     net->be = bp_backend_find(cfg->backend ? cfg->backend : "blas");
-    net->sizes = bp_calloc((size_t)cfg->n_sizes, sizeof(int));
+    net->sizes = bp_calloc((size_t)L + 1, sizeof(int));
     net->layers = bp_calloc((size_t)L, sizeof(bp_layer));
     net->a = bp_calloc((size_t)L, sizeof(float *));
     net->d = bp_calloc((size_t)L, sizeof(float *));
     if (!net->sizes || !net->layers || !net->a || !net->d) {
+        bp_free(specs);
         bp_net_free(net);
         return bp_fail(BP_ENOMEM, "no memory for a network of %d layers", L);
     }
-    memcpy(net->sizes, cfg->sizes, sizeof(int) * (size_t)cfg->n_sizes);
-
-    for (int i = 0; i < L; i++) {
-        bp_layer *l = &net->layers[i];
-        l->ops = &bp_dense_ops;
-        l->n_in = net->sizes[i];
-        l->n_out = net->sizes[i + 1];
-        l->act = i == L - 1 ? cfg->output : cfg->hidden;
-        net->n_params += l->ops->param_count(l);
-    }
-    if ((st = check_plan_memory(net, cfg->max_batch)) != BP_OK) {
+    st = plan_layers(net, specs, cfg->sizes[0]);
+    bp_free(specs);
+    if (st == BP_OK)
+        st = check_plan_memory(net, cfg->max_batch);
+    if (st != BP_OK) {
         bp_net_free(net);
         return st;
     }
@@ -157,7 +231,7 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
     for (int i = 0; i < L; i++) {
         bp_layer *l = &net->layers[i];
         l->ops->bind(l, net->params + offset, net->grads + offset);
-        offset += l->ops->param_count(l);
+        offset += l->n_params;
         st = l->ops->init(l, cfg->init, &rng);
         if (st != BP_OK) {
             bp_net_free(net);
@@ -334,18 +408,21 @@ static double step_columns(const step_job *job, int c0, int c1)
     /* BP2 down to the first hidden layer; the input layer has no delta to propagate into. */
     for (int i = L - 1; i >= 1; i--) {
         const bp_layer *l = &net->layers[i], *below = &net->layers[i - 1];
+        const float *in = net->a[i - 1] + (size_t)c0 * l->n_in;
         float *d_in = net->d[i - 1] + (size_t)c0 * l->n_in;
-        l->ops->backward_data(l, be, cols, net->d[i] + (size_t)c0 * l->n_out, l->n_out, d_in,
+        l->ops->backward_data(l, be, cols, in, l->n_in, net->a[i] + (size_t)c0 * l->n_out,
+                              l->n_out, net->d[i] + (size_t)c0 * l->n_out, l->n_out, d_in,
                               l->n_in);
-        be->act_bwd_hadamard(below->act, below->n_out, cols,
-                             net->a[i - 1] + (size_t)c0 * below->n_out, below->n_out, d_in,
-                             below->n_out);
+        /* dC/dA of the layer below becomes its dC/dZ: its activation, its derivative. */
+        below->ops->act_backward(below, be, cols, in, below->n_out, d_in, below->n_out);
     }
     /* dC_x/dX = W1^T D1 when asked: the input has no activation to differentiate. */
     if (job->dx) {
         const bp_layer *first = &net->layers[0];
-        first->ops->backward_data(first, be, cols, net->d[0] + (size_t)c0 * first->n_out,
-                                  first->n_out, job->dx + (size_t)c0 * job->lddx, job->lddx);
+        first->ops->backward_data(first, be, cols, job->x + (size_t)c0 * job->ldx, job->ldx,
+                                  net->a[0] + (size_t)c0 * first->n_out, first->n_out,
+                                  net->d[0] + (size_t)c0 * first->n_out, first->n_out,
+                                  job->dx + (size_t)c0 * job->lddx, job->lddx);
     }
     return cost;
 }
@@ -619,7 +696,7 @@ static int layer_tensors(const bp_layer *l, bp_tensor_info *out, int max)
 }
 
 /* Build the table from the layers' own descriptions: each layer's entries get the layer's
- * arena offset (the one bind was given: the sum of the param_counts below it), its number and
+ * arena offset (the one bind was given: the sum of the planned params below it), its number and
  * the "layers.<p>." prefix. Sizes are taken first, so the table and its names are one
  * allocation each, made here and never again. */
 static bp_status plan_tensors(bp_net *net)
@@ -644,7 +721,7 @@ static bp_status plan_tensors(bp_net *net)
             name_bytes += (size_t)snprintf(NULL, 0, "layers.%d.%s", i, info->name) + 1;
         }
         n += k;
-        base += l->ops->param_count(l);
+        base += l->n_params;
     }
     net->tensor_names = bp_alloc(name_bytes);
     if (!net->tensor_names)
