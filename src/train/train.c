@@ -15,19 +15,20 @@
 enum { EVAL_BATCH = 256 };
 
 /* One optimiser step on one mini-batch: folded into BP4 when the optimiser allows it, else
- * backpropagation into the gradient arena and then the optimiser's update over the arena.
+ * backpropagation into the gradient arena and then the optimiser's update over the arena and
+ * its state (state_per_param floats per parameter, element i's at state[i * state_per_param]).
  * Returns the summed cost before the update. Not inlined: the perf suite counts its
  * instructions as the whole training step. */
 __attribute__((noinline)) static double bp_train_step(bp_net *net, const bp_optimizer *opt,
-                                                      const float *x, int ldx, const float *y,
-                                                      int ldy, int batch,
+                                                      float *state, const float *x, int ldx,
+                                                      const float *y, int ldy, int batch,
                                                       const bp_batch_fill *fill)
 {
     bp_grad_target target;
     if (opt->ops->fuse(opt, &target))
         return bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, &target, fill);
     double cost = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL, fill);
-    opt->ops->step(opt, net->params, net->grads, NULL, 0, net->n_params);
+    opt->ops->step(opt, net->params, net->grads, state, 0, net->n_params);
     return cost;
 }
 
@@ -40,7 +41,7 @@ bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, 
     if (!(eta > 0.0f) || !isfinite(eta))
         return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", eta);
     const bp_optimizer sgd = {&bp_sgd_ops, eta};
-    double c = bp_train_step(net, &sgd, x, ldx, y, ldy, batch, NULL) / batch;
+    double c = bp_train_step(net, &sgd, NULL, x, ldx, y, ldy, batch, NULL) / batch;
     if (cost)
         *cost = c;
     return isfinite(c) ? BP_OK : bp_net_diverged(net, "bp_net_sgd_step", c, eta);
@@ -156,6 +157,9 @@ struct bp_trainer {
     double epoch_seconds; /* wall time of the current epoch so far (not part of the state) */
     bp_rng rng;           /* the shuffle's generator */
     size_t *order;        /* the current epoch's sample order */
+    float *state;         /* the optimiser's state arena, parallel to the parameters (NULL
+                             for a rule without state, such as plain SGD) */
+    size_t state_count;
 };
 
 bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *train,
@@ -179,17 +183,22 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
         st = bp_net_reserve(net, planned);
     if (st != BP_OK)
         return st;
+    const bp_optimizer opt = {&bp_sgd_ops, cfg->eta};
+    size_t state_count = (size_t)opt.ops->state_per_param * net->n_params;
     bp_trainer *t = bp_calloc(1, sizeof *t);
     size_t *order = bp_alloc(sizeof(size_t) * n);
-    if (!t || !order) {
+    float *state = state_count ? bp_calloc(state_count, sizeof(float)) : NULL;
+    if (!t || !order || (state_count && !state)) {
         bp_free(t);
         bp_free(order);
+        bp_free(state);
         return bp_fail(BP_ENOMEM, "no memory for a trainer over %zu samples", n);
     }
     for (size_t i = 0; i < n; i++)
         order[i] = i;
-    *t = (bp_trainer){.net = net, .train = train, .opt = {&bp_sgd_ops, cfg->eta},
-                      .batch = cfg->batch, .seed = cfg->seed, .n = n, .order = order};
+    *t = (bp_trainer){.net = net, .train = train, .opt = opt, .batch = cfg->batch,
+                      .seed = cfg->seed, .n = n, .order = order, .state = state,
+                      .state_count = state_count};
     bp_rng_seed(&t->rng, cfg->seed);
     *out = t;
     return BP_OK;
@@ -200,6 +209,7 @@ void bp_trainer_free(bp_trainer *t)
     if (!t)
         return;
     bp_free(t->order);
+    bp_free(t->state);
     bp_free(t);
 }
 
@@ -225,7 +235,8 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         int batch = t->n - start < (size_t)t->batch ? (int)(t->n - start) : t->batch;
         gather_job gather = {t->train, t->order + start, net->x_batch, net->y_batch, n_in, n_out};
         const bp_batch_fill fill = {gather_columns, &gather};
-        double c = bp_train_step(net, &t->opt, net->x_batch, n_in, net->y_batch, n_out, batch,
+        double c = bp_train_step(net, &t->opt, t->state, net->x_batch, n_in, net->y_batch, n_out,
+                                 batch,
                                  &fill);
         if (!isfinite(c)) {
             char where[96];
@@ -304,8 +315,8 @@ bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out)
         .epoch_cost = t->epoch_cost,
         .n = t->n,
         .order = t->order,
-        .optimizer_state = NULL,
-        .optimizer_state_count = 0, /* plain SGD keeps none */
+        .optimizer_state = t->state,
+        .optimizer_state_count = t->state_count,
     };
     memcpy(out->rng, t->rng.s, sizeof out->rng);
     return BP_OK;
@@ -321,9 +332,10 @@ bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
     if (in->epoch < 0 || in->position > t->n || (in->position > 0 && in->position == t->n))
         return bp_fail(BP_EINVAL, "bp_trainer_set_state: epoch %d, position %zu of %zu is not "
                        "a state a trainer can be in", in->epoch, in->position, t->n);
-    if (in->optimizer_state_count != 0)
+    if (in->optimizer_state_count != t->state_count || (t->state_count && !in->optimizer_state))
         return bp_fail(BP_EINVAL, "bp_trainer_set_state: %zu floats of optimiser state, but "
-                       "%s keeps none", in->optimizer_state_count, t->opt.ops->name);
+                       "%s over this net keeps %zu", in->optimizer_state_count,
+                       t->opt.ops->name, t->state_count);
     if (!(in->rng[0] | in->rng[1] | in->rng[2] | in->rng[3]))
         return bp_fail(BP_EINVAL, "bp_trainer_set_state: an all-zero generator state "
                        "(xoshiro256** never reaches it)");
@@ -354,6 +366,8 @@ bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
     t->position = in->position;
     t->epoch_cost = in->epoch_cost;
     t->epoch_seconds = 0.0;
+    if (t->state_count)
+        memcpy(t->state, in->optimizer_state, sizeof(float) * t->state_count);
     memcpy(t->rng.s, in->rng, sizeof in->rng);
     return BP_OK;
 }
