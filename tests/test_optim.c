@@ -42,9 +42,9 @@ START_TEST(test_sgd_fused_and_ranged_agree)
         ck_assert_int_eq(bp_net_gradient(ranged, x, 13, y, 4, 6, NULL), BP_OK);
         /* Three uneven ranges, in an order that is not the arena's. */
         size_t cut1 = n / 3, cut2 = n - 5;
-        sgd.ops->step(&sgd, p, g, NULL, cut2, n);
-        sgd.ops->step(&sgd, p, g, NULL, 0, cut1);
-        sgd.ops->step(&sgd, p, g, NULL, cut1, cut2);
+        sgd.ops->step(&sgd, p, g, NULL, n, cut2, n);
+        sgd.ops->step(&sgd, p, g, NULL, n, 0, cut1);
+        sgd.ops->step(&sgd, p, g, NULL, n, cut1, cut2);
     }
     const float *pf = bp_net_params(fused, NULL);
     double worst = 0;

@@ -40,7 +40,7 @@ typedef struct bp_backend {
     /* BP3: out[i] = alpha * sum_j D(i, j). */
     void (*rowsum)(int rows, int cols, float alpha, const float *d, int ldd, float *out);
 
-    /* y += alpha x over n contiguous floats: the SGD update of a whole arena. */
+    /* y += alpha x over n contiguous floats: the fused bias update (b += alpha G_b). */
     void (*axpy)(size_t n, float alpha, const float *x, float *y);
 } bp_backend;
 

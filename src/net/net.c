@@ -563,16 +563,30 @@ static size_t count_nonfinite(const float *p, size_t n)
     return bad;
 }
 
+/* The NaN or infinite parameters of layer `layer` (1-based) and the parameters it has, from
+ * the tensor table: any layer kind, and none of the arena's padding. */
+static size_t layer_nonfinite(const bp_net *net, int layer, size_t *total)
+{
+    size_t bad = 0;
+    *total = 0;
+    for (int t = 0; t < net->n_tensors; t++) {
+        const bp_tensor_info *info = &net->tensors[t];
+        if (info->layer != layer)
+            continue;
+        bad += count_nonfinite(net->params + info->offset, info->count);
+        *total += info->count;
+    }
+    return bad;
+}
+
 int bp_net_nonfinite_layer(const bp_net *net, size_t *count)
 {
-    for (int i = 0; i < net->n_layers; i++) {
-        const bp_layer *l = &net->layers[i];
-        size_t bad = count_nonfinite(l->w, (size_t)l->ldw * (size_t)l->n_in) +
-                     count_nonfinite(l->b, (size_t)l->n_out);
+    for (int i = 1; i <= net->n_layers; i++) {
+        size_t total, bad = layer_nonfinite(net, i, &total);
         if (bad) {
             if (count)
                 *count = bad;
-            return i + 1;
+            return i;
         }
     }
     if (count)
@@ -589,15 +603,12 @@ bp_status bp_net_diverged(const bp_net *net, const char *where, double cost, flo
      * carried the NaN down through BP2, so the first such layer is not always the origin. */
     char layers[256] = "";
     size_t used = 0;
-    for (int i = 0; i < net->n_layers; i++) {
-        const bp_layer *l = &net->layers[i];
-        size_t total = (size_t)l->n_out * (size_t)l->n_in + (size_t)l->n_out;
-        size_t bad = count_nonfinite(l->w, (size_t)l->ldw * (size_t)l->n_in) +
-                     count_nonfinite(l->b, (size_t)l->n_out);
+    for (int i = 1; i <= net->n_layers; i++) {
+        size_t total, bad = layer_nonfinite(net, i, &total);
         if (!bad || used >= sizeof layers)
             continue;
-        int w = snprintf(layers + used, sizeof layers - used, "%slayer %d has %zu of %zu", used ? ", " : "",
-                         i + 1, bad, total);
+        int w = snprintf(layers + used, sizeof layers - used, "%slayer %d has %zu of %zu",
+                         used ? ", " : "", i, bad, total);
         used += w > 0 ? (size_t)w : 0;
     }
     if (used)

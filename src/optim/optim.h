@@ -14,15 +14,19 @@ typedef struct bp_optimizer bp_optimizer;
 
 typedef struct bp_optimizer_ops {
     const char *name;
-    /* Floats of state per parameter in the state arena: sgd 0, momentum 1, adam 2. */
+    /* Floats of state per parameter: sgd 0, momentum 1 (velocity), adam 2 (m, v). The state
+     * arena is that many blocks of n_params floats, each laid out like the parameters (block
+     * k's element i is state[k * n_params + i]), so the tensor table's offsets hold in every
+     * block and a range [i0, i1) of the parameters is the same range of each block. */
     int state_per_param;
     /* Whether this step may fold into BP4 (a stateless rule whose gradient nobody else needs);
      * if so, fill *target with where and how BP4 should write, and skip step(). */
     int (*fuse)(const bp_optimizer *opt, bp_grad_target *target);
-    /* The update of elements [i0, i1) of the arenas, from the gradient of the mean cost in
-     * grads: a range, so threads (and later MPI ranks) can each take their own. */
+    /* The update of elements [i0, i1) of arenas of n floats, from the gradient of the mean
+     * cost in grads: a range, so threads (and later MPI ranks) can each take their own. n is
+     * also the stride between the state blocks. */
     void (*step)(const bp_optimizer *opt, float *params, const float *grads, float *state,
-                 size_t i0, size_t i1);
+                 size_t n, size_t i0, size_t i1);
 } bp_optimizer_ops;
 
 /* An optimiser and its hyper-parameters, as plain data. */

@@ -9,9 +9,9 @@ static int sgd_fuse(const bp_optimizer *opt, bp_grad_target *target)
 
 /* The unfused form: the same rule when a caller asks for the gradient arena first. */
 static void sgd_step(const bp_optimizer *opt, float *params, const float *grads, float *state,
-                     size_t i0, size_t i1)
+                     size_t n, size_t i0, size_t i1)
 {
-    (void)state;
+    (void)state, (void)n;
     for (size_t i = i0; i < i1; i++)
         params[i] -= opt->eta * grads[i];
 }

@@ -16,7 +16,7 @@ enum { EVAL_BATCH = 256 };
 
 /* One optimiser step on one mini-batch: folded into BP4 when the optimiser allows it, else
  * backpropagation into the gradient arena and then the optimiser's update over the arena and
- * its state (state_per_param floats per parameter, element i's at state[i * state_per_param]).
+ * its state (optim.h: state_per_param blocks, each with the parameters' layout).
  * Returns the summed cost before the update. Not inlined: the perf suite counts its
  * instructions as the whole training step. */
 __attribute__((noinline)) static double bp_train_step(bp_net *net, const bp_optimizer *opt,
@@ -28,7 +28,7 @@ __attribute__((noinline)) static double bp_train_step(bp_net *net, const bp_opti
     if (opt->ops->fuse(opt, &target))
         return bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, &target, fill);
     double cost = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL, fill);
-    opt->ops->step(opt, net->params, net->grads, state, 0, net->n_params);
+    opt->ops->step(opt, net->params, net->grads, state, net->n_params, 0, net->n_params);
     return cost;
 }
 
