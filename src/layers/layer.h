@@ -100,6 +100,11 @@ struct bp_layer {
     int n_in, n_out;      /* flattened sizes of the input and output columns */
     bp_activation act;    /* applied inside forward, differentiated by act_backward */
     size_t n_params;      /* floats in the arenas, from the plan */
+    /* The rest of the plan, allocated by the net once (NULL where the plan asked for none):
+     * non-trained state (n_state floats), and per-column buffers for max_batch columns,
+     * column j's at saved + j * saved_per_column (likewise work). */
+    size_t n_state, saved_per_column, work_per_column;
+    float *state, *saved, *work;
     /* Views into the arenas (dense: W is n_out x n_in with leading dimension ldw). */
     float *w, *b, *gw, *gb;
     int ldw;

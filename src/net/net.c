@@ -117,8 +117,11 @@ static bp_status plan_layers(bp_net *net, const bp_layer_spec *specs, int input)
             return bp_fail(BP_EINVAL, "softmax is an output activation, not a hidden one "
                            "(layer %d of %d)", i + 1, net->n_layers);
         l->n_params = plan.params;
+        l->n_state = plan.state;
+        l->saved_per_column = plan.saved_per_column;
+        l->work_per_column = plan.work_per_column;
         net->n_params += plan.params;
-        net->column_extra += plan.saved_per_column + plan.work_per_column;
+        net->n_state += plan.state;
         net->sizes[i + 1] = (int)bp_shape_size(plan.out);
         in = plan.out;
     }
@@ -132,10 +135,13 @@ static bp_status plan_tensors(bp_net *net);
 static size_t buffer_floats(const bp_net *net, int max_batch)
 {
     size_t total = bp_round_floats((size_t)bp_net_inputs(net) * max_batch) +
-                   bp_round_floats((size_t)bp_net_outputs(net) * max_batch) +
-                   bp_round_floats(net->column_extra * (size_t)max_batch);
-    for (int i = 0; i < net->n_layers; i++)
-        total += 2 * bp_round_floats((size_t)net->sizes[i + 1] * max_batch);
+                   bp_round_floats((size_t)bp_net_outputs(net) * max_batch);
+    for (int i = 0; i < net->n_layers; i++) {
+        const bp_layer *l = &net->layers[i];
+        total += 2 * bp_round_floats((size_t)net->sizes[i + 1] * max_batch) +
+                 bp_round_floats(l->saved_per_column * (size_t)max_batch) +
+                 bp_round_floats(l->work_per_column * (size_t)max_batch);
+    }
     return total;
 }
 
@@ -143,7 +149,8 @@ static size_t buffer_floats(const bp_net *net, int max_batch)
  * the limit before any of it is allocated. */
 static bp_status check_plan_memory(const bp_net *net, int max_batch)
 {
-    uint64_t bytes = ((uint64_t)2 * net->n_params + buffer_floats(net, max_batch)) * sizeof(float);
+    uint64_t bytes = ((uint64_t)2 * net->n_params + net->n_state + buffer_floats(net, max_batch)) *
+                     sizeof(float);
     char what[160];
     int used = snprintf(what, sizeof what, "a [");
     for (int i = 0; i <= net->n_layers && used < (int)sizeof what - 24; i++)
@@ -178,6 +185,17 @@ static bp_status plan_buffers(bp_net *net, int max_batch)
     net->x_batch = p;
     p += bp_round_floats((size_t)bp_net_inputs(net) * max_batch);
     net->y_batch = p;
+    p += bp_round_floats((size_t)bp_net_outputs(net) * max_batch);
+    /* What the plans asked for per column (dropout masks, pooling argmax, im2col). */
+    for (int i = 0; i < net->n_layers; i++) {
+        bp_layer *l = &net->layers[i];
+        size_t saved = l->saved_per_column * (size_t)max_batch;
+        size_t work = l->work_per_column * (size_t)max_batch;
+        l->saved = saved ? p : NULL;
+        p += bp_round_floats(saved);
+        l->work = work ? p : NULL;
+        p += bp_round_floats(work);
+    }
     return BP_OK;
 }
 
@@ -221,17 +239,20 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
     }
     net->params = bp_calloc(net->n_params, sizeof(float));
     net->grads = bp_calloc(net->n_params, sizeof(float));
-    if (!net->params || !net->grads) {
+    net->state = net->n_state ? bp_calloc(net->n_state, sizeof(float)) : NULL;
+    if (!net->params || !net->grads || (net->n_state && !net->state)) {
         bp_net_free(net);
         return bp_fail(BP_ENOMEM, "no memory for %zu parameters", net->n_params);
     }
-    size_t offset = 0;
+    size_t offset = 0, state_offset = 0;
     bp_rng rng;
     bp_rng_seed(&rng, cfg->seed);
     for (int i = 0; i < L; i++) {
         bp_layer *l = &net->layers[i];
         l->ops->bind(l, net->params + offset, net->grads + offset);
         offset += l->n_params;
+        l->state = l->n_state ? net->state + state_offset : NULL;
+        state_offset += l->n_state;
         st = l->ops->init(l, cfg->init, &rng);
         if (st != BP_OK) {
             bp_net_free(net);
@@ -259,6 +280,7 @@ void bp_net_free(bp_net *net)
     bp_free(net->buffers);
     bp_free(net->params);
     bp_free(net->grads);
+    bp_free(net->state);
     bp_free(net->tensors);
     bp_free(net->tensor_names);
     bp_free(net->a);

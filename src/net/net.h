@@ -19,7 +19,8 @@ struct bp_net {
 
     float *params, *grads; /* the two arenas, n_params floats each, same layout */
     size_t n_params;
-    size_t column_extra;   /* floats per column the layers' plans saved or use as scratch */
+    float *state;          /* the layers' non-trained state (running statistics), n_state */
+    size_t n_state;
 
     /* The tensor table (bp_net_tensor), made in bp_net_create from each layer's tensors hook
      * and fixed for the net's life; the names live in one block. */
