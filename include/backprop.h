@@ -400,8 +400,12 @@ BP_API bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int 
 
 typedef struct bp_epoch_report {
     int epoch;                 /* 1-based */
-    double train_cost;         /* mean mini-batch cost over the epoch (before each update) */
+    double train_cost;         /* mean mini-batch cost over the epoch (before each update),
+                                  plus the regularisation term of the weights at the epoch's
+                                  end: (lambda / 2n) sum w^2 + (l1 / n) sum |w| (Nielsen's
+                                  total cost; biases are not regularised) */
     double validation_accuracy;/* in [0,1]; -1 when there is no validation set */
+    double validation_cost;    /* mean unregularised cost on the validation set; -1 without */
     double seconds;            /* wall time of the epoch's training steps */
     double samples_per_second;
 } bp_epoch_report;
@@ -414,6 +418,10 @@ typedef struct bp_train_config {
     int batch;          /* default 10 */
     float eta;          /* default 3.0 */
     uint64_t seed;      /* default 1; drives the per-epoch shuffle */
+    float lambda;       /* L2 on the weights, Nielsen's network2: W <- (1 - eta lambda / n) W
+                           - (eta / B) sum dC_x/dW, n the training-set size; default 0 */
+    float l1;           /* L1 on the weights: W <- W - (eta l1 / n) sign(W) - ..., sign(0) = 0;
+                           default 0. Biases are never regularised. */
     bp_epoch_callback on_epoch; /* may be NULL */
     void *user;
 } bp_train_config;

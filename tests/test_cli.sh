@@ -761,6 +761,18 @@ else
     not_ok "SIGHUP: exit $rc, files: $(ls -A "$SIGDIR" | tr '\n' ' ')"
 fi
 
+# ---- regularisation ----------------------------------------------------------------------
+expect_fail 2 "--lambda -1" "is not a decimal number >= 0" train --lambda -1
+expect_fail 2 "--l1 0x1" "is not a decimal number >= 0" train --l1 0x1
+run train --data "$DATA" --layers 16,8,10 --epochs 1 --lambda 5 --l1 0.5 \
+    --summary-json "$TMP/reg.json"
+if [[ $rc -eq 0 ]] && grep -q '"lambda": 5,' "$TMP/reg.json" && grep -q '"l1": 0.5,' "$TMP/reg.json"
+then
+    ok "--lambda and --l1 train and are recorded as given in the summary"
+else
+    not_ok "--lambda 5 --l1 0.5: exit $rc"
+fi
+
 # ---- the memory limit ---------------------------------------------------------------------
 # A net whose plan exceeds --max-memory is refused before anything is allocated, with the bytes.
 run train --data "$DATA" --layers 16,30000,30000,10 --epochs 1 --max-memory 1G

@@ -166,6 +166,18 @@ static float parse_eta(const char *flag, const char *s)
     return v;
 }
 
+/* A regularisation strength: a decimal number >= 0 (0 turns it off). */
+static float parse_strength(const char *flag, const char *s)
+{
+    if (!is_decimal(s) || s[0] == '-')
+        usage_error("%s: '%s' is not a decimal number >= 0 (like 5.0 or 1e-4)", flag, s);
+    errno = 0;
+    float v = strtof(s, NULL);
+    if ((errno == ERANGE && v != 0.0f) || !isfinite(v))
+        usage_error("%s: %s must be a finite number >= 0", flag, s);
+    return v;
+}
+
 /* "784,30,10" -> sizes; every entry 1..BP_MAX_WIDTH, 2..BP_MAX_SIZES entries, no empty ones. */
 static int parse_layers(const char *flag, const char *s, int sizes[BP_MAX_SIZES])
 {
@@ -299,6 +311,8 @@ enum {
     OPT_BACKEND,
     OPT_SUMMARY,
     OPT_MAX_MEMORY,
+    OPT_LAMBDA,
+    OPT_L1,
 };
 
 static const struct option train_longopts[] = {
@@ -316,6 +330,8 @@ static const struct option train_longopts[] = {
     {"backend", required_argument, NULL, OPT_BACKEND},
     {"summary-json", required_argument, NULL, OPT_SUMMARY},
     {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+    {"lambda", required_argument, NULL, OPT_LAMBDA},
+    {"l1", required_argument, NULL, OPT_L1},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -402,6 +418,8 @@ static void parse_train_args(int argc, char **argv, options *o)
             break;
         case OPT_BACKEND: o->net.backend = parse_backend("--backend", optarg); break;
         case OPT_MAX_MEMORY: o->max_memory = parse_bytes("--max-memory", optarg); break;
+        case OPT_LAMBDA: o->train.lambda = parse_strength("--lambda", optarg); break;
+        case OPT_L1: o->train.l1 = parse_strength("--l1", optarg); break;
         case OPT_SUMMARY:
             if (optarg[0] == '\0')
                 usage_error("--summary-json: empty file name");
@@ -482,6 +500,11 @@ static void print_usage(FILE *f)
             "with the\n"
             "                             quadratic cost, ch. 3 uses 0.5 with cross-entropy\n",
             (double)tc.eta);
+    fprintf(f, "  --lambda X                 L2 on the weights, Nielsen's (1 - eta lambda/n) W; "
+            "ch. 3\n"
+            "                             uses 5.0 [%g]\n"
+            "  --l1 X                     L1 on the weights, - (eta l1/n) sign(W) [%g]\n",
+            (double)tc.lambda, (double)tc.l1);
     print_choice(f, "--init", inits, bp_init_name(nc.init));
     fprintf(f, "  --seed S                   drives initialisation and shuffling [%llu]\n",
             (unsigned long long)nc.seed);
@@ -1064,6 +1087,10 @@ static void write_summary_json(FILE *f, const options *o, const summary *s)
     fprintf(f, ",\n    \"epochs\": %d,\n    \"batch\": %d,\n    \"eta\": ", o->train.epochs,
             o->train.batch);
     json_float(f, o->train.eta);
+    fputs(",\n    \"lambda\": ", f);
+    json_float(f, o->train.lambda);
+    fputs(",\n    \"l1\": ", f);
+    json_float(f, o->train.l1);
     /* A seed can exceed 2^53, where JSON readers lose digits: keep it exact as a string. */
     fprintf(f, ",\n    \"seed\": \"%llu\",\n    \"threads\": %d,\n    \"backend\": ",
             (unsigned long long)o->net.seed, s->threads);

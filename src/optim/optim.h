@@ -33,6 +33,10 @@ typedef struct bp_optimizer_ops {
 struct bp_optimizer {
     const bp_optimizer_ops *ops;
     float eta;
+    /* L2 as a decay of the weights only: lambda / n (n the training-set size). A fused rule
+     * puts 1 - eta * decay into the target's beta, which dense applies to W and not to b;
+     * an unfused update is regularised by the trainer, which knows the tensors' roles. */
+    float decay;
 };
 
 /* Plain SGD, params -= eta * (mean gradient): Nielsen's W -= eta/B sum_x dC_x/dW. It keeps no

@@ -3,7 +3,7 @@
 
 static int sgd_fuse(const bp_optimizer *opt, bp_grad_target *target)
 {
-    *target = (bp_grad_target){BP_TARGET_PARAMS, -opt->eta, 1.0f};
+    *target = (bp_grad_target){BP_TARGET_PARAMS, -opt->eta, 1.0f - opt->eta * opt->decay};
     return 1;
 }
 

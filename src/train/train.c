@@ -40,7 +40,7 @@ bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, 
         return st;
     if (!(eta > 0.0f) || !isfinite(eta))
         return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", eta);
-    const bp_optimizer sgd = {&bp_sgd_ops, eta};
+    const bp_optimizer sgd = {&bp_sgd_ops, eta, 0.0f};
     double c = bp_train_step(net, &sgd, NULL, x, ldx, y, ldy, batch, NULL) / batch;
     if (cost)
         *cost = c;
@@ -160,7 +160,58 @@ struct bp_trainer {
     float *state;         /* the optimiser's state arena, parallel to the parameters (NULL
                              for a rule without state, such as plain SGD) */
     size_t state_count;
+    float lambda, l1;     /* the regularisation, as configured; n divides them */
 };
+
+/* L1 cannot fold into BP4 (it needs sign(W) of the weights before the update), so with it the
+ * step is unfused: the mean gradient into the gradient arena, then, tensor by tensor (the
+ * tensor table knows which are weights),
+ *   W <- (1 - eta lambda / n) W - (eta l1 / n) sign(W) - eta G_W,   b <- b - eta G_b. */
+static void regularised_update(const bp_trainer *t)
+{
+    bp_net *net = t->net;
+    float eta = t->opt.eta, decay = 1.0f - eta * t->lambda / (float)t->n;
+    float shrink = eta * t->l1 / (float)t->n;
+    int n_tensors = bp_net_tensor_count(net);
+    for (int k = 0; k < n_tensors; k++) {
+        bp_tensor_info info;
+        bp_net_tensor(net, k, &info);
+        float *p = net->params + info.offset;
+        const float *g = net->grads + info.offset;
+        if (info.role != BP_ROLE_WEIGHT) {
+            for (size_t i = 0; i < info.count; i++)
+                p[i] -= eta * g[i];
+            continue;
+        }
+        for (size_t i = 0; i < info.count; i++) {
+            float sign = (float)(p[i] > 0.0f) - (float)(p[i] < 0.0f);
+            p[i] = decay * p[i] - shrink * sign - eta * g[i];
+        }
+    }
+}
+
+/* Nielsen's regularisation term of the cost, from the weights as they are now:
+ * (lambda / 2n) sum w^2 + (l1 / n) sum |w|. */
+static double regularisation_cost(const bp_trainer *t)
+{
+    if (t->lambda == 0.0f && t->l1 == 0.0f)
+        return 0.0;
+    double squares = 0.0, absolutes = 0.0;
+    int n_tensors = bp_net_tensor_count(t->net);
+    for (int k = 0; k < n_tensors; k++) {
+        bp_tensor_info info;
+        bp_net_tensor(t->net, k, &info);
+        if (info.role != BP_ROLE_WEIGHT)
+            continue;
+        const float *w = t->net->params + info.offset;
+        for (size_t i = 0; i < info.count; i++) {
+            squares += (double)w[i] * w[i];
+            absolutes += fabs((double)w[i]);
+        }
+    }
+    return (double)t->lambda / (2.0 * (double)t->n) * squares +
+           (double)t->l1 / (double)t->n * absolutes;
+}
 
 bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *train,
                             const bp_train_config *cfg)
@@ -175,6 +226,10 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
         return bp_fail(BP_EINVAL, "batch size must be at least 1 (got %d)", cfg->batch);
     if (!(cfg->eta > 0.0f) || !isfinite(cfg->eta))
         return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", cfg->eta);
+    if (!(cfg->lambda >= 0.0f) || !isfinite(cfg->lambda) || !(cfg->l1 >= 0.0f) ||
+        !isfinite(cfg->l1))
+        return bp_fail(BP_EINVAL, "regularisation must be finite and >= 0, got lambda %g and "
+                       "l1 %g", cfg->lambda, cfg->l1);
     bp_status st = check_data(net, train, "training");
     size_t n = bp_dataset_count(train);
     /* A batch larger than the set trains as one batch of the whole set: plan no more. */
@@ -183,7 +238,7 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
         st = bp_net_reserve(net, planned);
     if (st != BP_OK)
         return st;
-    const bp_optimizer opt = {&bp_sgd_ops, cfg->eta};
+    const bp_optimizer opt = {&bp_sgd_ops, cfg->eta, cfg->lambda / (float)n};
     size_t state_count = (size_t)opt.ops->state_per_param * net->n_params;
     bp_trainer *t = bp_calloc(1, sizeof *t);
     size_t *order = bp_alloc(sizeof(size_t) * n);
@@ -198,7 +253,7 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
         order[i] = i;
     *t = (bp_trainer){.net = net, .train = train, .opt = opt, .batch = cfg->batch,
                       .seed = cfg->seed, .n = n, .order = order, .state = state,
-                      .state_count = state_count};
+                      .state_count = state_count, .lambda = cfg->lambda, .l1 = cfg->l1};
     bp_rng_seed(&t->rng, cfg->seed);
     *out = t;
     return BP_OK;
@@ -235,9 +290,15 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         int batch = t->n - start < (size_t)t->batch ? (int)(t->n - start) : t->batch;
         gather_job gather = {t->train, t->order + start, net->x_batch, net->y_batch, n_in, n_out};
         const bp_batch_fill fill = {gather_columns, &gather};
-        double c = bp_train_step(net, &t->opt, t->state, net->x_batch, n_in, net->y_batch, n_out,
-                                 batch,
-                                 &fill);
+        double c;
+        if (t->l1 > 0.0f) {
+            c = bp_net_backprop_unchecked(net, net->x_batch, n_in, net->y_batch, n_out, batch,
+                                          NULL, &fill);
+            regularised_update(t);
+        } else {
+            c = bp_train_step(net, &t->opt, t->state, net->x_batch, n_in, net->y_batch, n_out,
+                              batch, &fill);
+        }
         if (!isfinite(c)) {
             char where[96];
             snprintf(where, sizeof where, "epoch %d, mini-batch at sample %zu", t->epoch + 1,
@@ -269,8 +330,9 @@ static void finish_epoch(bp_trainer *t, bp_epoch_report *report)
     if (report)
         *report = (bp_epoch_report){
             .epoch = t->epoch,
-            .train_cost = t->epoch_cost / (double)t->n,
+            .train_cost = t->epoch_cost / (double)t->n + regularisation_cost(t),
             .validation_accuracy = -1.0,
+            .validation_cost = -1.0,
             .seconds = t->epoch_seconds,
             .samples_per_second = (double)t->n / t->epoch_seconds,
         };
@@ -397,9 +459,12 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
         if ((st = bp_trainer_epoch(t, &report)) != BP_OK)
             break;
         seconds_total += report.seconds;
-        if (validation && (st = bp_evaluate(net, validation, &accuracy, NULL)) != BP_OK)
+        double validation_cost = -1.0;
+        if (validation &&
+            (st = bp_evaluate(net, validation, &accuracy, &validation_cost)) != BP_OK)
             break;
         report.validation_accuracy = validation ? accuracy : -1.0;
+        report.validation_cost = validation_cost;
         if (result) {
             result->epochs = epoch;
             result->train_seconds = seconds_total;
