@@ -27,7 +27,7 @@ START_TEST(test_sgd_fused_and_ranged_agree)
     bp_test_fill(x, 13 * 6, -1, 1, &seed);
     for (int s = 0; s < 6; s++)
         y[s * 4 + (s * 3) % 4] = 1;
-    const bp_optimizer sgd = {&bp_sgd_ops, 0.3f, 0.0f};
+    const bp_optimizer sgd = {&bp_sgd_ops, 0.3f, 0.0f, 0.0f};
     bp_grad_target target;
     ck_assert_int_eq(sgd.ops->fuse(&sgd, &target), 1);
     ck_assert_int_eq(target.into, BP_TARGET_PARAMS);

@@ -34,8 +34,9 @@ bp_status bp_memory_check(uint64_t bytes, const char *what);
 /* Where backpropagation writes a layer's gradient of the mean cost G: T = beta T + alpha G.
  * The optimiser chooses (optim/optim.h); layers only honour it (layers/layer.h), so neither
  * knows the other.
- * - BP_TARGET_GRADS: T is the gradient arena. {alpha 1, beta 0} leaves G there for an
- *   optimiser with state (momentum, Adam) or a caller; beta 1 would accumulate.
+ * - BP_TARGET_GRADS: T is the gradient arena, overwritten (beta must be 0): {alpha 1, beta 0}
+ *   leaves G there for an optimiser with state (momentum, Adam) or a caller. Accumulating
+ *   into it (beta 1, for gradient accumulation) is not supported yet.
  * - BP_TARGET_PARAMS: T is the parameters: a stateless rule folded into BP4's GEMM, so G is
  *   never written to memory and read back. Plain SGD is {alpha -eta, beta 1}; L2 decay will be
  *   beta = 1 - eta lambda / n. beta applies to weights; biases always take beta 1 here. */

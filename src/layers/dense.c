@@ -203,16 +203,8 @@ static void dense_backward_params(const bp_layer *l, const bp_backend *be, int b
         if (into_params) {
             be->rowsum(r1 - r0, batch, inv_batch, d + r0, ldd, gb);
             be->axpy(rows_b, target->alpha, gb, l->b + r0);
-        } else if (target->beta == 0.0f) {
-            be->rowsum(r1 - r0, batch, target->alpha * inv_batch, d + r0, ldd, gb);
         } else {
-            /* Accumulating biases: not a path any optimiser takes yet, so a plain loop. */
-            for (size_t i = 0; i < rows_b; i++) {
-                double sum = 0.0;
-                for (int j = 0; j < batch; j++)
-                    sum += d[r0 + i + (size_t)j * ldd];
-                gb[i] = target->beta * gb[i] + target->alpha * inv_batch * (float)sum;
-            }
+            be->rowsum(r1 - r0, batch, target->alpha * inv_batch, d + r0, ldd, gb);
         }
     }
     /* BP4 for a block of W: D A_in^T / B is (n_out x B)(B x n_in), and each part's GEMM packs

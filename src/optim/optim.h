@@ -33,10 +33,11 @@ typedef struct bp_optimizer_ops {
 struct bp_optimizer {
     const bp_optimizer_ops *ops;
     float eta;
-    /* L2 as a decay of the weights only: lambda / n (n the training-set size). A fused rule
-     * puts 1 - eta * decay into the target's beta, which dense applies to W and not to b;
-     * an unfused update is regularised by the trainer, which knows the tensors' roles. */
-    float decay;
+    /* Regularisation of the weights only, per Nielsen's network2 (n the training-set size):
+     * decay = lambda / n (L2), l1 = l1 / n. A fused rule puts 1 - eta * decay into the
+     * target's beta, which dense applies to W and not to b. step() applies both to whatever
+     * range it is given: the trainer calls it tensor by tensor, with both zeroed for biases. */
+    float decay, l1;
 };
 
 /* Plain SGD, params -= eta * (mean gradient): Nielsen's W -= eta/B sum_x dC_x/dW. It keeps no

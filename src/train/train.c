@@ -28,7 +28,16 @@ __attribute__((noinline)) static double bp_train_step(bp_net *net, const bp_opti
     if (opt->ops->fuse(opt, &target))
         return bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, &target, fill);
     double cost = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL, fill);
-    opt->ops->step(opt, net->params, net->grads, state, net->n_params, 0, net->n_params);
+    /* Tensor by tensor, so that regularisation reaches the weights only (the table's roles). */
+    int n_tensors = bp_net_tensor_count(net);
+    for (int k = 0; k < n_tensors; k++) {
+        const bp_tensor_info *info = &net->tensors[k];
+        bp_optimizer o = *opt;
+        if (info->role != BP_ROLE_WEIGHT)
+            o.decay = o.l1 = 0.0f;
+        o.ops->step(&o, net->params, net->grads, state, net->n_params, info->offset,
+                    info->offset + info->count);
+    }
     return cost;
 }
 
@@ -40,7 +49,7 @@ bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, 
         return st;
     if (!(eta > 0.0f) || !isfinite(eta))
         return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", eta);
-    const bp_optimizer sgd = {&bp_sgd_ops, eta, 0.0f};
+    const bp_optimizer sgd = {&bp_sgd_ops, eta, 0.0f, 0.0f};
     double c = bp_train_step(net, &sgd, NULL, x, ldx, y, ldy, batch, NULL) / batch;
     if (cost)
         *cost = c;
@@ -163,33 +172,6 @@ struct bp_trainer {
     float lambda, l1;     /* the regularisation, as configured; n divides them */
 };
 
-/* L1 cannot fold into BP4 (it needs sign(W) of the weights before the update), so with it the
- * step is unfused: the mean gradient into the gradient arena, then, tensor by tensor (the
- * tensor table knows which are weights),
- *   W <- (1 - eta lambda / n) W - (eta l1 / n) sign(W) - eta G_W,   b <- b - eta G_b. */
-static void regularised_update(const bp_trainer *t)
-{
-    bp_net *net = t->net;
-    float eta = t->opt.eta, decay = 1.0f - eta * t->lambda / (float)t->n;
-    float shrink = eta * t->l1 / (float)t->n;
-    int n_tensors = bp_net_tensor_count(net);
-    for (int k = 0; k < n_tensors; k++) {
-        bp_tensor_info info;
-        bp_net_tensor(net, k, &info);
-        float *p = net->params + info.offset;
-        const float *g = net->grads + info.offset;
-        if (info.role != BP_ROLE_WEIGHT) {
-            for (size_t i = 0; i < info.count; i++)
-                p[i] -= eta * g[i];
-            continue;
-        }
-        for (size_t i = 0; i < info.count; i++) {
-            float sign = (float)(p[i] > 0.0f) - (float)(p[i] < 0.0f);
-            p[i] = decay * p[i] - shrink * sign - eta * g[i];
-        }
-    }
-}
-
 /* Nielsen's regularisation term of the cost, from the weights as they are now:
  * (lambda / 2n) sum w^2 + (l1 / n) sum |w|. */
 static double regularisation_cost(const bp_trainer *t)
@@ -238,7 +220,7 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
         st = bp_net_reserve(net, planned);
     if (st != BP_OK)
         return st;
-    const bp_optimizer opt = {&bp_sgd_ops, cfg->eta, cfg->lambda / (float)n};
+    const bp_optimizer opt = {&bp_sgd_ops, cfg->eta, cfg->lambda / (float)n, cfg->l1 / (float)n};
     size_t state_count = (size_t)opt.ops->state_per_param * net->n_params;
     bp_trainer *t = bp_calloc(1, sizeof *t);
     size_t *order = bp_alloc(sizeof(size_t) * n);
@@ -290,15 +272,8 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         int batch = t->n - start < (size_t)t->batch ? (int)(t->n - start) : t->batch;
         gather_job gather = {t->train, t->order + start, net->x_batch, net->y_batch, n_in, n_out};
         const bp_batch_fill fill = {gather_columns, &gather};
-        double c;
-        if (t->l1 > 0.0f) {
-            c = bp_net_backprop_unchecked(net, net->x_batch, n_in, net->y_batch, n_out, batch,
-                                          NULL, &fill);
-            regularised_update(t);
-        } else {
-            c = bp_train_step(net, &t->opt, t->state, net->x_batch, n_in, net->y_batch, n_out,
-                              batch, &fill);
-        }
+        double c = bp_train_step(net, &t->opt, t->state, net->x_batch, n_in, net->y_batch,
+                                 n_out, batch, &fill);
         if (!isfinite(c)) {
             char where[96];
             snprintf(where, sizeof where, "epoch %d, mini-batch at sample %zu", t->epoch + 1,
