@@ -529,6 +529,11 @@ BP_API void bp_file_writer_abort(bp_file_writer *w);
  * BP_EIO / BP_EINVAL with the reason. Nothing at path is touched. */
 BP_API bp_status bp_file_check_replaceable(const char *path);
 
+/* What kind of file a stat() st_mode describes ("a regular file", "a directory", "a FIFO",
+ * "a symbolic link", "a character device", ...), for messages that refuse one: the library's
+ * file code and its callers then say it the same way. A static string. */
+BP_API const char *bp_file_kind(unsigned int st_mode);
+
 #ifdef __cplusplus
 }
 #endif

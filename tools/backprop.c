@@ -618,23 +618,6 @@ static const char *data_hint(const char *data)
     return "expected the four MNIST-format IDX files, raw or .gz";
 }
 
-static const char *node_kind(mode_t mode)
-{
-    if (S_ISREG(mode))
-        return "a regular file";
-    if (S_ISDIR(mode))
-        return "a directory";
-    if (S_ISCHR(mode))
-        return "a character device";
-    if (S_ISBLK(mode))
-        return "a block device";
-    if (S_ISFIFO(mode))
-        return "a FIFO";
-    if (S_ISSOCK(mode))
-        return "a socket";
-    return "of an unknown kind";
-}
-
 /* What is wrong with path as a directory (want_dir) or a data file, as the rest of a sentence
  * that starts with its name: " is a directory, not a regular file", ": no such directory".
  * "No such file" would be a lie for a dangling link or a link loop, and sends the user
@@ -647,7 +630,7 @@ static int describe_node(const char *path, int want_dir, char *why, size_t size)
     if (stat(path, &st) == 0) {
         if (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode))
             return 0;
-        snprintf(why, size, " is %s, not %s", node_kind(st.st_mode),
+        snprintf(why, size, " is %s, not %s", bp_file_kind(st.st_mode),
                  want_dir ? "a directory" : "a regular file");
         return -1;
     }

@@ -60,8 +60,9 @@ typedef struct target {
 } target;
 
 /* "a FIFO", "a symbolic link": what a file is, for messages that refuse it (io.h). */
-const char *bp_file_kind(mode_t mode)
+const char *bp_file_kind(unsigned int st_mode)
 {
+    mode_t mode = (mode_t)st_mode;
     if (S_ISREG(mode))
         return "a regular file";
     if (S_ISDIR(mode))

@@ -7,7 +7,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 #include "backprop.h"
 
@@ -52,9 +51,5 @@ bp_status bp_idx_read_labels(const char *path, uint8_t **labels, size_t *count);
  * training step gathers its own columns through this. */
 void bp_dataset_gather_unchecked(const bp_dataset *ds, const size_t *idx, int batch, float *x,
                                  float *y, int n_out);
-
-/* What kind of file st_mode describes ("a FIFO", "a directory", "a symbolic link", ...), for
- * the messages that refuse one (atomic.c). */
-const char *bp_file_kind(mode_t mode);
 
 #endif
