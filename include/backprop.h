@@ -182,6 +182,11 @@ typedef struct bp_net_config {
                                   holding just the input width (n_sizes 1). NULL by default. */
     int threads;               /* threads a training step of this net uses: 0 (default) takes
                                   bp_get_threads() as it is when the net is created */
+    float dropout;             /* with sizes: a dropout layer of this drop probability after
+                                  every hidden layer ("dropout:P"); 0 (default) for none */
+    int batchnorm;             /* with sizes: non-zero puts batch normalisation after every
+                                  hidden layer's linear part, the activation after it
+                                  ("dense:N:linear,batchnorm:ACT"); 0 by default */
 } bp_net_config;
 
 BP_API void bp_net_config_init(bp_net_config *cfg);
@@ -258,7 +263,9 @@ BP_API float *bp_net_bias_grads(bp_net *net, int l);
 typedef enum bp_tensor_role {
     BP_ROLE_WEIGHT = 0, /* multiplies the input; L2 decay applies to these */
     BP_ROLE_BIAS,       /* added to the output */
-    BP_ROLE_COUNT       /* later kinds append roles (scale, shift, running statistics) */
+    BP_ROLE_SCALE,      /* batch norm's gamma (PyTorch's BatchNorm1d.weight); never decayed */
+    BP_ROLE_SHIFT,      /* batch norm's beta (BatchNorm1d.bias); never decayed */
+    BP_ROLE_COUNT       /* later kinds append roles */
 } bp_tensor_role;
 
 typedef struct bp_tensor_info {
@@ -398,8 +405,55 @@ BP_API bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int 
 
 /* ---- training -------------------------------------------------------------------------- */
 
+/* The optimisers (Nielsen ch. 1 and 3; Kingma & Ba for Adam; Loshchilov & Hutter for AdamW). G is
+ * the gradient of the mini-batch's mean cost, plus lambda/n W (L2) and l1/n sign(W) (L1) on
+ * the weights; t the step number from 1.
+ *   sgd       W <- W - eta G (fused into BP4 when there is no L1)
+ *   momentum  v <- mu v - eta G;  W <- W + v                      (Nielsen ch. 3)
+ *   nesterov  v <- mu v - eta G;  W <- W + mu v - eta G           (Sutskever et al., 2013)
+ *   adam      m <- b1 m + (1-b1) G;  v <- b2 v + (1-b2) G^2;
+ *             W <- W - eta (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+ *   adamw     adam on G without the L2 term, then W <- W - eta weight_decay W (weights only)
+ *   rmsprop   v <- b2 v + (1-b2) G^2;  W <- W - eta G / (sqrt(v) + eps)
+ * State (v, m) lives in one arena laid out like the parameters, updated by one vectorised
+ * loop per step split across the net's threads. */
+typedef enum bp_optimizer_kind {
+    BP_OPT_SGD = 0,
+    BP_OPT_MOMENTUM,
+    BP_OPT_NESTEROV,
+    BP_OPT_ADAM,
+    BP_OPT_ADAMW,
+    BP_OPT_RMSPROP,
+    BP_OPT_COUNT
+} bp_optimizer_kind;
+/* "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"; BP_EINVAL for another name. */
+BP_API bp_status bp_optimizer_parse(const char *name, bp_optimizer_kind *out);
+BP_API const char *bp_optimizer_name(bp_optimizer_kind k); /* "unknown" out of range */
+
+/* Learning-rate schedules, applied between epochs:
+ *   const     eta stays eta0
+ *   halve:N   eta halves whenever validation accuracy has not improved for N epochs, and
+ *             training stops once eta < eta0 / 128 (Nielsen ch. 3); needs a validation set
+ *   step:E:F  eta is multiplied by F after every E epochs
+ *   cosine    eta_e = eta0 (1 + cos(pi (e - 1) / E)) / 2 for epoch e of E (bp_train's epochs) */
+typedef enum bp_schedule_kind {
+    BP_SCHEDULE_CONST = 0,
+    BP_SCHEDULE_HALVE,
+    BP_SCHEDULE_STEP,
+    BP_SCHEDULE_COSINE,
+    BP_SCHEDULE_COUNT
+} bp_schedule_kind;
+typedef struct bp_schedule {
+    bp_schedule_kind kind;
+    int epochs;    /* halve: N (patience); step: E */
+    float factor;  /* step: F, positive and finite */
+} bp_schedule;
+/* "const", "halve:10", "step:5:0.5", "cosine" -> *out; BP_EINVAL with the reason otherwise. */
+BP_API bp_status bp_schedule_parse(const char *text, bp_schedule *out);
+
 typedef struct bp_epoch_report {
     int epoch;                 /* 1-based */
+    double eta;                /* the learning rate this epoch trained with */
     double train_cost;         /* mean mini-batch cost over the epoch (before each update),
                                   plus the regularisation term of the weights at the epoch's
                                   end: (lambda / 2n) sum w^2 + (l1 / n) sum |w| (Nielsen's
@@ -408,6 +462,13 @@ typedef struct bp_epoch_report {
     double validation_cost;    /* mean unregularised cost on the validation set; -1 without */
     double seconds;            /* wall time of the epoch's training steps */
     double samples_per_second;
+    /* Learning-speed diagnostics (Nielsen ch. 5), when bp_train_config.norm_samples > 0: for
+     * every tensor of the table (bp_net_tensor, same index), the Euclidean norm of the gradient
+     * of the mean cost over the first norm_samples training samples, taken with the parameters
+     * at the epoch's end (bp_net_grad_norms). NULL and 0 otherwise. A view into the trainer,
+     * valid until its next call. */
+    const double *grad_norms;
+    int n_grad_norms;
 } bp_epoch_report;
 
 /* Called after every epoch; return non-zero to stop training early. */
@@ -416,12 +477,25 @@ typedef int (*bp_epoch_callback)(const bp_epoch_report *report, void *user);
 typedef struct bp_train_config {
     int epochs;         /* default 30 */
     int batch;          /* default 10 */
-    float eta;          /* default 3.0 */
-    uint64_t seed;      /* default 1; drives the per-epoch shuffle */
+    float eta;          /* default 3.0; the initial rate when a schedule changes it */
+    uint64_t seed;      /* default 1; drives the per-epoch shuffle and the dropout masks */
     float lambda;       /* L2 on the weights, Nielsen's network2: W <- (1 - eta lambda / n) W
                            - (eta / B) sum dC_x/dW, n the training-set size; default 0 */
     float l1;           /* L1 on the weights: W <- W - (eta l1 / n) sign(W) - ..., sign(0) = 0;
-                           default 0. Biases are never regularised. */
+                           default 0. Biases, scales and shifts are never regularised. */
+    bp_optimizer_kind optimizer; /* default BP_OPT_SGD */
+    float momentum;     /* mu of momentum and nesterov; default 0.9 */
+    float beta1, beta2; /* adam, adamw (both) and rmsprop (beta2); defaults 0.9, 0.999 */
+    float eps;          /* adam, adamw, rmsprop; default 1e-8 */
+    float weight_decay; /* adamw's decoupled decay of the weights; default 0 */
+    float clip_norm;    /* when > 0, G is scaled by clip_norm / ||G|| whenever its global norm
+                           (over every tensor) exceeds clip_norm; default 0 (off) */
+    bp_schedule schedule;       /* default const */
+    int early_stop;     /* bp_train: stop when validation accuracy has not improved for this
+                           many epochs and restore the parameters of the best epoch (Nielsen's
+                           no-improvement-in-N); 0 (default) never stops early */
+    int norm_samples;   /* per-epoch gradient norms over this many training samples (the
+                           report's grad_norms); default 0 (off) */
     bp_epoch_callback on_epoch; /* may be NULL */
     void *user;
 } bp_train_config;
@@ -433,14 +507,23 @@ typedef struct bp_train_result {
     double train_seconds;       /* wall time spent in training steps */
     double samples_per_second;
     double validation_accuracy; /* after the last epoch; -1 without a validation set */
+    double best_validation_accuracy; /* the best epoch's; -1 without a validation set */
+    int best_epoch;             /* 1-based; 0 without a validation set */
+    int stopped_early;          /* early_stop or the halve schedule ended the run before
+                                   cfg->epochs */
+    double final_eta;           /* the learning rate after the last epoch's schedule step */
 } bp_train_result;
 
-/* Mini-batch SGD over `train` (shuffled each epoch by the library's seeded RNG), evaluating on
- * `validation` (may be NULL) after each epoch. Fails with BP_EDIVERGED, keeping the epoch count
+/* Mini-batch training over `train` (shuffled each epoch by the library's seeded RNG) with the
+ * configured optimiser and schedule, evaluating on `validation` (may be NULL) after each epoch.
+ * Fails with BP_EDIVERGED, keeping the epoch count
  * reached, when a mini-batch's cost is not finite (a NaN output reaches the cost; it is never
  * clamped) or, checked after every epoch, a parameter is NaN or infinite; the message names the
  * epoch and, when parameters are lost, the layer. Saturation is not divergence: a net whose
  * sigmoids are pinned at 0 or 1 has a finite (large) cost and trains on. result may be NULL.
+ * With early_stop (which, like the halve schedule, needs a validation set: BP_EINVAL without
+ * one), the net ends holding the parameters of its best validation epoch, whether the run
+ * stopped early or used all its epochs.
  * Its steps and evaluations flush subnormals to zero, as bp_net_sgd_step says; the caller's
  * floating-point modes are left as they were. */
 BP_API bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
@@ -450,7 +533,8 @@ BP_API bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset
  * the run needs to go on (the optimiser and its state, the epoch, the position inside it, the
  * sample order, the shuffle's generator), so it can stop anywhere between mini-batches and be
  * resumed, in this process or, through bp_trainer_state, in another. bp_train is a loop over
- * bp_trainer_epoch. Uses cfg's batch, eta and seed (epochs and the callback are bp_train's).
+ * bp_trainer_epoch. Uses everything in cfg but the callback (epochs only as the length the
+ * cosine schedule anneals over; bp_train runs them).
  * The trainer keeps net and train (both must outlive it) and reserves the net's buffers. */
 typedef struct bp_trainer bp_trainer;
 BP_API bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *train,
@@ -467,6 +551,22 @@ BP_API bp_status bp_trainer_epoch(bp_trainer *t, bp_epoch_report *report);
 BP_API bp_status bp_trainer_batches(bp_trainer *t, long max_batches, int *epoch_finished,
                                     bp_epoch_report *report);
 
+/* The end of an epoch, after the caller has evaluated: hand the trainer the validation accuracy
+ * (-1 without a validation set) so the schedule and early stopping can act. It keeps the best
+ * epoch (a copy of its parameters when early_stop is set), moves eta for the next epoch and
+ * sets *stop (may be NULL) when early_stop or the halve schedule ends the run. bp_train calls it
+ * after every epoch; a caller driving the trainer itself does the same. BP_EINVAL if no epoch
+ * has finished since the last call. */
+BP_API bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *stop);
+/* The learning rate the next mini-batch trains with. */
+BP_API double bp_trainer_eta(const bp_trainer *t);
+/* The best epoch so far (1-based; 0 before any accuracy was observed) and its accuracy (-1
+ * then); either output may be NULL. */
+BP_API int bp_trainer_best(const bp_trainer *t, double *accuracy);
+/* Copy the best epoch's parameters (kept when early_stop is set) into the net. BP_EINVAL when
+ * none were kept. */
+BP_API bp_status bp_trainer_restore_best(bp_trainer *t);
+
 /* The trainer's state as plain data. Together with the net's parameters it is everything a
  * resumed run needs: set it on a trainer made with the same configuration over the same set
  * (and a net holding the same parameters), and the run continues bit for bit as if it had
@@ -477,13 +577,46 @@ typedef struct bp_trainer_state {
     size_t position;              /* samples of the current epoch trained (0: not begun) */
     double epoch_cost;            /* summed cost of those samples */
     uint64_t rng[4];              /* the shuffle's xoshiro256** state */
+    uint64_t steps;               /* optimiser steps taken: Adam's t, the dropout masks' key */
     size_t n;                     /* training samples: the length of order */
     const size_t *order;          /* the current epoch's sample order */
     const float *optimizer_state; /* the optimiser's state arena; NULL for plain SGD */
     size_t optimizer_state_count; /* its floats; 0 for plain SGD */
+    /* The schedule and early stopping: */
+    double eta;                   /* the current learning rate */
+    double best_accuracy;         /* -1 before any */
+    int best_epoch;               /* 0 before any */
+    int since_best;               /* epochs observed without improvement */
+    int observed;                 /* epochs handed to bp_trainer_observe */
+    const float *best_params;     /* the best epoch's parameter arena (bp_net_params' n
+                                     floats), NULL unless early_stop kept one */
 } bp_trainer_state;
 BP_API bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out);
 BP_API bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *state);
+
+/* ---- diagnostics ----------------------------------------------------------------------- */
+
+/* Nielsen's chapter 5 measure of how fast each layer learns: the gradient of the mean cost over
+ * the first `samples` samples of ds (all of them if fewer) with the parameters as they are,
+ * and norms[k] = its Euclidean norm on tensor k of the table (n_norms must be at least
+ * bp_net_tensor_count). The gradient is of the training-mode net (batch statistics, no
+ * dropout); running statistics are not updated and the parameters are not changed. Uses the
+ * gradient arena as scratch (its contents are unspecified afterwards) and works in chunks of
+ * the planned batch, so it allocates only a small accumulator. */
+BP_API bp_status bp_net_grad_norms(bp_net *net, const bp_dataset *ds, size_t samples,
+                                   double *norms, int n_norms);
+
+/* The singular values of a two-dimensional tensor of the table (a dense weight), computed by
+ * LAPACK's sgesdd: the largest, the smallest (of min(rows, cols)) and their ratio, the
+ * condition number (infinity when the smallest is 0). values, when not NULL, receives all
+ * min(rows, cols) of them in descending order (n_values at least that). Allocates a copy of the
+ * tensor and LAPACK's workspace. */
+typedef struct bp_spectrum {
+    double largest, smallest, condition;
+    int count; /* min(rows, cols) */
+} bp_spectrum;
+BP_API bp_status bp_net_weight_spectrum(const bp_net *net, int tensor, bp_spectrum *out,
+                                        float *values, int n_values);
 
 /* Fraction of samples whose largest output is the label, and the mean cost (either may be
  * NULL). Allocates only if the net's buffers are smaller than its evaluation batch. */

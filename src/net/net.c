@@ -797,6 +797,8 @@ int bp_net_tensor_find(const bp_net *net, const char *name)
 static const char *const role_names[] = {
     [BP_ROLE_WEIGHT] = "weight",
     [BP_ROLE_BIAS] = "bias",
+    [BP_ROLE_SCALE] = "scale",
+    [BP_ROLE_SHIFT] = "shift",
 };
 _Static_assert(sizeof role_names / sizeof *role_names == BP_ROLE_COUNT,
                "every tensor role needs a name");
