@@ -64,6 +64,20 @@ uint64_t bp_rng_below(bp_rng *rng, uint64_t n); /* uniform in [0, n), unbiased *
  * keys give unrelated values. */
 uint64_t bp_rng_counter(uint64_t seed, uint64_t step, uint32_t layer, uint32_t column,
                         uint32_t index);
+/* The same in two halves, for a loop over one column's draws: the key of (seed, step, layer,
+ * column), three mixes, once per column; then one mix per index.
+ * bp_rng_counter(s, t, l, c, i) == bp_rng_counter_draw(bp_rng_counter_key(s, t, l, c), i). */
+uint64_t bp_rng_counter_key(uint64_t seed, uint64_t step, uint32_t layer, uint32_t column);
+static inline uint64_t bp_rng_mix64(uint64_t z) /* splitmix64's finaliser: a bijection */
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static inline uint64_t bp_rng_counter_draw(uint64_t key, uint32_t index)
+{
+    return bp_rng_mix64(key ^ ((uint64_t)index * 0xabc98388fb8fac03ULL + 1));
+}
 static inline float bp_rng_counter_uniform(uint64_t bits) /* [0, 1) with 24 random bits */
 {
     return (float)(bits >> 40) * 0x1.0p-24f;

@@ -12,23 +12,19 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-/* splitmix64's output function alone: a bijection of 64 bits with full avalanche. */
-static uint64_t mix64(uint64_t z)
+uint64_t bp_rng_counter_key(uint64_t seed, uint64_t step, uint32_t layer, uint32_t column)
 {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    /* Each coordinate enters through its own odd constant, so (a, b) and (b, a) differ, and
+     * is avalanched before the next: a chain of bijections keyed by the seed. */
+    uint64_t h = bp_rng_mix64(seed + 0x9e3779b97f4a7c15ULL);
+    h = bp_rng_mix64(h ^ (step * 0xd1b54a32d192ed03ULL));
+    return bp_rng_mix64(h ^ (((uint64_t)layer << 32 | column) * 0x8cb92ba72f3d8dd7ULL));
 }
 
 uint64_t bp_rng_counter(uint64_t seed, uint64_t step, uint32_t layer, uint32_t column,
                         uint32_t index)
 {
-    /* Each coordinate enters through its own odd constant, so (a, b) and (b, a) differ, and
-     * is avalanched before the next: a chain of bijections keyed by the seed. */
-    uint64_t h = mix64(seed + 0x9e3779b97f4a7c15ULL);
-    h = mix64(h ^ (step * 0xd1b54a32d192ed03ULL));
-    h = mix64(h ^ (((uint64_t)layer << 32 | column) * 0x8cb92ba72f3d8dd7ULL));
-    return mix64(h ^ ((uint64_t)index * 0xabc98388fb8fac03ULL + 1));
+    return bp_rng_counter_draw(bp_rng_counter_key(seed, step, layer, column), index);
 }
 
 void bp_rng_seed(bp_rng *rng, uint64_t seed)

@@ -158,9 +158,10 @@ static bp_status dense_init(bp_layer *l, bp_init scheme, bp_rng *rng)
     return BP_OK;
 }
 
-static void dense_forward(const bp_layer *l, const bp_backend *be, int batch, const float *in,
-                          int ldin, float *out, int ldout)
+static void dense_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
+                          int batch, const float *in, int ldin, float *out, int ldout)
 {
+    (void)pass; /* the same in training and inference */
     /* Z = W A: (n_out x n_in)(n_in x B); then A' = act(Z + b 1^T) in the same pass. */
     be->sgemm(BP_NOTRANS, BP_NOTRANS, l->n_out, batch, l->n_in, 1.0f, l->w, l->ldw, in, ldin,
               0.0f, out, ldout);
@@ -175,11 +176,11 @@ static void dense_act_backward(const bp_layer *l, const bp_backend *be, int batc
     be->act_bwd_hadamard(l->act, l->n_out, batch, out, ldout, d, ldd);
 }
 
-static void dense_backward_data(const bp_layer *l, const bp_backend *be, int batch,
-                                const float *in, int ldin, const float *out, int ldout,
-                                const float *d, int ldd, float *d_in, int ld_din)
+static void dense_backward_data(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
+                                int batch, const float *in, int ldin, const float *out,
+                                int ldout, const float *d, int ldd, float *d_in, int ld_din)
 {
-    (void)in, (void)ldin, (void)out, (void)ldout; /* W^T D needs neither */
+    (void)pass, (void)in, (void)ldin, (void)out, (void)ldout; /* W^T D needs none of them */
     /* W^T D: dC/dA of the layer below, which turns it into its own dC/dZ (act_backward). */
     be->sgemm(BP_TRANS, BP_NOTRANS, l->n_in, batch, l->n_out, 1.0f, l->w, l->ldw, d, ldd, 0.0f,
               d_in, ld_din);

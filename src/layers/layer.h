@@ -16,6 +16,7 @@
 #include "backprop.h"
 #include "core/core.h"
 #include "kernels/backend.h"
+#include "parallel/team.h"
 
 typedef struct bp_layer bp_layer;
 typedef struct bp_layer_ops bp_layer_ops;
@@ -33,15 +34,53 @@ typedef struct bp_layer_spec {
     const bp_layer_ops *ops;
     int units;          /* dense: output neurons */
     bp_activation act;
+    float rate;         /* dropout: the probability of dropping a unit */
 } bp_layer_spec;
+
+/* What kind of pass a forward or backward call is part of. Layers that behave the same in
+ * training and inference (dense) ignore it. */
+typedef enum bp_pass_mode {
+    BP_PASS_INFER = 0, /* evaluation and prediction: no dropout, running statistics */
+    BP_PASS_TRAIN,     /* a training step: dropout masks, batch statistics (and running
+                          averages moved by them) */
+    BP_PASS_PROBE,     /* a measurement of the training-mode gradient (bp_net_grad_norms):
+                          batch statistics, but no dropout and no running average moved */
+} bp_pass_mode;
+
+/* The pass a call belongs to, and where its columns sit in the whole mini-batch: a step splits
+ * the batch by columns across a team, and a layer that draws randomness or needs statistics of
+ * the whole batch must not depend on that split. */
+typedef struct bp_pass {
+    bp_pass_mode mode;
+    uint64_t seed, step;  /* the counter-based generator's key (bp_rng_counter) for this step */
+    int column0;          /* this call's first column, counted in the whole batch */
+    int batch;            /* the whole batch's columns */
+    /* The team the batch is split across and this call's member (NULL: one thread), with the
+     * net's scratch for bp_pass_sum: BP_TEAM_MAX slots of reduce_stride doubles. */
+    bp_team *team;
+    int member;
+    double *reduce;
+    size_t reduce_stride;
+} bp_pass;
+
+/* Sum values[0..n) over the members of the pass's team, in member order (so every thread
+ * count gives one deterministic result for a given split), leaving the total in every member's
+ * values. Every member must make the same calls in the same order: it synchronises them
+ * (twice: once the slots are written, once they have been read). n is at most the plan's
+ * `reduce` of the calling layer. On one thread it does nothing. */
+void bp_pass_sum(const bp_pass *pass, double *values, size_t n);
 
 /* What a planned layer needs, for the net to allocate once: floats in the parameter arena (the
  * gradient and optimiser-state arenas mirror it), non-trained state (running statistics),
- * floats a column keeps from forward to backward (dropout masks, pooling argmax) and scratch
- * floats per column (im2col). */
+ * floats a column keeps from forward to backward (dropout masks, pooling argmax), scratch
+ * floats per column (im2col), and the most doubles it sums across a team at once
+ * (bp_pass_sum: batch statistics). */
 typedef struct bp_layer_plan {
     bp_shape out;
-    size_t params, state, saved_per_column, work_per_column;
+    size_t params, state, saved_per_column, work_per_column, reduce;
+    /* Non-zero for kinds that must not be the output layer (dropout, batch norm): the cost's
+     * BP1 needs the output activation of a layer that computes one. */
+    int hidden_only;
 } bp_layer_plan;
 
 /* "dense:100:relu" -> spec, by the kinds the registry lists (registry.c). */
@@ -66,9 +105,11 @@ struct bp_layer_ops {
     int (*tensors)(const bp_layer *l, bp_tensor_info *out, int max);
     /* Fill the parameters; may allocate (initialisation is not part of a training step). */
     bp_status (*init)(bp_layer *l, bp_init scheme, bp_rng *rng);
-    /* out (n_out x batch) = act(layer(in)); in is n_in x batch. */
-    void (*forward)(const bp_layer *l, const bp_backend *be, int batch, const float *in, int ldin,
-                    float *out, int ldout);
+    /* out (n_out x batch) = act(layer(in)); in is n_in x batch, columns pass->column0 on of
+     * the whole batch. A kind whose output depends on other columns (batch norm) combines
+     * partial sums with bp_pass_sum; every other kind must be column-separable. */
+    void (*forward)(const bp_layer *l, const bp_backend *be, const bp_pass *pass, int batch,
+                    const float *in, int ldin, float *out, int ldout);
     /* The layer's own activation derivative: d (n_out x batch) holds dC/dA of its output and
      * becomes dC/dZ, from out = act(Z). The net calls it for every layer but the last, whose
      * dC/dZ BP1 gives (loss/). Column-separable. */
@@ -78,11 +119,12 @@ struct bp_layer_ops {
      * and the second by parameters across threads, with one barrier between them.
      * BP2: given d = dC/dZ of this layer (n_out x batch), write dC/dA_in (n_in x batch) into
      * d_in, from the parameters as they are before this step's update; in and out are the
-     * forward pass's input and output of these columns. Each column depends on its own column
-     * alone: the net may call this on any column range. */
-    void (*backward_data)(const bp_layer *l, const bp_backend *be, int batch, const float *in,
-                          int ldin, const float *out, int ldout, const float *d, int ldd,
-                          float *d_in, int ld_din);
+     * forward pass's input and output of these columns (pass as for forward). Each column
+     * depends on its own column alone, except through bp_pass_sum: the net may call this on
+     * any column range. */
+    void (*backward_data)(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
+                          int batch, const float *in, int ldin, const float *out, int ldout,
+                          const float *d, int ldd, float *d_in, int ld_din);
     /* BP3/BP4 over the whole batch, for part `part` of `parts` of this layer's parameters
      * (dense: a block of W's columns or rows, and of b): write the gradient of the mean cost
      * into `target` (core.h: T = beta T + alpha G, T the gradient arena or the parameters; a
@@ -96,9 +138,11 @@ struct bp_layer_ops {
 
 struct bp_layer {
     const bp_layer_ops *ops;
+    int index;            /* 0-based position in the stack: the generator's layer key */
     bp_shape in, out;     /* the planned shapes of a column */
     int n_in, n_out;      /* flattened sizes of the input and output columns */
     bp_activation act;    /* applied inside forward, differentiated by act_backward */
+    float rate;           /* dropout: the drop probability */
     size_t n_params;      /* floats in the arenas, from the plan */
     /* The rest of the plan, allocated by the net once (NULL where the plan asked for none):
      * non-trained state (n_state floats), and per-column buffers for max_batch columns,
@@ -111,5 +155,6 @@ struct bp_layer {
 };
 
 extern const bp_layer_ops bp_dense_ops;
+extern const bp_layer_ops bp_dropout_ops;
 
 #endif

@@ -50,46 +50,81 @@ static bp_status check_config(const bp_net_config *cfg)
         return bp_fail(BP_EINVAL, "max_batch must be 1 to %d, got %d", MAX_BATCH, cfg->max_batch);
     if (cfg->backend && !bp_backend_find(cfg->backend))
         return bp_fail(BP_EINVAL, "unknown backend '%s' (blas, naive)", cfg->backend);
+    if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f))
+        return bp_fail(BP_EINVAL, "dropout must be a probability in [0, 1), got %g",
+                       (double)cfg->dropout);
+    if (cfg->layers && (cfg->dropout > 0.0f || cfg->batchnorm))
+        return bp_fail(BP_EINVAL, "with a layers spec, dropout and batch norm are layers of the "
+                       "spec ('dropout:P', 'batchnorm'), not options");
     return BP_OK;
 }
 
-/* The layers the config asks for, as specs: from its spec string through the registry, or one
- * dense layer per size. *out is bp_alloc'd. */
+/* The spec string of a sizes-based config: one dense layer per size; behind each hidden one,
+ * batch normalisation when asked (which takes over the activation, so it normalises Z and
+ * not act(Z)) and then dropout. *out is bp_alloc'd. */
+static bp_status sizes_spec(const bp_net_config *cfg, char **out)
+{
+    size_t cap = (size_t)cfg->n_sizes * 96, used = 0;
+    char *text = bp_alloc(cap);
+    if (!text)
+        return bp_fail(BP_ENOMEM, "no memory for a spec of %d layers", cfg->n_sizes - 1);
+    text[0] = '\0';
+    for (int i = 1; i < cfg->n_sizes; i++) {
+        int hidden = i < cfg->n_sizes - 1;
+        bp_activation act = hidden ? cfg->hidden : cfg->output;
+        const char *sep = i > 1 ? "," : "";
+        if (hidden && cfg->batchnorm)
+            used += (size_t)snprintf(text + used, cap - used, "%sdense:%d:linear,batchnorm:%s",
+                                     sep, cfg->sizes[i], bp_activation_name(act));
+        else
+            used += (size_t)snprintf(text + used, cap - used, "%sdense:%d:%s", sep,
+                                     cfg->sizes[i], bp_activation_name(act));
+        if (hidden && cfg->dropout > 0.0f)
+            used += (size_t)snprintf(text + used, cap - used, ",dropout:%.9g",
+                                     (double)cfg->dropout);
+    }
+    *out = text;
+    return BP_OK;
+}
+
+/* The layers the config asks for, as specs, parsed through the registry from its spec string
+ * or from the one its sizes make. *out is bp_alloc'd. */
 static bp_status make_specs(const bp_net_config *cfg, bp_layer_spec **out, int *count)
 {
-    int n = cfg->n_sizes - 1;
-    if (cfg->layers) {
-        n = 1;
-        for (const char *p = cfg->layers; *p; p++)
-            n += *p == ',';
-        if (n > MAX_LAYERS)
-            return bp_fail(BP_EINVAL, "layers spec: %d layers, at most %d", n, MAX_LAYERS);
+    char *made = NULL;
+    if (!cfg->layers) {
+        bp_status st = sizes_spec(cfg, &made);
+        if (st != BP_OK)
+            return st;
+    }
+    const char *text = cfg->layers ? cfg->layers : made;
+    int n = 1;
+    for (const char *p = text; *p; p++)
+        n += *p == ',';
+    if (n > MAX_LAYERS) {
+        bp_free(made);
+        return bp_fail(BP_EINVAL, "layers spec: %d layers, at most %d", n, MAX_LAYERS);
     }
     bp_layer_spec *specs = bp_calloc((size_t)n, sizeof *specs);
-    if (!specs)
-        return bp_fail(BP_ENOMEM, "no memory for %d layer specs", n);
-    const char *p = cfg->layers;
-    for (int i = 0; i < n; i++) {
-        if (!cfg->layers) {
-            specs[i] = (bp_layer_spec){&bp_dense_ops, cfg->sizes[i + 1],
-                                       i == n - 1 ? cfg->output : cfg->hidden};
-            continue;
-        }
+    bp_status st = specs ? BP_OK : bp_fail(BP_ENOMEM, "no memory for %d layer specs", n);
+    const char *p = text;
+    for (int i = 0; i < n && st == BP_OK; i++) {
         char one[128];
         size_t len = strcspn(p, ",");
         if (len == 0 || len >= sizeof one) {
-            bp_free(specs);
-            return bp_fail(BP_EINVAL, "layers spec: entry %d of '%s' is %s", i + 1, cfg->layers,
-                           len ? "too long" : "empty");
+            st = bp_fail(BP_EINVAL, "layers spec: entry %d of '%s' is %s", i + 1, text,
+                         len ? "too long" : "empty");
+            break;
         }
         memcpy(one, p, len);
         one[len] = '\0';
-        bp_status st = bp_layer_spec_parse(one, &specs[i]);
-        if (st != BP_OK) {
-            bp_free(specs);
-            return st;
-        }
+        st = bp_layer_spec_parse(one, &specs[i]);
         p += len + (p[len] == ',');
+    }
+    bp_free(made);
+    if (st != BP_OK) {
+        bp_free(specs);
+        return st;
     }
     *out = specs;
     *count = n;
@@ -107,6 +142,7 @@ static bp_status plan_layers(bp_net *net, const bp_layer_spec *specs, int input)
         bp_layer *l = &net->layers[i];
         bp_layer_plan plan;
         l->ops = specs[i].ops;
+        l->index = i;
         bp_status st = l->ops->plan(l, &specs[i], in, &plan);
         if (st != BP_OK)
             return bp_fail_context(st, "layer %d", i + 1);
@@ -116,6 +152,12 @@ static bp_status plan_layers(bp_net *net, const bp_layer_spec *specs, int input)
         if (l->act == BP_ACT_SOFTMAX && i < net->n_layers - 1)
             return bp_fail(BP_EINVAL, "softmax is an output activation, not a hidden one "
                            "(layer %d of %d)", i + 1, net->n_layers);
+        if (plan.hidden_only && i == net->n_layers - 1)
+            return bp_fail(BP_EINVAL, "layer %d: %s cannot be the output layer (the cost needs "
+                           "the output of a layer with an activation, such as dense)", i + 1,
+                           l->ops->name);
+        if (plan.reduce > net->reduce_stride)
+            net->reduce_stride = plan.reduce;
         l->n_params = plan.params;
         l->n_state = plan.state;
         l->saved_per_column = plan.saved_per_column;
@@ -240,7 +282,12 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
     net->params = bp_calloc(net->n_params, sizeof(float));
     net->grads = bp_calloc(net->n_params, sizeof(float));
     net->state = net->n_state ? bp_calloc(net->n_state, sizeof(float)) : NULL;
-    if (!net->params || !net->grads || (net->n_state && !net->state)) {
+    net->reduce = net->reduce_stride
+                      ? bp_calloc((size_t)BP_TEAM_MAX * net->reduce_stride, sizeof(double))
+                      : NULL;
+    net->seed = cfg->seed;
+    if (!net->params || !net->grads || (net->n_state && !net->state) ||
+        (net->reduce_stride && !net->reduce)) {
         bp_net_free(net);
         return bp_fail(BP_ENOMEM, "no memory for %zu parameters", net->n_params);
     }
@@ -281,6 +328,7 @@ void bp_net_free(bp_net *net)
     bp_free(net->params);
     bp_free(net->grads);
     bp_free(net->state);
+    bp_free(net->reduce);
     bp_free(net->tensors);
     bp_free(net->tensor_names);
     bp_free(net->a);
@@ -366,14 +414,42 @@ float *bp_net_bias_grads(bp_net *net, int l)
     return layer ? layer->gb : NULL;
 }
 
-static void forward_columns(bp_net *net, const float *x, int ldx, int c0, int c1)
+/* The pass of a call on columns [c0, c1) of a `batch`-column step by `member` of `team`. */
+static bp_pass make_pass(const bp_net *net, bp_pass_mode mode, bp_team *team, int member,
+                         int c0, int batch)
+{
+    return (bp_pass){.mode = mode, .seed = net->seed, .step = net->step, .column0 = c0,
+                     .batch = batch, .team = team, .member = member, .reduce = net->reduce,
+                     .reduce_stride = net->reduce_stride};
+}
+
+void bp_pass_sum(const bp_pass *pass, double *values, size_t n)
+{
+    if (!pass->team)
+        return;
+    int members = bp_team_size(pass->team);
+    memcpy(pass->reduce + (size_t)pass->member * pass->reduce_stride, values,
+           n * sizeof(double));
+    bp_team_barrier(pass->team);
+    for (size_t i = 0; i < n; i++) {
+        double total = 0.0;
+        for (int m = 0; m < members; m++)
+            total += pass->reduce[(size_t)m * pass->reduce_stride + i];
+        values[i] = total;
+    }
+    /* No member may write its slot for the next sum before every member has read this one. */
+    bp_team_barrier(pass->team);
+}
+
+static void forward_columns(bp_net *net, const bp_pass *pass, const float *x, int ldx, int c0,
+                            int c1)
 {
     const float *in = x + (size_t)c0 * ldx;
     int ldin = ldx;
     for (int i = 0; i < net->n_layers; i++) {
         bp_layer *l = &net->layers[i];
         float *out = net->a[i] + (size_t)c0 * l->n_out;
-        l->ops->forward(l, net->be, c1 - c0, in, ldin, out, l->n_out);
+        l->ops->forward(l, net->be, pass, c1 - c0, in, ldin, out, l->n_out);
         in = out;
         ldin = l->n_out;
     }
@@ -393,6 +469,7 @@ static void member_columns(int batch, int member, int size, int *c0, int *c1)
 
 typedef struct step_job {
     bp_net *net;
+    bp_pass_mode mode;
     const float *x, *y;
     int ldx, ldy, batch;
     const bp_grad_target *target;
@@ -407,14 +484,15 @@ typedef struct step_job {
 
 /* The column half of a step on columns [c0, c1): gather, forward, cost, BP1 and BP2. Touches
  * only those columns of every buffer and reads the parameters. Returns the columns' cost. */
-static double step_columns(const step_job *job, int c0, int c1)
+static double step_columns(const step_job *job, bp_team *team, int member, int c0, int c1)
 {
     bp_net *net = job->net;
     const bp_backend *be = net->be;
     int cols = c1 - c0, L = net->n_layers;
+    const bp_pass pass = make_pass(net, job->mode, team, member, c0, job->batch);
     if (job->fill)
         job->fill->fill(job->fill->ctx, c0, c1);
-    forward_columns(net, job->x, job->ldx, c0, c1);
+    forward_columns(net, &pass, job->x, job->ldx, c0, c1);
     const float *y = job->y + (size_t)c0 * job->ldy;
     bp_layer *top = &net->layers[L - 1];
     const float *a_top = net->a[L - 1] + (size_t)c0 * top->n_out;
@@ -432,7 +510,8 @@ static double step_columns(const step_job *job, int c0, int c1)
         const bp_layer *l = &net->layers[i], *below = &net->layers[i - 1];
         const float *in = net->a[i - 1] + (size_t)c0 * l->n_in;
         float *d_in = net->d[i - 1] + (size_t)c0 * l->n_in;
-        l->ops->backward_data(l, be, cols, in, l->n_in, net->a[i] + (size_t)c0 * l->n_out,
+        l->ops->backward_data(l, be, &pass, cols, in, l->n_in,
+                              net->a[i] + (size_t)c0 * l->n_out,
                               l->n_out, net->d[i] + (size_t)c0 * l->n_out, l->n_out, d_in,
                               l->n_in);
         /* dC/dA of the layer below becomes its dC/dZ: its activation, its derivative. */
@@ -441,7 +520,8 @@ static double step_columns(const step_job *job, int c0, int c1)
     /* dC_x/dX = W1^T D1 when asked: the input has no activation to differentiate. */
     if (job->dx) {
         const bp_layer *first = &net->layers[0];
-        first->ops->backward_data(first, be, cols, job->x + (size_t)c0 * job->ldx, job->ldx,
+        first->ops->backward_data(first, be, &pass, cols, job->x + (size_t)c0 * job->ldx,
+                                  job->ldx,
                                   net->a[0] + (size_t)c0 * first->n_out, first->n_out,
                                   net->d[0] + (size_t)c0 * first->n_out, first->n_out,
                                   job->dx + (size_t)c0 * job->lddx, job->lddx);
@@ -468,7 +548,8 @@ static void step_member(void *arg, int member, int size)
     step_job *job = arg;
     int c0, c1;
     member_columns(job->batch, member, size, &c0, &c1);
-    job->cost[member] = c1 > c0 ? step_columns(job, c0, c1) : 0.0;
+    /* Every member gets columns (step_team), so each makes the same bp_pass_sum calls. */
+    job->cost[member] = step_columns(job, job->net->team, member, c0, c1);
     bp_team_barrier(job->net->team);
     step_params(job, member, size);
 }
@@ -519,8 +600,10 @@ static void forward_member(void *arg, int member, int size)
     forward_job *job = arg;
     int c0, c1;
     member_columns(job->batch, member, size, &c0, &c1);
+    const bp_pass pass = make_pass(job->net, BP_PASS_INFER, job->net->team, member, c0,
+                                   job->batch);
     if (c1 > c0)
-        forward_columns(job->net, job->x, job->ldx, c0, c1);
+        forward_columns(job->net, &pass, job->x, job->ldx, c0, c1);
 }
 
 /* Split like a training step, so evaluating between epochs never wakes OpenBLAS's own threads
@@ -532,7 +615,8 @@ void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch)
     bp_team *team = step_team(net, batch);
     if (!team) {
         int budget = bp_blas_set_thread_budget(net->threads);
-        forward_columns(net, x, ldx, 0, batch);
+        const bp_pass pass = make_pass(net, BP_PASS_INFER, NULL, 0, 0, batch);
+        forward_columns(net, &pass, x, ldx, 0, batch);
         bp_blas_set_thread_budget(budget);
     } else {
         forward_job job = {net, x, ldx, batch};
@@ -555,7 +639,7 @@ static double run_step(step_job *job)
     if (!team) {
         /* The net's thread count bounds OpenBLAS's threads in its GEMMs. */
         int budget = bp_blas_set_thread_budget(net->threads);
-        cost = step_columns(job, 0, batch);
+        cost = step_columns(job, NULL, 0, 0, batch);
         step_params(job, 0, 1);
         bp_blas_set_thread_budget(budget);
     } else {
@@ -567,14 +651,21 @@ static double run_step(step_job *job)
     return cost;
 }
 
+double bp_net_backprop_pass(bp_net *net, bp_pass_mode mode, const float *x, int ldx,
+                            const float *y, int ldy, int batch, const bp_grad_target *target,
+                            const bp_batch_fill *fill)
+{
+    static const bp_grad_target mean_gradient = {BP_TARGET_GRADS, 1.0f, 0.0f};
+    step_job job = {.net = net, .mode = mode, .x = x, .y = y, .ldx = ldx, .ldy = ldy,
+                    .batch = batch, .target = target ? target : &mean_gradient, .fill = fill};
+    return run_step(&job);
+}
+
 double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, const bp_grad_target *target,
                                  const bp_batch_fill *fill)
 {
-    static const bp_grad_target mean_gradient = {BP_TARGET_GRADS, 1.0f, 0.0f};
-    step_job job = {.net = net, .x = x, .y = y, .ldx = ldx, .ldy = ldy, .batch = batch,
-                    .target = target ? target : &mean_gradient, .fill = fill};
-    return run_step(&job);
+    return bp_net_backprop_pass(net, BP_PASS_TRAIN, x, ldx, y, ldy, batch, target, fill);
 }
 
 static size_t count_nonfinite(const float *p, size_t n)
@@ -702,8 +793,9 @@ bp_status bp_net_backward(bp_net *net, const float *x, int ldx, const float *dc_
         return bp_fail(BP_EINVAL, "dc_dx has leading dimension %d, below the %d inputs", lddx,
                        bp_net_inputs(net));
     static const bp_grad_target mean_gradient = {BP_TARGET_GRADS, 1.0f, 0.0f};
-    step_job job = {.net = net, .x = x, .y = dc_da, .ldx = ldx, .ldy = ldg, .batch = batch,
-                    .target = &mean_gradient, .from_output_grad = 1, .dx = dc_dx,
+    step_job job = {.net = net, .mode = BP_PASS_TRAIN, .x = x, .y = dc_da, .ldx = ldx,
+                    .ldy = ldg, .batch = batch, .target = &mean_gradient,
+                    .from_output_grad = 1, .dx = dc_dx,
                     .lddx = lddx};
     run_step(&job);
     return BP_OK;

@@ -42,6 +42,16 @@ struct bp_net {
      * NULL when threads == 1. */
     int threads;
     bp_team *team;
+    /* Scratch for bp_pass_sum (layer.h): BP_TEAM_MAX slots of reduce_stride doubles, the
+     * largest `reduce` a layer planned; NULL when no layer sums across the batch. */
+    double *reduce;
+    size_t reduce_stride;
+
+    /* The key of the randomness drawn inside a training step (dropout masks): the seed the net
+     * was created with and the step number, which the trainer sets before each step (and a
+     * caller of bp_net_sgd_step advances by one per call), so a step's masks depend on neither
+     * the thread count nor on anything drawn before. */
+    uint64_t seed, step;
 };
 
 /* Fills columns [c0, c1) of the inputs and targets a step was given: the mini-batch gather,
@@ -68,6 +78,12 @@ static inline const float *bp_net_output(const bp_net *net) { return net->a[net-
 double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const float *y, int ldy,
                                  int batch, const bp_grad_target *target,
                                  const bp_batch_fill *fill);
+/* The same for a pass of the given mode: bp_net_backprop_unchecked is BP_PASS_TRAIN, and
+ * BP_PASS_PROBE measures the training-mode gradient without dropout or moving running
+ * statistics. */
+double bp_net_backprop_pass(bp_net *net, bp_pass_mode mode, const float *x, int ldx,
+                            const float *y, int ldy, int batch, const bp_grad_target *target,
+                            const bp_batch_fill *fill);
 void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch);
 
 /* The checks of a step's arguments (inputs, targets, leading dimensions, the planned batch),
