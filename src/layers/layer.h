@@ -152,9 +152,13 @@ struct bp_layer {
     /* Views into the arenas (dense: W is n_out x n_in with leading dimension ldw). */
     float *w, *b, *gw, *gb;
     int ldw;
+    /* Batch norm's gamma and beta (n_out each) and their gradients. Not w and b: those are the
+     * public bp_net_weights view, which promises an n_out x n_in matrix. */
+    float *scale, *shift, *gscale, *gshift;
 };
 
 extern const bp_layer_ops bp_dense_ops;
 extern const bp_layer_ops bp_dropout_ops;
+extern const bp_layer_ops bp_batchnorm_ops;
 
 #endif

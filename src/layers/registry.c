@@ -8,6 +8,7 @@
 static const bp_layer_ops *const kinds[] = {
     &bp_dense_ops,
     &bp_dropout_ops,
+    &bp_batchnorm_ops,
 };
 
 bp_status bp_layer_spec_parse(const char *text, bp_layer_spec *out)
