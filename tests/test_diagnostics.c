@@ -2,9 +2,10 @@
  * test_diagnostics.c - bp_net_grad_norms against the norms of bp_net_gradient's arena over the
  * same samples in one batch (chunked through a small planned batch and on a team alike), a
  * closed-form gradient, the exact zeros a zeroed output layer leaves below it, no dropout in
- * the measurement, and bad arguments; bp_net_weight_spectrum against matrices whose singular values are known by
- * construction (rotations and signed permutations around a diagonal), rank-deficient ones,
- * the orthogonal initialisation, and bad arguments.
+ * the measurement, batch norm on batch statistics with its running averages left alone, and
+ * bad arguments; bp_net_weight_spectrum against matrices whose singular
+ * values are known by construction (rotations and signed permutations around a diagonal),
+ * rank-deficient ones, the orthogonal initialisation, and bad arguments.
  */
 #include <math.h>
 #include <stdint.h>
@@ -286,6 +287,45 @@ START_TEST(test_no_dropout_in_the_measurement)
 }
 END_TEST
 
+/* Batch norm is measured as it trains, on the batch's own statistics: over one chunk the norms
+ * are those of a training-mode gradient of the same samples. And the measurement moves no
+ * running average: the inference outputs, which use them, are what they were, while one
+ * training-mode gradient changes them. */
+START_TEST(test_batchnorm_measured_on_batch_statistics)
+{
+    const int sizes[] = {6, 5, 4, 3};
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.sizes = sizes;
+    cfg.n_sizes = 4;
+    cfg.max_batch = 24;
+    cfg.threads = 1;
+    cfg.batchnorm = 1;
+    bp_net *net = NULL;
+    ck_assert_msg(bp_net_create(&net, &cfg) == BP_OK, "%s", bp_last_error());
+    int n = bp_net_tensor_count(net);
+    ck_assert_int_le(n, MAX_TENSORS);
+    bp_dataset *ds = make_data(24, 6, 3, 8);
+    float x[6 * 24], before[3 * 24], after[3 * 24];
+    ck_assert_int_eq(bp_dataset_gather(ds, NULL, 24, x, NULL, 3), BP_OK);
+    ck_assert_int_eq(bp_net_forward(net, x, 6, 24, before, 3), BP_OK);
+
+    double got[MAX_TENSORS], want[MAX_TENSORS];
+    ck_assert_int_eq(bp_net_grad_norms(net, ds, 24, got, n), BP_OK);
+    ck_assert_int_eq(bp_net_forward(net, x, 6, 24, after, 3), BP_OK);
+    ck_assert_msg(memcmp(before, after, sizeof before) == 0,
+                  "measuring the gradient changed the inference outputs");
+
+    reference_norms(net, ds, 24, want);
+    assert_close(got, want, n, 1e-6, "batch norm, one chunk");
+    ck_assert_int_eq(bp_net_forward(net, x, 6, 24, after, 3), BP_OK);
+    ck_assert_msg(memcmp(before, after, sizeof before) != 0,
+                  "a training-mode gradient left the running averages as they were");
+    bp_net_free(net);
+    bp_dataset_free(ds);
+}
+END_TEST
+
 static int message_has(const char *text) { return strstr(bp_last_error(), text) != NULL; }
 
 START_TEST(test_grad_norms_bad_arguments)
@@ -503,6 +543,7 @@ static Suite *diagnostics_suite(void)
     tcase_add_test(tc, test_closed_form_gradient);
     tcase_add_test(tc, test_zero_output_weights_silence_the_layers_below);
     tcase_add_test(tc, test_no_dropout_in_the_measurement);
+    tcase_add_test(tc, test_batchnorm_measured_on_batch_statistics);
     tcase_add_test(tc, test_grad_norms_bad_arguments);
     tcase_add_test(tc, test_spectrum_of_known_matrices);
     tcase_add_test(tc, test_rank_deficient);
