@@ -406,14 +406,16 @@ BP_API bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int 
 /* ---- training -------------------------------------------------------------------------- */
 
 /* The optimisers (Nielsen ch. 1 and 3; Kingma & Ba for Adam; Loshchilov & Hutter for AdamW). G is
- * the gradient of the mini-batch's mean cost, plus lambda/n W (L2) and l1/n sign(W) (L1) on
- * the weights; t the step number from 1.
- *   sgd       W <- W - eta G (fused into BP4 when there is no L1)
+ * the gradient of the mini-batch's mean cost (scaled first when clip_norm clips it), plus
+ * lambda/n W (L2) and l1/n sign(W) (L1) on the weights; t the step number from 1.
+ *   sgd       W <- W - eta G (fused into BP4 when there is no L1 and no clipping)
  *   momentum  v <- mu v - eta G;  W <- W + v                      (Nielsen ch. 3)
  *   nesterov  v <- mu v - eta G;  W <- W + mu v - eta G           (Sutskever et al., 2013)
  *   adam      m <- b1 m + (1-b1) G;  v <- b2 v + (1-b2) G^2;
  *             W <- W - eta (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
- *   adamw     adam on G without the L2 term, then W <- W - eta weight_decay W (weights only)
+ *   adamw     adam, with the weights' step W <- (1 - eta weight_decay) W - eta m_hat / (...):
+ *             the decay is of W before the step and outside G and the moments (as in the
+ *             paper and torch.optim.AdamW); biases, scales and shifts are not decayed
  *   rmsprop   v <- b2 v + (1-b2) G^2;  W <- W - eta G / (sqrt(v) + eps)
  * State (v, m) lives in one arena laid out like the parameters, updated by one vectorised
  * loop per step split across the net's threads. */
@@ -432,10 +434,16 @@ BP_API const char *bp_optimizer_name(bp_optimizer_kind k); /* "unknown" out of r
 
 /* Learning-rate schedules, applied between epochs:
  *   const     eta stays eta0
- *   halve:N   eta halves whenever validation accuracy has not improved for N epochs, and
- *             training stops once eta < eta0 / 128 (Nielsen ch. 3); needs a validation set
+ *   halve:N   eta halves whenever validation accuracy has not improved for N epochs (the
+ *             count starting again after each halving), and training stops once eta has
+ *             dropped to eta0 / 128, seven halvings (Nielsen ch. 3's "terminates when the
+ *             learning rate has dropped to 1/128 of its original value"); needs a
+ *             validation set
  *   step:E:F  eta is multiplied by F after every E epochs
- *   cosine    eta_e = eta0 (1 + cos(pi (e - 1) / E)) / 2 for epoch e of E (bp_train's epochs) */
+ *   cosine    eta_e = eta0 (1 + cos(pi (e - 1) / E)) / 2 for epoch e of E (bp_train's epochs);
+ *             epochs after E, if a caller runs them, keep epoch E's rate (the formula's 0
+ *             at E + 1 would stop learning)
+ * Improvement means a strictly greater accuracy than the best so far. */
 typedef enum bp_schedule_kind {
     BP_SCHEDULE_CONST = 0,
     BP_SCHEDULE_HALVE,
@@ -487,9 +495,11 @@ typedef struct bp_train_config {
     float momentum;     /* mu of momentum and nesterov; default 0.9 */
     float beta1, beta2; /* adam, adamw (both) and rmsprop (beta2); defaults 0.9, 0.999 */
     float eps;          /* adam, adamw, rmsprop; default 1e-8 */
-    float weight_decay; /* adamw's decoupled decay of the weights; default 0 */
-    float clip_norm;    /* when > 0, G is scaled by clip_norm / ||G|| whenever its global norm
-                           (over every tensor) exceeds clip_norm; default 0 (off) */
+    float weight_decay; /* adamw's decoupled decay of the weights; default 0 (BP_EINVAL when
+                           set for another optimizer, which would ignore it) */
+    float clip_norm;    /* when > 0, the mean-cost gradient g (before L2 and L1 enter G) is
+                           scaled by clip_norm / ||g|| whenever its global norm (over every
+                           tensor) exceeds clip_norm; default 0 (off). SGD then does not fuse. */
     bp_schedule schedule;       /* default const */
     int early_stop;     /* bp_train: stop when validation accuracy has not improved for this
                            many epochs and restore the parameters of the best epoch (Nielsen's
@@ -555,8 +565,9 @@ BP_API bp_status bp_trainer_batches(bp_trainer *t, long max_batches, int *epoch_
  * (-1 without a validation set) so the schedule and early stopping can act. It keeps the best
  * epoch (a copy of its parameters when early_stop is set), moves eta for the next epoch and
  * sets *stop (may be NULL) when early_stop or the halve schedule ends the run. bp_train calls it
- * after every epoch; a caller driving the trainer itself does the same. BP_EINVAL if no epoch
- * has finished since the last call. */
+ * after every epoch; a caller driving the trainer itself does the same. BP_EINVAL, changing
+ * nothing, if no epoch has finished since the last call, for an accuracy neither in [0, 1]
+ * nor -1, and for -1 when early_stop or the halve schedule needs an accuracy. */
 BP_API bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *stop);
 /* The learning rate the next mini-batch trains with. */
 BP_API double bp_trainer_eta(const bp_trainer *t);
@@ -586,8 +597,9 @@ typedef struct bp_trainer_state {
     double eta;                   /* the current learning rate */
     double best_accuracy;         /* -1 before any */
     int best_epoch;               /* 0 before any */
-    int since_best;               /* epochs observed without improvement */
-    int observed;                 /* epochs handed to bp_trainer_observe */
+    int since_best;               /* observations without improvement since the best */
+    int observed;                 /* epochs completed at the last bp_trainer_observe (the
+                                     count of calls when it follows every epoch) */
     const float *best_params;     /* the best epoch's parameter arena (bp_net_params' n
                                      floats), NULL unless early_stop kept one */
 } bp_trainer_state;

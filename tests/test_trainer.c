@@ -1,8 +1,8 @@
 /*
  * test_trainer.c - the resumable trainer: a run stopped anywhere between mini-batches, copied
- * out as plain state (with the parameters) and continued by a new trainer on a new net, ends
- * bit-identical to the run that never stopped; bp_train is that same loop; bad states are
- * refused.
+ * out as plain state (with the parameters and the optimiser's state arena) and continued by a
+ * new trainer on a new net, ends bit-identical to the run that never stopped, for SGD and for
+ * the stateful optimisers; bp_train is that same loop; bad states are refused.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -50,12 +50,17 @@ static void train_config(bp_train_config *tc)
 }
 
 /* Stopped after one epoch and `extra` mini-batches of the second, resumed elsewhere, run to
- * the end of epoch 3: parameters and epoch costs equal the straight run's to the bit. */
-static void check_resume(long extra)
+ * the end of epoch 3: parameters and epoch costs equal the straight run's to the bit. With a
+ * stateful optimiser the state arena (and the step count, Adam's t) must travel too. */
+static void check_resume_with(long extra, bp_optimizer_kind kind, float clip_norm)
 {
     bp_dataset *ds = make_set();
     bp_train_config tc;
     train_config(&tc);
+    tc.optimizer = kind;
+    tc.clip_norm = clip_norm;
+    if (kind != BP_OPT_SGD)
+        tc.eta = 0.02f;
 
     bp_net *straight = make_net();
     bp_trainer *ts;
@@ -85,6 +90,17 @@ static void check_resume(long extra)
     st.order = order;
     size_t n_params;
     bp_net_params(first, &n_params);
+    ck_assert_uint_eq(st.steps, (size_t)((N + BATCH - 1) / BATCH + extra));
+    float *opt_state = NULL;
+    if (kind == BP_OPT_SGD) {
+        ck_assert_ptr_null(st.optimizer_state);
+        ck_assert_uint_eq(st.optimizer_state_count, 0);
+    } else {
+        ck_assert_uint_ge(st.optimizer_state_count, n_params);
+        opt_state = malloc(sizeof(float) * st.optimizer_state_count);
+        memcpy(opt_state, st.optimizer_state, sizeof(float) * st.optimizer_state_count);
+        st.optimizer_state = opt_state;
+    }
     float *params = malloc(sizeof(float) * n_params);
     memcpy(params, bp_net_params(first, NULL), sizeof(float) * n_params);
     bp_trainer_free(t1);
@@ -104,7 +120,7 @@ static void check_resume(long extra)
     }
     ck_assert_mem_eq(bp_net_params(resumed, NULL), bp_net_params(straight, NULL),
                      sizeof(float) * n_params);
-    free(order), free(params);
+    free(order), free(params), free(opt_state);
     bp_trainer_free(t2);
     bp_trainer_free(ts);
     bp_net_free(resumed);
@@ -112,9 +128,20 @@ static void check_resume(long extra)
     bp_dataset_free(ds);
 }
 
+static void check_resume(long extra) { check_resume_with(extra, BP_OPT_SGD, 0.0f); }
+
 START_TEST(test_resume_mid_epoch_is_bit_identical) { check_resume(7); }
 END_TEST
 START_TEST(test_resume_after_one_batch_is_bit_identical) { check_resume(1); }
+END_TEST
+START_TEST(test_resume_with_state_is_bit_identical)
+{
+    check_resume_with(7, BP_OPT_MOMENTUM, 0.0f);
+    check_resume_with(5, BP_OPT_ADAM, 0.0f);
+    check_resume_with(3, BP_OPT_ADAMW, 0.5f);
+    check_resume_with(2, BP_OPT_RMSPROP, 0.0f);
+    check_resume_with(4, BP_OPT_NESTEROV, 0.0f);
+}
 END_TEST
 
 /* bp_train is the trainer's loop: the same parameters, to the bit. */
@@ -139,26 +166,41 @@ START_TEST(test_train_is_the_trainer_loop)
 }
 END_TEST
 
-/* Mini-batches after the trainer is made allocate nothing. */
-START_TEST(test_batches_allocate_nothing)
+/* Mini-batches after the trainer is made allocate nothing: for SGD, and for Adam with clipping,
+ * a schedule and early stopping (whose best copy is made at create, not when an epoch is
+ * observed). */
+static void check_no_allocation(const bp_train_config *tc)
 {
     bp_dataset *ds = make_set();
-    bp_train_config tc;
-    train_config(&tc);
     bp_net *net = make_net();
     bp_trainer *t;
-    ck_assert_int_eq(bp_trainer_create(&t, net, ds, &tc), BP_OK);
+    ck_assert_int_eq(bp_trainer_create(&t, net, ds, tc), BP_OK);
     bp_alloc_stats s0, s1;
     bp_alloc_stats_get(&s0);
     int failures = 0;
-    for (int e = 0; e < 2; e++)
+    for (int e = 0; e < 3; e++) {
         failures += bp_trainer_epoch(t, NULL) != BP_OK;
+        failures += bp_trainer_observe(t, 0.5 + 0.1 * (e == 1), NULL) != BP_OK;
+    }
     bp_alloc_stats_get(&s1);
     ck_assert_int_eq(failures, 0);
     ck_assert_uint_eq(s1.allocations, s0.allocations);
     bp_trainer_free(t);
     bp_net_free(net);
     bp_dataset_free(ds);
+}
+
+START_TEST(test_batches_allocate_nothing)
+{
+    bp_train_config tc;
+    train_config(&tc);
+    check_no_allocation(&tc);
+    tc.optimizer = BP_OPT_ADAM;
+    tc.eta = 0.01f;
+    tc.clip_norm = 1.0f;
+    tc.schedule = (bp_schedule){BP_SCHEDULE_HALVE, 1, 0.0f};
+    tc.early_stop = 4;
+    check_no_allocation(&tc);
 }
 END_TEST
 
@@ -217,6 +259,7 @@ static Suite *trainer_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_resume_mid_epoch_is_bit_identical);
     tcase_add_test(tc, test_resume_after_one_batch_is_bit_identical);
+    tcase_add_test(tc, test_resume_with_state_is_bit_identical);
     tcase_add_test(tc, test_train_is_the_trainer_loop);
     tcase_add_test(tc, test_batches_allocate_nothing);
     tcase_add_test(tc, test_bad_states_are_refused);

@@ -1,43 +1,130 @@
 /*
- * train.c - epochs of mini-batch SGD: the seeded shuffle, the gather of each mini-batch into the
- * net's planned buffers, the optimiser step (net and optimiser meet here, and only here),
- * validation after each epoch, and evaluation.
+ * train.c - epochs of mini-batch training: the seeded shuffle, the gather of each mini-batch
+ * into the net's planned buffers, the optimiser step (net and optimiser meet here, and only
+ * here), the schedule and early stopping between epochs, validation after each epoch, and
+ * evaluation.
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "core/fpenv.h"
 #include "io/io.h"
 #include "loss/loss.h"
 #include "net/net.h"
 #include "optim/optim.h"
 
-enum { EVAL_BATCH = 256 };
+enum {
+    EVAL_BATCH = 256,
+    /* The unfused update is split across the net's team only when every member gets this many
+     * floats: below it, waking the members costs more than the loop. */
+    UPDATE_MIN_PER_MEMBER = 1 << 14,
+    /* Members' ranges start on cache lines (the arena is 64-byte aligned), so no two members
+     * write the same line. */
+    UPDATE_ALIGN = 16,
+};
+
+/* ---- the unfused update ---------------------------------------------------------------- */
+
+/* One update over the arenas, per role: `weights` carries the regularisation (L2, L1, AdamW's
+ * decay), `others` (biases, scales, shifts) the same rule with all of it zeroed. */
+typedef struct update_job {
+    bp_net *net;
+    const bp_optimizer *weights, *others;
+    float *state;
+} update_job;
+
+/* Elements [r0, r1) of the arena, tensor by tensor: the table is sorted by offset and its
+ * tensors do not overlap, so every float is read and written once; the padding between
+ * tensors, zero in both arenas, is left alone. */
+static void update_range(const update_job *u, size_t r0, size_t r1)
+{
+    bp_net *net = u->net;
+    for (int k = 0; k < net->n_tensors; k++) {
+        const bp_tensor_info *info = &net->tensors[k];
+        size_t lo = info->offset, hi = info->offset + info->count;
+        if (lo >= r1)
+            break;
+        if (hi <= r0)
+            continue;
+        lo = lo > r0 ? lo : r0;
+        hi = hi < r1 ? hi : r1;
+        const bp_optimizer *o = info->role == BP_ROLE_WEIGHT ? u->weights : u->others;
+        o->ops->step(o, net->params, net->grads, u->state, net->n_params, lo, hi);
+    }
+}
+
+static void update_member(void *arg, int member, int size)
+{
+    const update_job *u = arg;
+    size_t n = u->net->n_params;
+    size_t r0 = n / (size_t)size * (size_t)member, r1 = n / (size_t)size * (size_t)(member + 1);
+    r0 -= r0 % UPDATE_ALIGN;
+    r1 = member == size - 1 ? n : r1 - r1 % UPDATE_ALIGN;
+    update_range(u, r0, r1);
+}
+
+/* ||g|| over the table's tensors, in double. Eight independent partial sums per tensor, added
+ * in a fixed order: the compiler can keep them in vector lanes, and the result does not
+ * depend on the thread count (this runs on the calling thread only). */
+static double gradient_norm(const bp_net *net)
+{
+    double total = 0.0;
+    for (int k = 0; k < net->n_tensors; k++) {
+        const float *g = net->grads + net->tensors[k].offset;
+        size_t count = net->tensors[k].count, i = 0;
+        double part[8] = {0};
+        for (; i + 8 <= count; i += 8)
+            for (int j = 0; j < 8; j++)
+                part[j] += (double)g[i + j] * (double)g[i + j];
+        for (; i < count; i++)
+            part[0] += (double)g[i] * (double)g[i];
+        for (int j = 0; j < 8; j++)
+            total += part[j];
+    }
+    return sqrt(total);
+}
+
+/* The optimiser's step number `step` over the gradient arena: clipping, then one pass of the
+ * rule over the arena and its state, split across the net's team when the arena is large
+ * enough. Runs with subnormals flushed, like the rest of the step (a second moment of tiny
+ * gradients is where they would appear). */
+static void unfused_update(bp_net *net, const bp_optimizer *opt, float *state, uint64_t step)
+{
+    bp_optimizer weights = *opt;
+    bp_optimizer_begin_step(&weights, step);
+    if (weights.clip_norm > 0.0f) {
+        double norm = gradient_norm(net);
+        if (norm > (double)weights.clip_norm)
+            weights.grad_scale = (float)((double)weights.clip_norm / norm);
+    }
+    bp_optimizer others = weights;
+    others.decay = others.l1 = others.weight_decay = 0.0f;
+    update_job job = {net, &weights, &others, state};
+    bp_fpenv fpenv = bp_fpenv_flush();
+    if (net->team && net->n_params >= (size_t)bp_team_size(net->team) * UPDATE_MIN_PER_MEMBER)
+        bp_team_run(net->team, update_member, &job);
+    else
+        update_range(&job, 0, net->n_params);
+    bp_fpenv_restore(fpenv);
+}
 
 /* One optimiser step on one mini-batch: folded into BP4 when the optimiser allows it, else
  * backpropagation into the gradient arena and then the optimiser's update over the arena and
- * its state (optim.h: state_per_param blocks, each with the parameters' layout).
- * Returns the summed cost before the update. Not inlined: the perf suite counts its
- * instructions as the whole training step. */
+ * its state (optim.h: state_per_param blocks, each with the parameters' layout). `step` is
+ * the step's number from 1 (Adam's t). Returns the summed cost before the update. Not
+ * inlined: the perf suite counts its instructions as the whole training step. */
 __attribute__((noinline)) static double bp_train_step(bp_net *net, const bp_optimizer *opt,
-                                                      float *state, const float *x, int ldx,
-                                                      const float *y, int ldy, int batch,
+                                                      float *state, uint64_t step,
+                                                      const float *x, int ldx, const float *y,
+                                                      int ldy, int batch,
                                                       const bp_batch_fill *fill)
 {
     bp_grad_target target;
     if (opt->ops->fuse(opt, &target))
         return bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, &target, fill);
     double cost = bp_net_backprop_unchecked(net, x, ldx, y, ldy, batch, NULL, fill);
-    /* Tensor by tensor, so that regularisation reaches the weights only (the table's roles). */
-    int n_tensors = bp_net_tensor_count(net);
-    for (int k = 0; k < n_tensors; k++) {
-        const bp_tensor_info *info = &net->tensors[k];
-        bp_optimizer o = *opt;
-        if (info->role != BP_ROLE_WEIGHT)
-            o.decay = o.l1 = 0.0f;
-        o.ops->step(&o, net->params, net->grads, state, net->n_params, info->offset,
-                    info->offset + info->count);
-    }
+    unfused_update(net, opt, state, step);
     return cost;
 }
 
@@ -49,8 +136,11 @@ bp_status bp_net_sgd_step(bp_net *net, const float *x, int ldx, const float *y, 
         return st;
     if (!(eta > 0.0f) || !isfinite(eta))
         return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", eta);
-    const bp_optimizer sgd = {&bp_sgd_ops, eta, 0.0f, 0.0f};
-    double c = bp_train_step(net, &sgd, NULL, x, ldx, y, ldy, batch, NULL) / batch;
+    bp_optimizer sgd;
+    bp_optimizer_init(&sgd, &bp_sgd_ops, eta);
+    /* Each call is a new step for the randomness drawn inside it (net.h). */
+    net->step++;
+    double c = bp_train_step(net, &sgd, NULL, net->step, x, ldx, y, ldy, batch, NULL) / batch;
     if (cost)
         *cost = c;
     return isfinite(c) ? BP_OK : bp_net_diverged(net, "bp_net_sgd_step", c, eta);
@@ -65,6 +155,12 @@ void bp_train_config_init(bp_train_config *cfg)
     cfg->batch = 10;
     cfg->eta = 3.0f;
     cfg->seed = 1;
+    cfg->optimizer = BP_OPT_SGD;
+    cfg->momentum = 0.9f;
+    cfg->beta1 = 0.9f;
+    cfg->beta2 = 0.999f;
+    cfg->eps = 1e-8f;
+    cfg->schedule = (bp_schedule){BP_SCHEDULE_CONST, 0, 0.0f};
 }
 
 static bp_status check_data(const bp_net *net, const bp_dataset *ds, const char *what)
@@ -155,10 +251,18 @@ static void gather_columns(void *ctx, int c0, int c1)
 struct bp_trainer {
     bp_net *net;
     const bp_dataset *train;
-    bp_optimizer opt;
+    bp_optimizer opt;     /* the weights' hyper-parameters; opt.eta follows `eta` below */
     int batch;
     uint64_t seed;
     size_t n;
+    float lambda, l1;     /* the regularisation, as configured; n divides them */
+    bp_schedule schedule;
+    double eta0;          /* cfg->eta */
+    int epochs;           /* cfg->epochs: the length cosine anneals over */
+    int early_stop;
+    size_t norm_samples;
+    double *norms;        /* n_norms per-tensor gradient norms, when norm_samples > 0 */
+    int n_norms;
     /* The resumable state (bp_trainer_state): */
     int epoch;            /* epochs completed */
     size_t position;      /* samples of the current epoch trained; 0 before it is shuffled */
@@ -166,10 +270,17 @@ struct bp_trainer {
     double epoch_seconds; /* wall time of the current epoch so far (not part of the state) */
     bp_rng rng;           /* the shuffle's generator */
     size_t *order;        /* the current epoch's sample order */
+    uint64_t steps;       /* optimiser steps taken */
     float *state;         /* the optimiser's state arena, parallel to the parameters (NULL
                              for a rule without state, such as plain SGD) */
     size_t state_count;
-    float lambda, l1;     /* the regularisation, as configured; n divides them */
+    double eta;           /* the rate of the next mini-batch */
+    double best_accuracy; /* -1 before any */
+    int best_epoch;       /* 0 before any */
+    int since_best;       /* observations without improvement since the best */
+    int observed;         /* epochs completed at the last bp_trainer_observe */
+    float *best_params;   /* n_params floats when early_stop > 0, else NULL; valid once
+                             best_epoch > 0 */
 };
 
 /* Nielsen's regularisation term of the cost, from the weights as they are now:
@@ -195,6 +306,70 @@ static double regularisation_cost(const bp_trainer *t)
            (double)t->l1 / (double)t->n * absolutes;
 }
 
+static int finite_nonnegative(float v) { return v >= 0.0f && isfinite(v); }
+static int unit_interval(float v) { return v >= 0.0f && v < 1.0f; } /* [0, 1); NaN fails */
+
+/* Every field of cfg the trainer uses, each refused by name and value. */
+static bp_status check_config(const bp_train_config *cfg)
+{
+    if (cfg->batch < 1)
+        return bp_fail(BP_EINVAL, "batch size must be at least 1 (got %d)", cfg->batch);
+    if (!(cfg->eta > 0.0f) || !isfinite(cfg->eta))
+        return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", cfg->eta);
+    if (!finite_nonnegative(cfg->lambda) || !finite_nonnegative(cfg->l1))
+        return bp_fail(BP_EINVAL, "regularisation must be finite and >= 0, got lambda %g and "
+                       "l1 %g", cfg->lambda, cfg->l1);
+    if (!bp_optimizer_ops_of(cfg->optimizer))
+        return bp_fail(BP_EINVAL, "optimizer %d is not a bp_optimizer_kind (0..%d)",
+                       (int)cfg->optimizer, BP_OPT_COUNT - 1);
+    if (!unit_interval(cfg->momentum))
+        return bp_fail(BP_EINVAL, "momentum must be in [0, 1), got %g", cfg->momentum);
+    if (!unit_interval(cfg->beta1) || !unit_interval(cfg->beta2))
+        return bp_fail(BP_EINVAL, "beta1 and beta2 must be in [0, 1), got %g and %g",
+                       cfg->beta1, cfg->beta2);
+    if (!(cfg->eps > 0.0f) || !isfinite(cfg->eps))
+        return bp_fail(BP_EINVAL, "eps must be positive and finite, got %g", cfg->eps);
+    if (!finite_nonnegative(cfg->weight_decay))
+        return bp_fail(BP_EINVAL, "weight_decay must be finite and >= 0, got %g",
+                       cfg->weight_decay);
+    /* Anything else would be silently ignored: the decoupled decay is adamw's alone. */
+    if (cfg->weight_decay != 0.0f && cfg->optimizer != BP_OPT_ADAMW)
+        return bp_fail(BP_EINVAL, "weight_decay %g is adamw's decoupled decay, which %s does "
+                       "not have (L2 for any optimizer is lambda)", cfg->weight_decay,
+                       bp_optimizer_name(cfg->optimizer));
+    if (!finite_nonnegative(cfg->clip_norm))
+        return bp_fail(BP_EINVAL, "clip_norm must be finite and >= 0 (0: off), got %g",
+                       cfg->clip_norm);
+    const bp_schedule *s = &cfg->schedule;
+    switch (s->kind) {
+    case BP_SCHEDULE_CONST:
+        break;
+    case BP_SCHEDULE_HALVE:
+        if (s->epochs < 1)
+            return bp_fail(BP_EINVAL, "schedule halve:N needs N >= 1, got %d", s->epochs);
+        break;
+    case BP_SCHEDULE_STEP:
+        if (s->epochs < 1 || !(s->factor > 0.0f) || !isfinite(s->factor))
+            return bp_fail(BP_EINVAL, "schedule step:E:F needs E >= 1 and F positive and "
+                           "finite, got E %d and F %g", s->epochs, s->factor);
+        break;
+    case BP_SCHEDULE_COSINE:
+        if (cfg->epochs < 1)
+            return bp_fail(BP_EINVAL, "schedule cosine anneals over the epochs, which must be "
+                           "at least 1 (got %d)", cfg->epochs);
+        break;
+    default:
+        return bp_fail(BP_EINVAL, "schedule kind %d is not a bp_schedule_kind (0..%d)",
+                       (int)s->kind, BP_SCHEDULE_COUNT - 1);
+    }
+    if (cfg->early_stop < 0)
+        return bp_fail(BP_EINVAL, "early_stop must be >= 0 (0: off), got %d", cfg->early_stop);
+    if (cfg->norm_samples < 0)
+        return bp_fail(BP_EINVAL, "norm_samples must be >= 0 (0: off), got %d",
+                       cfg->norm_samples);
+    return BP_OK;
+}
+
 bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *train,
                             const bp_train_config *cfg)
 {
@@ -204,38 +379,59 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
     if (!net || !train || !cfg)
         return bp_fail(BP_EINVAL, "bp_trainer_create: network, training set or configuration "
                        "is NULL");
-    if (cfg->batch < 1)
-        return bp_fail(BP_EINVAL, "batch size must be at least 1 (got %d)", cfg->batch);
-    if (!(cfg->eta > 0.0f) || !isfinite(cfg->eta))
-        return bp_fail(BP_EINVAL, "learning rate must be positive and finite, got %g", cfg->eta);
-    if (!(cfg->lambda >= 0.0f) || !isfinite(cfg->lambda) || !(cfg->l1 >= 0.0f) ||
-        !isfinite(cfg->l1))
-        return bp_fail(BP_EINVAL, "regularisation must be finite and >= 0, got lambda %g and "
-                       "l1 %g", cfg->lambda, cfg->l1);
-    bp_status st = check_data(net, train, "training");
+    bp_status st = check_config(cfg);
+    if (st == BP_OK)
+        st = check_data(net, train, "training");
+    if (st != BP_OK)
+        return st;
     size_t n = bp_dataset_count(train);
     /* A batch larger than the set trains as one batch of the whole set: plan no more. */
     int planned = (size_t)cfg->batch < n ? cfg->batch : (int)n;
-    if (st == BP_OK)
-        st = bp_net_reserve(net, planned);
-    if (st != BP_OK)
+    if ((st = bp_net_reserve(net, planned)) != BP_OK)
         return st;
-    const bp_optimizer opt = {&bp_sgd_ops, cfg->eta, cfg->lambda / (float)n, cfg->l1 / (float)n};
+
+    bp_optimizer opt;
+    bp_optimizer_init(&opt, bp_optimizer_ops_of(cfg->optimizer), cfg->eta);
+    opt.decay = cfg->lambda / (float)n;
+    opt.l1 = cfg->l1 / (float)n;
+    opt.mu = cfg->momentum;
+    opt.beta1 = cfg->beta1;
+    opt.beta2 = cfg->beta2;
+    opt.eps = cfg->eps;
+    opt.weight_decay = cfg->weight_decay;
+    opt.clip_norm = cfg->clip_norm;
     size_t state_count = (size_t)opt.ops->state_per_param * net->n_params;
+    size_t best_count = cfg->early_stop > 0 ? net->n_params : 0;
+    int n_norms = cfg->norm_samples > 0 ? net->n_tensors : 0;
+    /* The state and the best epoch's copy are as large as the parameters (Adam's twice as
+     * large): refused before they are asked for, like the net's own plan. */
+    uint64_t extra = (uint64_t)(state_count + best_count) * sizeof(float);
+    if (extra && (st = bp_memory_check(extra, "the trainer's optimizer state and best "
+                                       "parameters")) != BP_OK)
+        return st;
     bp_trainer *t = bp_calloc(1, sizeof *t);
     size_t *order = bp_alloc(sizeof(size_t) * n);
     float *state = state_count ? bp_calloc(state_count, sizeof(float)) : NULL;
-    if (!t || !order || (state_count && !state)) {
+    float *best = best_count ? bp_alloc(best_count * sizeof(float)) : NULL;
+    double *norms = n_norms ? bp_calloc((size_t)n_norms, sizeof(double)) : NULL;
+    if (!t || !order || (state_count && !state) || (best_count && !best) ||
+        (n_norms && !norms)) {
         bp_free(t);
         bp_free(order);
         bp_free(state);
+        bp_free(best);
+        bp_free(norms);
         return bp_fail(BP_ENOMEM, "no memory for a trainer over %zu samples", n);
     }
     for (size_t i = 0; i < n; i++)
         order[i] = i;
     *t = (bp_trainer){.net = net, .train = train, .opt = opt, .batch = cfg->batch,
-                      .seed = cfg->seed, .n = n, .order = order, .state = state,
-                      .state_count = state_count, .lambda = cfg->lambda, .l1 = cfg->l1};
+                      .seed = cfg->seed, .n = n, .lambda = cfg->lambda, .l1 = cfg->l1,
+                      .schedule = cfg->schedule, .eta0 = cfg->eta, .epochs = cfg->epochs,
+                      .early_stop = cfg->early_stop, .norm_samples = (size_t)cfg->norm_samples,
+                      .norms = norms, .n_norms = n_norms, .order = order, .state = state,
+                      .state_count = state_count, .eta = cfg->eta, .best_accuracy = -1.0,
+                      .best_params = best};
     bp_rng_seed(&t->rng, cfg->seed);
     *out = t;
     return BP_OK;
@@ -247,6 +443,8 @@ void bp_trainer_free(bp_trainer *t)
         return;
     bp_free(t->order);
     bp_free(t->state);
+    bp_free(t->best_params);
+    bp_free(t->norms);
     bp_free(t);
 }
 
@@ -272,8 +470,12 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         int batch = t->n - start < (size_t)t->batch ? (int)(t->n - start) : t->batch;
         gather_job gather = {t->train, t->order + start, net->x_batch, net->y_batch, n_in, n_out};
         const bp_batch_fill fill = {gather_columns, &gather};
-        double c = bp_train_step(net, &t->opt, t->state, net->x_batch, n_in, net->y_batch,
-                                 n_out, batch, &fill);
+        /* The step's number keys the randomness drawn inside it (net.h), so a resumed run
+         * draws the same masks. */
+        t->steps++;
+        net->step = t->steps;
+        double c = bp_train_step(net, &t->opt, t->state, t->steps, net->x_batch, n_in,
+                                 net->y_batch, n_out, batch, &fill);
         if (!isfinite(c)) {
             char where[96];
             snprintf(where, sizeof where, "epoch %d, mini-batch at sample %zu", t->epoch + 1,
@@ -298,19 +500,28 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
     return st;
 }
 
-static void finish_epoch(bp_trainer *t, bp_epoch_report *report)
+/* The epoch is complete: count it, and fill the report, with the learning-speed diagnostics
+ * when they were asked for (which is the one thing here that can fail). */
+static bp_status finish_epoch(bp_trainer *t, bp_epoch_report *report)
 {
     t->epoch++;
     t->position = 0;
+    bp_status st = BP_OK;
+    if (t->n_norms)
+        st = bp_net_grad_norms(t->net, t->train, t->norm_samples, t->norms, t->n_norms);
     if (report)
         *report = (bp_epoch_report){
             .epoch = t->epoch,
+            .eta = t->opt.eta,
             .train_cost = t->epoch_cost / (double)t->n + regularisation_cost(t),
             .validation_accuracy = -1.0,
             .validation_cost = -1.0,
             .seconds = t->epoch_seconds,
             .samples_per_second = (double)t->n / t->epoch_seconds,
+            .grad_norms = t->n_norms && st == BP_OK ? t->norms : NULL,
+            .n_grad_norms = st == BP_OK ? t->n_norms : 0,
         };
+    return st;
 }
 
 bp_status bp_trainer_epoch(bp_trainer *t, bp_epoch_report *report)
@@ -320,7 +531,7 @@ bp_status bp_trainer_epoch(bp_trainer *t, bp_epoch_report *report)
     int finished;
     bp_status st = run_batches(t, 0, &finished);
     if (st == BP_OK)
-        finish_epoch(t, report);
+        st = finish_epoch(t, report);
     return st;
 }
 
@@ -335,12 +546,97 @@ bp_status bp_trainer_batches(bp_trainer *t, long max_batches, int *epoch_finishe
     int finished;
     bp_status st = run_batches(t, max_batches, &finished);
     if (st == BP_OK && finished) {
-        finish_epoch(t, report);
         if (epoch_finished)
             *epoch_finished = 1;
+        st = finish_epoch(t, report);
     }
     return st;
 }
+
+/* ---- schedules and early stopping ------------------------------------------------------ */
+
+/* The rate of epoch e (1-based) under the schedules that depend on the epoch alone. Cosine
+ * keeps epoch E's rate after E: its formula reaches 0 at E + 1 and would climb again after. */
+static double scheduled_eta(const bp_trainer *t, int e)
+{
+    const bp_schedule *s = &t->schedule;
+    if (s->kind == BP_SCHEDULE_STEP)
+        return t->eta0 * pow((double)s->factor, (double)((e - 1) / s->epochs));
+    if (s->kind == BP_SCHEDULE_COSINE) {
+        int k = e < t->epochs ? e : t->epochs;
+        return t->eta0 * (1.0 + cos(M_PI * (double)(k - 1) / (double)t->epochs)) / 2.0;
+    }
+    return t->eta;
+}
+
+bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *stop)
+{
+    if (stop)
+        *stop = 0;
+    if (!t)
+        return bp_fail(BP_EINVAL, "bp_trainer_observe: trainer is NULL");
+    if (t->observed >= t->epoch)
+        return bp_fail(BP_EINVAL, "bp_trainer_observe: no epoch has finished since the last "
+                       "call (%d done, %d observed)", t->epoch, t->observed);
+    double acc = validation_accuracy;
+    if (!(acc == -1.0 || (acc >= 0.0 && acc <= 1.0)))
+        return bp_fail(BP_EINVAL, "bp_trainer_observe: validation accuracy %g is neither in "
+                       "[0, 1] nor -1 (none)", acc);
+    int needs_accuracy = t->early_stop > 0 || t->schedule.kind == BP_SCHEDULE_HALVE;
+    if (acc < 0.0 && needs_accuracy)
+        return bp_fail(BP_EINVAL, "bp_trainer_observe: %s needs a validation accuracy, got -1",
+                       t->early_stop > 0 ? "early stopping" : "the halve schedule");
+    t->observed = t->epoch;
+    int improved = acc >= 0.0 && acc > t->best_accuracy, halt = 0;
+    if (improved) {
+        t->best_accuracy = acc;
+        t->best_epoch = t->epoch;
+        t->since_best = 0;
+        if (t->best_params)
+            memcpy(t->best_params, t->net->params, sizeof(float) * t->net->n_params);
+    } else if (acc >= 0.0) {
+        t->since_best++;
+    }
+    if (t->schedule.kind == BP_SCHEDULE_HALVE) {
+        /* Every N epochs without improvement: since_best counts from the best epoch, so its
+         * multiples of N are the halvings, each restarting the count of N. Nielsen stops when
+         * eta has dropped to 1/128 of eta0: seven halvings, exact in binary. */
+        if (!improved && t->since_best % t->schedule.epochs == 0) {
+            t->eta /= 2.0;
+            halt = t->eta <= t->eta0 / 128.0;
+        }
+    } else {
+        t->eta = scheduled_eta(t, t->epoch + 1);
+    }
+    t->opt.eta = (float)t->eta;
+    if (t->early_stop > 0 && t->since_best >= t->early_stop)
+        halt = 1;
+    if (stop)
+        *stop = halt;
+    return BP_OK;
+}
+
+double bp_trainer_eta(const bp_trainer *t) { return t ? t->eta : 0.0; }
+
+int bp_trainer_best(const bp_trainer *t, double *accuracy)
+{
+    if (accuracy)
+        *accuracy = t ? t->best_accuracy : -1.0;
+    return t ? t->best_epoch : 0;
+}
+
+bp_status bp_trainer_restore_best(bp_trainer *t)
+{
+    if (!t)
+        return bp_fail(BP_EINVAL, "bp_trainer_restore_best: trainer is NULL");
+    if (!t->best_params || t->best_epoch == 0)
+        return bp_fail(BP_EINVAL, "bp_trainer_restore_best: no best parameters are kept (%s)",
+                       t->best_params ? "no accuracy observed yet" : "early_stop is 0");
+    memcpy(t->net->params, t->best_params, sizeof(float) * t->net->n_params);
+    return BP_OK;
+}
+
+/* ---- the state ------------------------------------------------------------------------ */
 
 bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out)
 {
@@ -350,12 +646,48 @@ bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out)
         .epoch = t->epoch,
         .position = t->position,
         .epoch_cost = t->epoch_cost,
+        .steps = t->steps,
         .n = t->n,
         .order = t->order,
         .optimizer_state = t->state,
         .optimizer_state_count = t->state_count,
+        .eta = t->eta,
+        .best_accuracy = t->best_accuracy,
+        .best_epoch = t->best_epoch,
+        .since_best = t->since_best,
+        .observed = t->observed,
+        .best_params = t->best_epoch > 0 ? t->best_params : NULL,
     };
     memcpy(out->rng, t->rng.s, sizeof out->rng);
+    return BP_OK;
+}
+
+/* The schedule's and early stopping's part of a state: one a trainer could have reached. */
+static bp_status check_progress(const bp_trainer *t, const bp_trainer_state *in)
+{
+    if (!(in->eta > 0.0) || !isfinite(in->eta))
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: eta %g is not positive and finite",
+                       in->eta);
+    if (in->observed < 0 || in->observed > in->epoch)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: %d epochs observed of %d done",
+                       in->observed, in->epoch);
+    int none = in->best_epoch == 0;
+    if (in->best_epoch < 0 || in->best_epoch > in->observed ||
+        (none ? in->best_accuracy != -1.0
+              : !(in->best_accuracy >= 0.0 && in->best_accuracy <= 1.0)))
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: best epoch %d with accuracy %g (after "
+                       "%d observed) is not a best a trainer can have", in->best_epoch,
+                       in->best_accuracy, in->observed);
+    if (in->since_best < 0 || in->since_best > in->observed - in->best_epoch)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: %d epochs since the best (epoch %d "
+                       "of %d observed)", in->since_best, in->best_epoch, in->observed);
+    int kept = t->best_params && !none;
+    if (kept != (in->best_params != NULL))
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: %s", kept
+                       ? "early stopping keeps the best epoch's parameters, but best_params "
+                         "is NULL"
+                       : "best_params is set, but this trainer keeps none (early_stop 0 or no "
+                         "best epoch yet)");
     return BP_OK;
 }
 
@@ -376,10 +708,12 @@ bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
     if (!(in->rng[0] | in->rng[1] | in->rng[2] | in->rng[3]))
         return bp_fail(BP_EINVAL, "bp_trainer_set_state: an all-zero generator state "
                        "(xoshiro256** never reaches it)");
+    bp_status st = check_progress(t, in);
+    if (st != BP_OK)
+        return st;
     /* The order must be a permutation, or the unchecked gather could read past the set. */
     size_t *copy = bp_alloc(sizeof(size_t) * t->n);
     unsigned char *seen = bp_calloc(t->n, 1);
-    bp_status st = BP_OK;
     if (!copy || !seen) {
         st = bp_fail(BP_ENOMEM, "no memory to check a sample order of %zu", t->n);
     } else {
@@ -403,11 +737,22 @@ bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
     t->position = in->position;
     t->epoch_cost = in->epoch_cost;
     t->epoch_seconds = 0.0;
+    t->steps = in->steps;
     if (t->state_count)
         memcpy(t->state, in->optimizer_state, sizeof(float) * t->state_count);
     memcpy(t->rng.s, in->rng, sizeof in->rng);
+    t->eta = in->eta;
+    t->opt.eta = (float)in->eta;
+    t->best_accuracy = in->best_accuracy;
+    t->best_epoch = in->best_epoch;
+    t->since_best = in->since_best;
+    t->observed = in->observed;
+    if (in->best_params)
+        memcpy(t->best_params, in->best_params, sizeof(float) * t->net->n_params);
     return BP_OK;
 }
+
+/* ---- the whole run --------------------------------------------------------------------- */
 
 bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
                    const bp_train_config *cfg, bp_train_result *result)
@@ -415,12 +760,16 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
     if (result) {
         memset(result, 0, sizeof *result);
         result->validation_accuracy = -1.0;
+        result->best_validation_accuracy = -1.0;
     }
     if (!net || !train || !cfg)
         return bp_fail(BP_EINVAL, "bp_train: network, training set or configuration is NULL");
     if (cfg->epochs < 1 || cfg->batch < 1)
         return bp_fail(BP_EINVAL, "epochs and batch size must be at least 1 (got %d and %d)",
                        cfg->epochs, cfg->batch);
+    if (!validation && (cfg->early_stop > 0 || cfg->schedule.kind == BP_SCHEDULE_HALVE))
+        return bp_fail(BP_EINVAL, "%s needs a validation set (bp_train's validation is NULL)",
+                       cfg->early_stop > 0 ? "early_stop" : "the halve schedule");
     bp_status st = validation ? check_data(net, validation, "validation") : BP_OK;
     bp_trainer *t = NULL;
     if (st == BP_OK)
@@ -429,7 +778,8 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
         return st;
     double seconds_total = 0.0;
     float accuracy = -1.0f;
-    for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
+    int stop = 0;
+    for (int epoch = 1; epoch <= cfg->epochs && !stop; epoch++) {
         bp_epoch_report report;
         if ((st = bp_trainer_epoch(t, &report)) != BP_OK)
             break;
@@ -440,14 +790,25 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
             break;
         report.validation_accuracy = validation ? accuracy : -1.0;
         report.validation_cost = validation_cost;
+        if ((st = bp_trainer_observe(t, report.validation_accuracy, &stop)) != BP_OK)
+            break;
         if (result) {
             result->epochs = epoch;
             result->train_seconds = seconds_total;
             result->samples_per_second = (double)t->n * epoch / seconds_total;
             result->validation_accuracy = report.validation_accuracy;
+            result->stopped_early = stop && epoch < cfg->epochs;
         }
         if (cfg->on_epoch && cfg->on_epoch(&report, cfg->user))
             break;
+    }
+    /* Nielsen's early stopping keeps the best epoch's network, however the run ended. */
+    if (st == BP_OK && t->best_params && t->best_epoch > 0)
+        st = bp_trainer_restore_best(t);
+    if (result) {
+        result->best_validation_accuracy = t->best_accuracy;
+        result->best_epoch = t->best_epoch;
+        result->final_eta = t->eta;
     }
     bp_trainer_free(t);
     return st;
