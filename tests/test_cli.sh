@@ -773,6 +773,167 @@ else
     not_ok "--lambda 5 --l1 0.5: exit $rc"
 fi
 
+# ---- the epoch log ------------------------------------------------------------------------
+LDIR=$TMP/logs
+mkdir -p "$LDIR"
+norm_columns='grad_norm:layers.0.weight,grad_norm:layers.0.bias,grad_norm:layers.1.weight,'
+norm_columns+='grad_norm:layers.1.bias'
+log_header='epoch,eta,train_cost,validation_cost,validation_accuracy,seconds,samples_per_second'
+
+expect_fail 2 "--log x.txt is a usage error" "--log: '$LDIR/x.txt' must end in .jsonl" \
+    train --data "$DATA" --layers 16,8,10 --epochs 1 --log "$LDIR/x.txt"
+expect_fail 2 "--norm-samples without --log" "--norm-samples: the gradient norms go to the --log" \
+    train --data "$DATA" --layers 16,8,10 --epochs 1 --norm-samples 10
+expect_fail 2 "--norm-samples -1" "--norm-samples: '-1' is not a whole number" \
+    train --data "$DATA" --layers 16,8,10 --epochs 1 --log "$LDIR/n.jsonl" --norm-samples -1
+run train --data "$DATA" --layers 16,8,10 --epochs 1 --log "$TMP/no/such/dir/x.jsonl"
+if [[ $rc -eq 1 ]] && has_message "--log: " && has_message "'$TMP/no/such/dir' does not exist" &&
+    no_training; then
+    ok "a --log in a missing directory exits 1 before training"
+else
+    not_ok "--log in a missing directory: exit $rc"
+fi
+echo precious >"$LDIR/pointee"
+ln -s pointee "$LDIR/link.jsonl"
+run train --data "$DATA" --layers 16,8,10 --epochs 1 --log "$LDIR/link.jsonl"
+if [[ $rc -eq 1 ]] && has_message "--log: " && has_message "link.jsonl' is a symbolic link" &&
+    no_training && [[ $(cat "$LDIR/pointee") == precious ]]; then
+    ok "a symbolic link as --log is refused before training, its pointee untouched"
+else
+    not_ok "--log through a symbolic link: exit $rc"
+fi
+# The log is created when training starts: a run that fails on its data leaves an old one.
+echo old >"$LDIR/old.jsonl"
+run train --data "$TMP/empty" --layers 16,8,10 --epochs 1 --log "$LDIR/old.jsonl"
+if [[ $rc -eq 1 && $(cat "$LDIR/old.jsonl") == old ]]; then
+    ok "a run that fails before training leaves an existing log as it was"
+else
+    not_ok "failed run and an old log: exit $rc, log: $(head -c 80 "$LDIR/old.jsonl")"
+fi
+
+if command -v python3 >/dev/null 2>&1; then
+    # check_py FILE PYTHON [ARGS...]: the script sees FILE's path as f, the rest as a, and
+    # must exit 0.
+    check_py() {
+        local file=$1 code=$2
+        shift 2
+        python3 -c "import csv, json, math, sys
+f, a = sys.argv[1], sys.argv[2:]
+$code" "$file" "$@"
+    }
+
+    echo '{"old": true}' >"$LDIR/run.jsonl"
+    run train --data "$DATA" --layers 16,8,10 --epochs 3 --eta 0.1 --threads 1 \
+        --log "$LDIR/run.jsonl"
+    if [[ $rc -eq 0 ]] && check_py "$LDIR/run.jsonl" '
+lines = open(f, encoding="utf-8").read().splitlines()
+recs = [json.loads(l) for l in lines]
+assert [r["epoch"] for r in recs] == [1, 2, 3], lines
+names = ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"]
+for r in recs:
+    assert isinstance(r, dict)
+    assert r["eta"] == 0.1, r
+    assert r["train_cost"] > 0 and r["validation_cost"] > 0, r
+    v = r["validation_accuracy"]
+    assert 0 <= v <= 1 and v == round(v * 40) / 40, r
+    assert r["seconds"] > 0 and r["samples_per_second"] > 0, r
+    assert list(r["grad_norms"]) == names, r
+    assert all(math.isfinite(v) and v > 0 for v in r["grad_norms"].values()), r
+'; then
+        ok "--log x.jsonl: one JSON object per epoch with the figures and every tensor's norm"
+    else
+        not_ok "--log x.jsonl: exit $rc, log: $(head -c 300 "$LDIR/run.jsonl")"
+    fi
+    # The epoch lines on stdout and the records agree on the validation accuracy.
+    printed=$(sed -n 's/^epoch [0-9]*\/3  validation \([0-9.]*\)%.*/\1/p' "$TMP/out" | tr '\n' ' ')
+    if [[ -n $printed ]] && check_py "$LDIR/run.jsonl" '
+acc = ["%.2f" % (100 * json.loads(l)["validation_accuracy"]) for l in open(f)]
+assert " ".join(acc) + " " == a[0], acc
+' "$printed"; then
+        ok "the log's accuracies are the ones the epoch lines print ($printed)"
+    else
+        not_ok "log vs stdout accuracies: printed '$printed'"
+    fi
+
+    run train --data "$DATA" --layers 16,8,10 --epochs 2 --threads 1 --log "$LDIR/run.csv" \
+        --norm-samples 50
+    if [[ $rc -eq 0 ]] && [[ $(head -n 1 "$LDIR/run.csv") == "$log_header,$norm_columns" ]] &&
+        check_py "$LDIR/run.csv" '
+rows = list(csv.reader(open(f, newline="")))
+assert len(rows) == 3, rows
+assert [r[0] for r in rows[1:]] == ["1", "2"], rows
+for r in rows[1:]:
+    assert len(r) == len(rows[0]), r
+    assert all(math.isfinite(float(c)) and float(c) >= 0 for c in r), r
+'; then
+        ok "--log x.csv: the header with a column per tensor norm, and one row per epoch"
+    else
+        not_ok "--log x.csv: exit $rc, log: $(head -c 300 "$LDIR/run.csv")"
+    fi
+
+    run train --data "$DATA" --layers 16,8,10 --epochs 2 --threads 1 --log "$LDIR/off.jsonl" \
+        --norm-samples 0
+    run2_rc=$rc
+    run train --data "$DATA" --layers 16,8,10 --epochs 1 --threads 1 --log "$LDIR/off.csv" \
+        --norm-samples 0
+    if [[ $run2_rc -eq 0 && $rc -eq 0 && $(head -n 1 "$LDIR/off.csv") == "$log_header" ]] &&
+        check_py "$LDIR/off.jsonl" '
+recs = [json.loads(l) for l in open(f)]
+assert len(recs) == 2 and all("grad_norms" not in r for r in recs), recs
+'; then
+        ok "--norm-samples 0 leaves the norms out of both formats"
+    else
+        not_ok "--norm-samples 0: exit $run2_rc / $rc, csv header: $(head -n 1 "$LDIR/off.csv")"
+    fi
+
+    # A log that fills up (RLIMIT_FSIZE, SIGXFSZ ignored: EFBIG, like a full disk) stops the
+    # run with status 1, naming the file, and keeps whole records only.
+    (ulimit -f 2 && trap '' XFSZ && exec "$BIN" train --data "$DATA" --layers 16,8,10 \
+        --epochs 100000 --log "$LDIR/full.jsonl" >/dev/null 2>"$TMP/err")
+    rc=$?
+    if [[ $rc -eq 1 ]] && has_message "--log: cannot write '$LDIR/full.jsonl': File too large" &&
+        [[ $(grep -c 'backprop: ' "$TMP/err") -eq 1 ]] && check_py "$LDIR/full.jsonl" '
+text = open(f, encoding="utf-8").read()
+assert text.endswith("\n")
+recs = [json.loads(l) for l in text.splitlines()]
+assert 1 <= len(recs) < 100 and [r["epoch"] for r in recs] == list(range(1, len(recs) + 1))
+'; then
+        ok "a log that fills up stops the run (exit 1) and keeps its whole records"
+    else
+        not_ok "filling log: exit $rc, $(wc -l <"$LDIR/full.jsonl") lines"
+    fi
+fi
+
+# ---- dropout and batch norm --------------------------------------------------------------
+expect_fail 2 "--dropout 1" "--dropout: 1 is not a probability in [0, 1)" train --dropout 1
+expect_fail 2 "--dropout -0.5" "--dropout: -0.5 is not a probability in [0, 1)" \
+    train --dropout -0.5
+expect_fail 2 "--dropout 0.999999999 (1 in float)" "--dropout: 0.999999999 is not a probability" \
+    train --dropout 0.999999999
+expect_fail 2 "--dropout x" "--dropout: 'x' is not a decimal number" train --dropout x
+expect_fail 2 "--dropout nan" "--dropout: 'nan' is not a decimal number" train --dropout nan
+expect_fail 2 "--batchnorm=1" "option '--batchnorm' takes no value" train --batchnorm=1
+expect_fail 2 "--batchnorm without a hidden layer" "--batchnorm: the net has no hidden layer" \
+    train --layers 16,10 --batchnorm
+expect_fail 2 "--dropout without a hidden layer" "--dropout: the net has no hidden layer" \
+    train --layers 16,10 --dropout 0.5
+# Batches of 40 on two threads: the step is split, and batch norm's statistics with it.
+run train --data "$DATA" --layers 16,12,10 --epochs 2 --batch 40 --threads 2 --eta 0.5 \
+    --batchnorm --summary-json "$TMP/bn.json"
+if [[ $rc -eq 0 ]] && grep -q '^epoch 2' "$TMP/out" && grep -q '"batchnorm": true' "$TMP/bn.json"
+then
+    ok "--batchnorm trains and is recorded in the summary"
+else
+    not_ok "--batchnorm: exit $rc"
+fi
+run train --data "$DATA" --layers 16,12,10 --epochs 2 --dropout 0.5 --summary-json "$TMP/do.json"
+if [[ $rc -eq 0 ]] && grep -q '^epoch 2' "$TMP/out" && grep -q '"dropout": 0.5,' "$TMP/do.json" &&
+    grep -q '"batchnorm": false' "$TMP/do.json"; then
+    ok "--dropout 0.5 trains and is recorded in the summary"
+else
+    not_ok "--dropout 0.5: exit $rc"
+fi
+
 # ---- the memory limit ---------------------------------------------------------------------
 # A net whose plan exceeds --max-memory is refused before anything is allocated, with the bytes.
 run train --data "$DATA" --layers 16,30000,30000,10 --epochs 1 --max-memory 1G

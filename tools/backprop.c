@@ -10,6 +10,7 @@
  * the data).
  */
 #include "backprop.h"
+#include "log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -29,6 +30,7 @@ enum {
     EXIT_USAGE = 2,
     MAX_THREADS = 4096,
     PATH_BUF = 4096,
+    LOG_NORM_SAMPLES = 1000, /* --norm-samples with --log: Nielsen's ch. 5 measures over 1000 */
 };
 
 /* Nielsen's chapter-1 net. The library has no default sizes, so this one is the CLI's own. */
@@ -294,6 +296,8 @@ typedef struct options {
     int threads;         /* 0: leave the library's default */
     uint64_t max_memory; /* 0: the library's default, the memory available */
     const char *summary;
+    const char *log;     /* --log FILE: .jsonl or .csv */
+    int norm_samples_given;
 } options;
 
 enum {
@@ -313,6 +317,8 @@ enum {
     OPT_MAX_MEMORY,
     OPT_LAMBDA,
     OPT_L1,
+    OPT_LOG,
+    OPT_NORM_SAMPLES,
 };
 
 static const struct option train_longopts[] = {
@@ -332,6 +338,8 @@ static const struct option train_longopts[] = {
     {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {"lambda", required_argument, NULL, OPT_LAMBDA},
     {"l1", required_argument, NULL, OPT_L1},
+    {"log", required_argument, NULL, OPT_LOG},
+    {"norm-samples", required_argument, NULL, OPT_NORM_SAMPLES},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -425,6 +433,16 @@ static void parse_train_args(int argc, char **argv, options *o)
                 usage_error("--summary-json: empty file name");
             o->summary = optarg;
             break;
+        case OPT_LOG:
+            if (log_format_of(optarg) == LOG_UNKNOWN)
+                usage_error("--log: '%s' must end in .jsonl (JSON Lines) or .csv: the extension "
+                            "chooses the format", optarg);
+            o->log = optarg;
+            break;
+        case OPT_NORM_SAMPLES:
+            o->train.norm_samples = (int)parse_uint("--norm-samples", optarg, 0, INT_MAX);
+            o->norm_samples_given = 1;
+            break;
         case 'h':
             print_usage(stdout);
             exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
@@ -436,6 +454,15 @@ static void parse_train_args(int argc, char **argv, options *o)
     }
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
+    /* The norms cost a forward and backward pass over their samples every epoch, and only the
+     * log shows them. */
+    if (o->norm_samples_given && !o->log)
+        usage_error("--norm-samples: the gradient norms go to the --log file; give --log FILE "
+                    "too");
+    if (o->log && !o->norm_samples_given)
+        o->train.norm_samples = LOG_NORM_SAMPLES;
+    if (o->log && o->summary && strcmp(o->log, o->summary) == 0)
+        usage_error("--log and --summary-json name the same file '%s'", o->log);
 }
 
 /* ---- usage ------------------------------------------------------------------------------ */
@@ -516,8 +543,18 @@ static void print_usage(FILE *f)
           "  --summary-json FILE        write the results as JSON to FILE, replacing it whole\n"
           "                             (checked before training; FILE may not be a device, "
           "FIFO,\n"
-          "                             directory or symbolic link)\n"
-          "  --help                     this text\n"
+          "                             directory or symbolic link)\n", f);
+    fprintf(f, "  --log FILE.jsonl|FILE.csv  one record per epoch, written as it ends: epoch, "
+            "eta,\n"
+            "                             costs, validation accuracy, seconds, samples/s and "
+            "each\n"
+            "                             tensor's gradient norm (checked before training, like\n"
+            "                             --summary-json)\n"
+            "  --norm-samples N           the norms are of the mean cost's gradient over the "
+            "first\n"
+            "                             N training samples; 0 leaves them out [%d with --log]\n",
+            LOG_NORM_SAMPLES);
+    fputs("  --help                     this text\n"
           "\n"
           "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number "
           "such\n"
@@ -881,7 +918,8 @@ static void critical_end(critical *c)
 
 typedef struct progress {
     int epochs, classes;
-    int warned_chance, output_failed;
+    int warned_chance, output_failed, log_failed;
+    epoch_log *log;  /* NULL without --log */
     bp_net *net;
     const bp_dataset *valid;
     float *x, *out; /* room for PROBE_SAMPLES inputs and outputs */
@@ -933,6 +971,23 @@ static int print_epoch(const bp_epoch_report *r, void *user)
         p->output_failed = 1;
         return 1;
     }
+    /* A log with a hole in it would be worse than a run that stops and says why: the records
+     * written so far stay, the run ends with status 1. */
+    if (p->log) {
+        char why[PATH_BUF + 256];
+        /* The accuracy passes through float in the library: snapped back to count/n, as the
+         * summary has it (0.9425, not 0.9424999952316284). */
+        bp_epoch_report rec = *r;
+        if (rec.validation_accuracy >= 0 && p->valid) {
+            double n = (double)bp_dataset_count(p->valid);
+            rec.validation_accuracy = (double)llround(rec.validation_accuracy * n) / n;
+        }
+        if (epoch_log_write(p->log, &rec, why, sizeof why) != 0) {
+            print_error("%s", why);
+            p->log_failed = 1;
+            return 1;
+        }
+    }
     /* A net driven into saturation (an --eta far too large) is stuck near chance. Its numbers
      * are finite, so that is no error, but the figures that follow are meaningless and the
      * user should know why: once is enough. */
@@ -948,92 +1003,6 @@ static int print_epoch(const bp_epoch_report *r, void *user)
 }
 
 /* ---- the summary JSON -------------------------------------------------------------------- */
-
-/* The shortest decimal that reads back as the same number: --eta 0.1 is held as the float
- * 0.100000001490116..., and printing that would misreport what the user asked for. JSON has no
- * NaN or infinity; the figures should never be either, but if one is the file must parse. */
-static void json_float(FILE *f, float v)
-{
-    char buf[32];
-    if (!isfinite(v)) {
-        fputs("null", f);
-        return;
-    }
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
-        if (strtof(buf, NULL) == v)
-            break;
-    }
-    fputs(buf, f);
-}
-
-static void json_double(FILE *f, double v)
-{
-    char buf[40];
-    if (!isfinite(v)) {
-        fputs("null", f);
-        return;
-    }
-    for (int digits = 1; digits <= 17; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, v);
-        if (strtod(buf, NULL) == v)
-            break;
-    }
-    fputs(buf, f);
-}
-
-/* The length of the well-formed UTF-8 sequence at s, 0 if there is none (RFC 3629: no
- * overlong forms, no surrogates, nothing above U+10FFFF). A NUL ends every check early. */
-static size_t utf8_length(const unsigned char *s)
-{
-    unsigned c = s[0];
-    if (c < 0x80)
-        return 1;
-    if (c < 0xC2 || c > 0xF4 || (s[1] & 0xC0) != 0x80)
-        return 0;
-    if (c < 0xE0)
-        return 2;
-    if ((s[2] & 0xC0) != 0x80 || (c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F))
-        return 0;
-    if (c < 0xF0)
-        return 3;
-    if ((s[3] & 0xC0) != 0x80 || (c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))
-        return 0;
-    return 4;
-}
-
-static int is_utf8(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        size_t n = utf8_length(p);
-        if (n == 0)
-            return 0;
-        p += n;
-    }
-    return 1;
-}
-
-/* Strings are checked with is_utf8 before training, so a byte that is not UTF-8 cannot reach
- * here; if one did, U+FFFD keeps the file valid JSON. */
-static void json_string(FILE *f, const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    fputc('"', f);
-    while (*p) {
-        size_t n = utf8_length(p);
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            fprintf(f, "\\u%04x", *p);
-        else if (n == 0)
-            fputs("\\ufffd", f);
-        else
-            fwrite(p, 1, n, f);
-        p += n ? n : 1;
-    }
-    fputc('"', f);
-}
 
 typedef struct summary {
     double test_accuracy, validation_accuracy, train_seconds, samples_per_second;
@@ -1081,15 +1050,15 @@ static void write_summary_json(FILE *f, const options *o, const summary *s)
     fputs("\n  }\n}\n", f);
 }
 
-/* Before the net is built: a summary that cannot be written should fail now, not after an hour
- * of training. */
-static int check_summary_path(const char *path)
+/* Before the net is built: a summary or a log that cannot be written should fail now, not after
+ * an hour of training. */
+static int check_output_path(const char *flag, const char *path)
 {
     critical c;
     critical_begin(&c);
     bp_status st = bp_file_check_replaceable(path);
     if (st != BP_OK)
-        print_error("--summary-json: %s", bp_last_error());
+        print_error("%s: %s", flag, bp_last_error());
     critical_end(&c);
     return st == BP_OK ? 0 : -1;
 }
@@ -1136,6 +1105,8 @@ static int cmd_train(int argc, char **argv)
     data_dir dd;
     char path[4][PATH_BUF];
     float *probe_x = NULL, *probe_out = NULL;
+    epoch_log *log = NULL;
+    char why[PATH_BUF + 256];
     double t_start = bp_clock_seconds();
 
     if ((o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) ||
@@ -1153,7 +1124,9 @@ static int cmd_train(int argc, char **argv)
                     "name", dd.path);
         return EXIT_USAGE;
     }
-    if (o.summary && check_summary_path(o.summary) != 0)
+    if (o.summary && check_output_path("--summary-json", o.summary) != 0)
+        return 1;
+    if (o.log && check_output_path("--log", o.log) != 0)
         return 1;
     if (find_data(o.data, &dd, path) != 0)
         return 1;
@@ -1247,6 +1220,13 @@ static int cmd_train(int argc, char **argv)
     }
     progress prog = {.epochs = o.train.epochs, .classes = classes, .net = net, .valid = d.valid,
                      .x = probe_x, .out = probe_out};
+    /* Created (or emptied) only now, when training is about to start: a run that fails on its
+     * data leaves an old log as it was. */
+    if (o.log && !(log = epoch_log_open(o.log, net, o.train.norm_samples > 0, why, sizeof why))) {
+        print_error("%s", why);
+        goto out;
+    }
+    prog.log = log;
     install_stop_handlers();
     o.train.on_epoch = print_epoch;
     o.train.user = &prog;
@@ -1255,8 +1235,14 @@ static int cmd_train(int argc, char **argv)
         print_lib_error(st);
         goto out;
     }
-    if (prog.output_failed)
+    if (prog.output_failed || prog.log_failed)
         goto out;
+    int log_closed = epoch_log_close(log, why, sizeof why);
+    log = NULL;
+    if (log_closed != 0) {
+        print_error("%s", why);
+        goto out;
+    }
     if (stop_signal)
         printf("interrupted by %s: stopped after epoch %d\n",
                stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", res.epochs);
@@ -1296,6 +1282,9 @@ static int cmd_train(int argc, char **argv)
     rc = 0;
 
 out:
+    /* On a failed run the log keeps the epochs it has; a second error about it would add
+     * nothing. */
+    epoch_log_close(log, why, sizeof why);
     free(probe_x);
     free(probe_out);
     bp_net_free(net);
