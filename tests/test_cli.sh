@@ -162,10 +162,51 @@ expect_fail 2 "--eta 1e" "--eta: '1e' is not a decimal number" train --eta 1e
 expect_fail 2 "--eta infinity" "--eta: 'infinity' is not a decimal number" train --eta infinity
 
 # getopt_long takes unique prefixes; one that fits two options is ambiguous, not unknown.
-expect_fail 2 "--e is ambiguous" "ambiguous option '--e' (could be --epochs, --eta)" train --e 3
-expect_fail 2 "--b=2 is ambiguous" "ambiguous option '--b' (could be --batch, --backend)" \
-    train --b=2
+expect_fail 2 "--e is ambiguous" \
+    "ambiguous option '--e' (could be --epochs, --eta, --eps, --early-stop)" train --e 3
+expect_fail 2 "--b=2 is ambiguous" \
+    "ambiguous option '--b' (could be --batch, --backend, --beta1, --beta2)" train --b=2
 expect_fail 2 "--help=1" "option '--help' takes no value" train --help=1
+
+# The optimisers' and schedules' flags: the library's names, strict numbers, and a flag the
+# chosen optimiser would not read is refused rather than silently dropped.
+expect_fail 2 "unknown optimizer" \
+    "--optimizer: unknown optimizer 'adagrad' (known: sgd, momentum, nesterov, adam, adamw," \
+    train --optimizer adagrad
+expect_fail 2 "--momentum 1" '--momentum: 1 must be in [0, 1)' \
+    train --optimizer momentum --momentum 1
+expect_fail 2 "--momentum 0.999999999 (1 as a float)" '--momentum: 0.999999999 must be in [0, 1)' \
+    train --optimizer nesterov --momentum 0.999999999
+expect_fail 2 "--momentum -0.5" "--momentum: '-0.5' is not a decimal number in [0, 1)" \
+    train --optimizer momentum --momentum -0.5
+expect_fail 2 "--beta1 nan" "--beta1: 'nan' is not a decimal number in [0, 1)" \
+    train --optimizer adam --beta1 nan
+expect_fail 2 "--beta2 1.5" '--beta2: 1.5 must be in [0, 1)' train --optimizer adam --beta2 1.5
+expect_fail 2 "--eps 0" '--eps: 0 must be a finite number > 0' train --optimizer adam --eps 0
+expect_fail 2 "--eps 1e-60 (underflows)" '--eps: 1e-60 must be a finite number > 0' \
+    train --optimizer rmsprop --eps 1e-60
+expect_fail 2 "--weight-decay -1" "--weight-decay: '-1' is not a decimal number >= 0" \
+    train --optimizer adamw --weight-decay -1
+expect_fail 2 "--clip-norm x" "--clip-norm: 'x' is not a decimal number >= 0" train --clip-norm x
+expect_fail 2 "--clip-norm 1e39" '--clip-norm: 1e39 must be a finite number >= 0' \
+    train --clip-norm 1e39
+expect_fail 2 "--schedule bogus" "--schedule: unknown schedule 'bogus'" train --schedule bogus
+expect_fail 2 "--schedule halve:0" "--schedule: schedule 'halve:0': the patience N" \
+    train --schedule halve:0
+expect_fail 2 "--schedule step:5" "--schedule: schedule 'step:5': step:E:F needs E" \
+    train --schedule step:5
+expect_fail 2 "--schedule step:5:0" "--schedule: schedule 'step:5:0': the factor F" \
+    train --schedule step:5:0
+expect_fail 2 "--schedule cosine:3" "--schedule: unknown schedule 'cosine:3'" \
+    train --schedule cosine:3
+expect_fail 2 "--early-stop -1" "--early-stop: '-1' is not a whole number" train --early-stop -1
+expect_fail 2 "--momentum with adam" \
+    '--momentum: only momentum and nesterov use it, not --optimizer adam' \
+    train --momentum 0.5 --optimizer adam
+expect_fail 2 "--beta1 with sgd" '--beta1: only adam and adamw use it, not --optimizer sgd' \
+    train --beta1 0.8
+expect_fail 2 "--weight-decay with adam" '--weight-decay: only adamw' \
+    train --optimizer adam --weight-decay 0.01
 
 # ---- missing data: status 1 ------------------------------------------------------------
 
@@ -593,6 +634,41 @@ else
     not_ok "the all-flags run: exit $rc"
 fi
 
+# Adam with halving and early stopping on the tiny set: it learns its 40 validation images in
+# a few epochs and then cannot improve, so the run must end early, say so, keep the best epoch's
+# net, show eta on each epoch line, and record all of it in the summary.
+run train --data "$DATA" --layers 16,8,10 --epochs 200 --eta 0.1 --threads 1 \
+    --optimizer adam --beta2 0.99 --schedule halve:1 --early-stop 2 --clip-norm 5 \
+    --summary-json "$SDIR/adam.json"
+if [[ $rc -eq 0 ]] && grep -q '^epoch 1/200 .* eta 0.1  cost' "$TMP/out" &&
+    grep -q '^stopped after epoch [0-9]*: ' "$TMP/out" &&
+    grep -q "^kept the best epoch's net: epoch [0-9]*, validation" "$TMP/out"; then
+    ok "--optimizer adam --schedule halve:1 --early-stop 2 runs, stops early and says so"
+else
+    not_ok "the adam run with halving and early stopping: exit $rc"
+fi
+if command -v python3 >/dev/null 2>&1; then
+    if check_json "$SDIR/adam.json" '(d["config"]["optimizer"] == "adam" and
+            d["config"]["schedule"] == "halve:1" and d["config"]["early_stop"] == 2 and
+            d["config"]["beta2"] == 0.99 and d["config"]["clip_norm"] == 5 and
+            d["config"]["momentum"] == 0.9 and d["config"]["eps"] == 1e-08 and
+            d["stopped_early"] is True and 1 <= d["best_epoch"] < d["epochs"] < 200 and
+            d["best_validation_accuracy"] >= d["validation_accuracy"] and
+            d["best_validation_accuracy"] >= 0.9 and
+            any(d["final_eta"] == 0.1 / 2 ** k for k in range(8)))'; then
+        ok "the summary records the optimiser, schedule, early stop and where it stopped"
+    else
+        not_ok "adam summary: $(tr -d '\n' <"$SDIR/adam.json")"
+    fi
+    if check_json "$SUMMARY" '(d["config"]["optimizer"] == "sgd" and
+            d["config"]["schedule"] == "const" and d["stopped_early"] is False and
+            d["best_epoch"] == 1 and d["final_eta"] == 0.1)'; then
+        ok "a plain run's summary has the defaults and no early stop"
+    else
+        not_ok "plain summary: $(tr -d '\n' <"$SUMMARY")"
+    fi
+fi
+
 # ---- the usage is the library's ---------------------------------------------------------
 # The names and defaults in --help are read from the library at run time. The checks compare
 # --help with what the tool itself takes and does, so they need no list of names of their own.
@@ -604,7 +680,7 @@ help_default() { help_line "$1" | sed -n 's/^[^[]*\[\([^]]*\)\].*/\1/p'; }
 
 # Every name a flag's error message calls known is on that flag's line of the usage, and the
 # line lists no others.
-for flag in --hidden-act --output --cost --init --backend; do
+for flag in --hidden-act --output --cost --init --backend --optimizer; do
     run train "$flag" no-such-name
     known=$(grep -a '^backprop: ' "$TMP/err" | sed -n 's/.*(known: \(.*\))$/\1/p' | head -n 1)
     listed=$(help_line "$flag" | awk '{print $2}')
@@ -639,7 +715,7 @@ else
 fi
 
 # Unique prefixes and the accepted number forms.
-run train --data "$DATA" --lay 16,8,10 --ep 1 --et 5e-1 --seed 007 --thr 01
+run train --data "$DATA" --lay 16,8,10 --epo 1 --et 5e-1 --seed 007 --thr 01
 if [[ $rc -eq 0 ]] && grep -q 'eta 0.5  batch 10  epochs 1 .* threads 1  seed 7  openblas' "$TMP/out"
 then
     ok "abbreviations and leading zeros are accepted"

@@ -180,6 +180,19 @@ static float parse_strength(const char *flag, const char *s)
     return v;
 }
 
+/* A decay rate of an average (momentum, beta1, beta2): a decimal number in [0, 1), held to the
+ * float the library gets, since 0.99999999 rounds to 1. */
+static float parse_fraction(const char *flag, const char *s)
+{
+    if (!is_decimal(s) || s[0] == '-')
+        usage_error("%s: '%s' is not a decimal number in [0, 1) (like 0.9)", flag, s);
+    errno = 0;
+    float v = strtof(s, NULL);
+    if ((errno == ERANGE && v != 0.0f) || !(v >= 0.0f && v < 1.0f))
+        usage_error("%s: %s must be in [0, 1)", flag, s);
+    return v;
+}
+
 /* "784,30,10" -> sizes; every entry 1..BP_MAX_WIDTH, 2..BP_MAX_SIZES entries, no empty ones. */
 static int parse_layers(const char *flag, const char *s, int sizes[BP_MAX_SIZES])
 {
@@ -236,6 +249,7 @@ static const char *act_name_i(int i) { return bp_activation_name((bp_activation)
 static const char *cost_name_i(int i) { return bp_cost_name((bp_cost)i); }
 static const char *init_name_i(int i) { return bp_init_name((bp_init)i); }
 static const char *backend_name_i(int i) { return bp_backend_name(i); }
+static const char *optimizer_name_i(int i) { return bp_optimizer_name((bp_optimizer_kind)i); }
 
 static bp_activation parse_activation(const char *flag, const char *s, int hidden)
 {
@@ -274,6 +288,43 @@ static bp_init parse_init(const char *flag, const char *s)
     return i;
 }
 
+static bp_optimizer_kind parse_optimizer(const char *flag, const char *s)
+{
+    bp_optimizer_kind k;
+    char names[256];
+    if (bp_optimizer_parse(s, &k) != BP_OK) {
+        list_names(names, sizeof names, ", ", BP_OPT_COUNT, -1, optimizer_name_i);
+        usage_error("%s: unknown optimizer '%s' (known: %s)", flag, s, names);
+    }
+    return k;
+}
+
+/* The library's parser, so the CLI and the API accept the same texts; its message says why. */
+static bp_schedule parse_schedule(const char *flag, const char *s)
+{
+    bp_schedule sc;
+    if (bp_schedule_parse(s, &sc) != BP_OK)
+        usage_error("%s: %s", flag, bp_last_error());
+    return sc;
+}
+
+/* "halve:10", "step:5:0.5": the schedule as --schedule takes it, F in its shortest exact form. */
+static void schedule_text(const bp_schedule *sc, char *buf, size_t size)
+{
+    switch (sc->kind) {
+    case BP_SCHEDULE_HALVE: snprintf(buf, size, "halve:%d", sc->epochs); return;
+    case BP_SCHEDULE_STEP:
+        for (int digits = 1; digits <= 9; digits++) {
+            snprintf(buf, size, "step:%d:%.*g", sc->epochs, digits, (double)sc->factor);
+            if (strtof(strrchr(buf, ':') + 1, NULL) == sc->factor)
+                break;
+        }
+        return;
+    case BP_SCHEDULE_COSINE: snprintf(buf, size, "cosine"); return;
+    default: snprintf(buf, size, "const"); return;
+    }
+}
+
 /* Returns the library's own string, so the net config never points into argv by accident. */
 static const char *parse_backend(const char *flag, const char *s)
 {
@@ -287,6 +338,9 @@ static const char *parse_backend(const char *flag, const char *s)
 
 /* ---- options ----------------------------------------------------------------------------- */
 
+/* The flags that only some optimisers read: given for another one, they would do nothing. */
+enum { OPTIM_MOMENTUM, OPTIM_BETA1, OPTIM_BETA2, OPTIM_EPS, OPTIM_WEIGHT_DECAY, OPTIM_FLAGS };
+
 /* The library's two configurations, starting from its defaults, and what only the CLI has. */
 typedef struct options {
     const char *data;
@@ -295,6 +349,7 @@ typedef struct options {
     bp_train_config train;
     int threads;         /* 0: leave the library's default */
     uint64_t max_memory; /* 0: the library's default, the memory available */
+    const char *optim_flag[OPTIM_FLAGS]; /* the optimiser flags given, by OPTIM_* index */
     const char *summary;
     const char *log;     /* --log FILE: .jsonl or .csv */
     int norm_samples_given;
@@ -317,6 +372,15 @@ enum {
     OPT_MAX_MEMORY,
     OPT_LAMBDA,
     OPT_L1,
+    OPT_OPTIMIZER,
+    OPT_MOMENTUM,
+    OPT_BETA1,
+    OPT_BETA2,
+    OPT_EPS,
+    OPT_WEIGHT_DECAY,
+    OPT_CLIP_NORM,
+    OPT_SCHEDULE,
+    OPT_EARLY_STOP,
     OPT_LOG,
     OPT_NORM_SAMPLES,
 };
@@ -340,6 +404,15 @@ static const struct option train_longopts[] = {
     {"l1", required_argument, NULL, OPT_L1},
     {"log", required_argument, NULL, OPT_LOG},
     {"norm-samples", required_argument, NULL, OPT_NORM_SAMPLES},
+    {"optimizer", required_argument, NULL, OPT_OPTIMIZER},
+    {"momentum", required_argument, NULL, OPT_MOMENTUM},
+    {"beta1", required_argument, NULL, OPT_BETA1},
+    {"beta2", required_argument, NULL, OPT_BETA2},
+    {"eps", required_argument, NULL, OPT_EPS},
+    {"weight-decay", required_argument, NULL, OPT_WEIGHT_DECAY},
+    {"clip-norm", required_argument, NULL, OPT_CLIP_NORM},
+    {"schedule", required_argument, NULL, OPT_SCHEDULE},
+    {"early-stop", required_argument, NULL, OPT_EARLY_STOP},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -380,6 +453,32 @@ static _Noreturn void bad_option(const char *arg, int opt)
     if (n > 1 && len > 0)
         usage_error("ambiguous option '--%.*s' (could be %s)", (int)len, name, matches);
     usage_error("unknown option '--%.*s'", (int)len, name);
+}
+
+/* A hyper-parameter of another optimiser than the one chosen would be silently ignored. */
+static void check_optimizer_flags(const options *o)
+{
+    bp_optimizer_kind k = o->train.optimizer;
+    int velocity = k == BP_OPT_MOMENTUM || k == BP_OPT_NESTEROV;
+    int adam = k == BP_OPT_ADAM || k == BP_OPT_ADAMW;
+    const int reads[OPTIM_FLAGS] = {
+        [OPTIM_MOMENTUM] = velocity,
+        [OPTIM_BETA1] = adam,
+        [OPTIM_BETA2] = adam || k == BP_OPT_RMSPROP,
+        [OPTIM_EPS] = adam || k == BP_OPT_RMSPROP,
+        [OPTIM_WEIGHT_DECAY] = k == BP_OPT_ADAMW,
+    };
+    static const char *const who[OPTIM_FLAGS] = {
+        [OPTIM_MOMENTUM] = "momentum and nesterov",
+        [OPTIM_BETA1] = "adam and adamw",
+        [OPTIM_BETA2] = "adam, adamw and rmsprop",
+        [OPTIM_EPS] = "adam, adamw and rmsprop",
+        [OPTIM_WEIGHT_DECAY] = "adamw (L2 for any optimizer is --lambda)",
+    };
+    for (int i = 0; i < OPTIM_FLAGS; i++)
+        if (o->optim_flag[i] && !reads[i])
+            usage_error("%s: only %s use%s it, not --optimizer %s", o->optim_flag[i], who[i],
+                        i == OPTIM_WEIGHT_DECAY ? "s" : "", bp_optimizer_name(k));
 }
 
 static void parse_train_args(int argc, char **argv, options *o)
@@ -428,6 +527,32 @@ static void parse_train_args(int argc, char **argv, options *o)
         case OPT_MAX_MEMORY: o->max_memory = parse_bytes("--max-memory", optarg); break;
         case OPT_LAMBDA: o->train.lambda = parse_strength("--lambda", optarg); break;
         case OPT_L1: o->train.l1 = parse_strength("--l1", optarg); break;
+        case OPT_OPTIMIZER: o->train.optimizer = parse_optimizer("--optimizer", optarg); break;
+        case OPT_MOMENTUM:
+            o->train.momentum = parse_fraction("--momentum", optarg);
+            o->optim_flag[OPTIM_MOMENTUM] = "--momentum";
+            break;
+        case OPT_BETA1:
+            o->train.beta1 = parse_fraction("--beta1", optarg);
+            o->optim_flag[OPTIM_BETA1] = "--beta1";
+            break;
+        case OPT_BETA2:
+            o->train.beta2 = parse_fraction("--beta2", optarg);
+            o->optim_flag[OPTIM_BETA2] = "--beta2";
+            break;
+        case OPT_EPS:
+            o->train.eps = parse_eta("--eps", optarg);
+            o->optim_flag[OPTIM_EPS] = "--eps";
+            break;
+        case OPT_WEIGHT_DECAY:
+            o->train.weight_decay = parse_strength("--weight-decay", optarg);
+            o->optim_flag[OPTIM_WEIGHT_DECAY] = "--weight-decay";
+            break;
+        case OPT_CLIP_NORM: o->train.clip_norm = parse_strength("--clip-norm", optarg); break;
+        case OPT_SCHEDULE: o->train.schedule = parse_schedule("--schedule", optarg); break;
+        case OPT_EARLY_STOP:
+            o->train.early_stop = (int)parse_uint("--early-stop", optarg, 0, INT_MAX);
+            break;
         case OPT_SUMMARY:
             if (optarg[0] == '\0')
                 usage_error("--summary-json: empty file name");
@@ -452,6 +577,7 @@ static void parse_train_args(int argc, char **argv, options *o)
             bad_option(flag, optopt);
         }
     }
+    check_optimizer_flags(o);
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
     /* The norms cost a forward and backward pass over their samples every epoch, and only the
@@ -532,6 +658,29 @@ static void print_usage(FILE *f)
             "                             uses 5.0 [%g]\n"
             "  --l1 X                     L1 on the weights, - (eta l1/n) sign(W) [%g]\n",
             (double)tc.lambda, (double)tc.l1);
+    char optimizers[160];
+    list_names(optimizers, sizeof optimizers, "|", BP_OPT_COUNT, -1, optimizer_name_i);
+    print_choice(f, "--optimizer", optimizers, bp_optimizer_name(tc.optimizer));
+    fprintf(f, "  --momentum MU              momentum, nesterov: v <- MU v - eta G; in [0, 1) "
+            "[%g]\n"
+            "  --beta1 B1                 adam, adamw: decay of the mean of G; in [0, 1) [%g]\n"
+            "  --beta2 B2                 adam, adamw, rmsprop: decay of the mean of G^2 [%g]\n"
+            "  --eps E                    adam, adamw, rmsprop: added to sqrt(v); > 0 [%g]\n"
+            "  --weight-decay X           adamw: W <- (1 - eta X) W, weights only [%g]\n"
+            "  --clip-norm X              scale the gradient down to norm X when longer; 0: off "
+            "[%g]\n",
+            (double)tc.momentum, (double)tc.beta1, (double)tc.beta2, (double)tc.eps,
+            (double)tc.weight_decay, (double)tc.clip_norm);
+    char schedule[64];
+    schedule_text(&tc.schedule, schedule, sizeof schedule);
+    print_choice(f, "--schedule", "const|halve:N|step:E:F|cosine", schedule);
+    fprintf(f, "                             eta between epochs: halved after N epochs without a\n"
+            "                             better validation accuracy, ending the run at eta/128;\n"
+            "                             times F every E epochs; cosine down to 0 over --epochs\n"
+            "  --early-stop N             stop after N epochs with no better validation accuracy "
+            "[%d]\n"
+            "                             and keep the best epoch's net (0: never)\n",
+            tc.early_stop);
     print_choice(f, "--init", inits, bp_init_name(nc.init));
     fprintf(f, "  --seed S                   drives initialisation and shuffling [%llu]\n",
             (unsigned long long)nc.seed);
@@ -558,7 +707,7 @@ static void print_usage(FILE *f)
           "\n"
           "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number "
           "such\n"
-          "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--ep 5).\n"
+          "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--epo 5).\n"
           "\n"
           "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current "
           "epoch;\n"
@@ -923,6 +1072,7 @@ typedef struct progress {
     bp_net *net;
     const bp_dataset *valid;
     float *x, *out; /* room for PROBE_SAMPLES inputs and outputs */
+    int show_eta;   /* a schedule moves eta: the epoch line says what it was */
 } progress;
 
 enum { PROBE_SAMPLES = 64 };
@@ -964,6 +1114,8 @@ static int print_epoch(const bp_epoch_report *r, void *user)
         printf("validation %.2f%%  ", 100.0 * r->validation_accuracy);
     else
         printf("validation -  ");
+    if (p->show_eta)
+        printf("eta %g  ", r->eta);
     printf("cost %.4f  %.0f samples/s  %.2f s\n", r->train_cost, r->samples_per_second,
            r->seconds);
     /* Progress is for people watching a pipe or a log: push each line out as it happens. */
@@ -1007,6 +1159,8 @@ static int print_epoch(const bp_epoch_report *r, void *user)
 typedef struct summary {
     double test_accuracy, validation_accuracy, train_seconds, samples_per_second;
     int epochs, threads;
+    double best_validation_accuracy, final_eta; /* best: -1 without a validation set */
+    int best_epoch, stopped_early;
     const char *data_dir;
 } summary;
 
@@ -1019,6 +1173,14 @@ static void write_summary_json(FILE *f, const options *o, const summary *s)
         json_double(f, s->validation_accuracy);
     else
         fputs("null", f);
+    fputs(",\n  \"best_validation_accuracy\": ", f);
+    if (s->best_validation_accuracy >= 0)
+        json_double(f, s->best_validation_accuracy);
+    else
+        fputs("null", f);
+    fprintf(f, ",\n  \"best_epoch\": %d,\n  \"stopped_early\": %s,\n  \"final_eta\": ",
+            s->best_epoch, s->stopped_early ? "true" : "false");
+    json_float(f, (float)s->final_eta); /* the rate as the float the steps used */
     fprintf(f, ",\n  \"epochs\": %d,\n  \"train_seconds\": ", s->epochs);
     json_double(f, s->train_seconds);
     fputs(",\n  \"samples_per_second\": ", f);
@@ -1043,6 +1205,23 @@ static void write_summary_json(FILE *f, const options *o, const summary *s)
     json_float(f, o->train.lambda);
     fputs(",\n    \"l1\": ", f);
     json_float(f, o->train.l1);
+    fputs(",\n    \"optimizer\": ", f);
+    json_string(f, bp_optimizer_name(o->train.optimizer));
+    const struct {
+        const char *key;
+        float value;
+    } hyper[] = {{"momentum", o->train.momentum}, {"beta1", o->train.beta1},
+                 {"beta2", o->train.beta2},       {"eps", o->train.eps},
+                 {"weight_decay", o->train.weight_decay}, {"clip_norm", o->train.clip_norm}};
+    for (size_t i = 0; i < sizeof hyper / sizeof hyper[0]; i++) {
+        fprintf(f, ",\n    \"%s\": ", hyper[i].key);
+        json_float(f, hyper[i].value);
+    }
+    char schedule[64];
+    schedule_text(&o->train.schedule, schedule, sizeof schedule);
+    fputs(",\n    \"schedule\": ", f);
+    json_string(f, schedule);
+    fprintf(f, ",\n    \"early_stop\": %d", o->train.early_stop);
     /* A seed can exceed 2^53, where JSON readers lose digits: keep it exact as a string. */
     fprintf(f, ",\n    \"seed\": \"%llu\",\n    \"threads\": %d,\n    \"backend\": ",
             (unsigned long long)o->net.seed, s->threads);
@@ -1218,7 +1397,17 @@ static int cmd_train(int argc, char **argv)
             goto out;
         }
     }
+    /* The library refuses these without a validation set too, but as a runtime failure; the
+     * fix is on the command line, and training has not started. */
+    if (!d.valid && (o.train.early_stop > 0 || o.train.schedule.kind == BP_SCHEDULE_HALVE)) {
+        print_error("%s: needs a validation set, and '%s' has too few training images to "
+                    "split one off", o.train.early_stop > 0 ? "--early-stop" : "--schedule",
+                    dd.path);
+        rc = EXIT_USAGE;
+        goto out;
+    }
     progress prog = {.epochs = o.train.epochs, .classes = classes, .net = net, .valid = d.valid,
+                     .show_eta = o.train.schedule.kind != BP_SCHEDULE_CONST,
                      .x = probe_x, .out = probe_out};
     /* Created (or emptied) only now, when training is about to start: a run that fails on its
      * data leaves an old log as it was. */
@@ -1243,6 +1432,14 @@ static int cmd_train(int argc, char **argv)
         print_error("%s", why);
         goto out;
     }
+    if (res.stopped_early)
+        printf("stopped after epoch %d: %s\n", res.epochs,
+               o.train.early_stop > 0 && res.epochs - res.best_epoch >= o.train.early_stop
+                   ? "no better validation accuracy for --early-stop epochs"
+                   : "the rate dropped to 1/128 of --eta (--schedule halve)");
+    if (o.train.early_stop > 0 && res.best_epoch > 0)
+        printf("kept the best epoch's net: epoch %d, validation %.2f%%\n", res.best_epoch,
+               100.0 * res.best_validation_accuracy);
     if (stop_signal)
         printf("interrupted by %s: stopped after epoch %d\n",
                stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", res.epochs);
@@ -1262,7 +1459,11 @@ static int cmd_train(int argc, char **argv)
     if (o.summary) {
         /* The library's accuracies pass through float; snap them back to count/n so the file
          * says 0.9542 rather than 0.95419999957084656. */
-        double valid_acc = res.validation_accuracy;
+        double valid_acc = res.validation_accuracy, best_acc = res.best_validation_accuracy;
+        if (d.valid && best_acc >= 0) {
+            double nv = (double)bp_dataset_count(d.valid);
+            best_acc = (double)llround(best_acc * nv) / nv;
+        }
         if (d.valid && valid_acc >= 0) {
             double nv = (double)bp_dataset_count(d.valid);
             valid_acc = (double)llround(valid_acc * nv) / nv;
@@ -1273,6 +1474,10 @@ static int cmd_train(int argc, char **argv)
             .train_seconds = res.train_seconds,
             .samples_per_second = res.samples_per_second,
             .epochs = res.epochs,
+            .best_validation_accuracy = best_acc,
+            .final_eta = res.final_eta,
+            .best_epoch = res.best_epoch,
+            .stopped_early = res.stopped_early,
             .threads = bp_net_threads(net),
             .data_dir = dd.path,
         };
