@@ -165,7 +165,8 @@ expect_fail 2 "--eta infinity" "--eta: 'infinity' is not a decimal number" train
 expect_fail 2 "--e is ambiguous" \
     "ambiguous option '--e' (could be --epochs, --eta, --eps, --early-stop)" train --e 3
 expect_fail 2 "--b=2 is ambiguous" \
-    "ambiguous option '--b' (could be --batch, --backend, --beta1, --beta2)" train --b=2
+    "ambiguous option '--b' (could be --batch, --backend, --batchnorm, --beta1, --beta2)" \
+    train --b=2
 expect_fail 2 "--help=1" "option '--help' takes no value" train --help=1
 
 # The optimisers' and schedules' flags: the library's names, strict numbers, and a flag the

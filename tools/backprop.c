@@ -180,6 +180,19 @@ static float parse_strength(const char *flag, const char *s)
     return v;
 }
 
+/* A drop probability: a decimal number in [0, 1). 1 would drop every unit, and 1 - 1e-9 rounds
+ * to 1 in float, so the bound is checked on the float the library gets. */
+static float parse_probability(const char *flag, const char *s)
+{
+    if (!is_decimal(s))
+        usage_error("%s: '%s' is not a decimal number (like 0.5)", flag, s);
+    errno = 0;
+    float v = strtof(s, NULL);
+    if ((errno == ERANGE && v != 0.0f) || !(v >= 0.0f && v < 1.0f))
+        usage_error("%s: %s is not a probability in [0, 1)", flag, s);
+    return v;
+}
+
 /* A decay rate of an average (momentum, beta1, beta2): a decimal number in [0, 1), held to the
  * float the library gets, since 0.99999999 rounds to 1. */
 static float parse_fraction(const char *flag, const char *s)
@@ -381,6 +394,8 @@ enum {
     OPT_CLIP_NORM,
     OPT_SCHEDULE,
     OPT_EARLY_STOP,
+    OPT_BATCHNORM,
+    OPT_DROPOUT,
     OPT_LOG,
     OPT_NORM_SAMPLES,
 };
@@ -402,6 +417,8 @@ static const struct option train_longopts[] = {
     {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
     {"lambda", required_argument, NULL, OPT_LAMBDA},
     {"l1", required_argument, NULL, OPT_L1},
+    {"batchnorm", no_argument, NULL, OPT_BATCHNORM},
+    {"dropout", required_argument, NULL, OPT_DROPOUT},
     {"log", required_argument, NULL, OPT_LOG},
     {"norm-samples", required_argument, NULL, OPT_NORM_SAMPLES},
     {"optimizer", required_argument, NULL, OPT_OPTIMIZER},
@@ -553,6 +570,8 @@ static void parse_train_args(int argc, char **argv, options *o)
         case OPT_EARLY_STOP:
             o->train.early_stop = (int)parse_uint("--early-stop", optarg, 0, INT_MAX);
             break;
+        case OPT_BATCHNORM: o->net.batchnorm = 1; break;
+        case OPT_DROPOUT: o->net.dropout = parse_probability("--dropout", optarg); break;
         case OPT_SUMMARY:
             if (optarg[0] == '\0')
                 usage_error("--summary-json: empty file name");
@@ -580,6 +599,10 @@ static void parse_train_args(int argc, char **argv, options *o)
     check_optimizer_flags(o);
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
+    /* Both act behind hidden layers only: without one they would do nothing, silently. */
+    if (o->net.n_sizes < 3 && (o->net.batchnorm || o->net.dropout > 0.0f))
+        usage_error("%s: the net has no hidden layer (--layers has %d sizes)",
+                    o->net.batchnorm ? "--batchnorm" : "--dropout", o->net.n_sizes);
     /* The norms cost a forward and backward pass over their samples every epoch, and only the
      * log shows them. */
     if (o->norm_samples_given && !o->log)
@@ -681,6 +704,14 @@ static void print_usage(FILE *f)
             "[%d]\n"
             "                             and keep the best epoch's net (0: never)\n",
             tc.early_stop);
+    fputs("  --dropout P                drop each hidden unit with probability P in [0, 1) "
+          "in\n"
+          "                             training, scaling the kept ones by 1/(1-P) [0: off]\n"
+          "  --batchnorm                batch normalisation between each hidden layer's "
+          "linear\n"
+          "                             part and its activation: batch statistics in "
+          "training,\n"
+          "                             running averages when evaluating [off]\n", f);
     print_choice(f, "--init", inits, bp_init_name(nc.init));
     fprintf(f, "  --seed S                   drives initialisation and shuffling [%llu]\n",
             (unsigned long long)nc.seed);
@@ -1222,6 +1253,9 @@ static void write_summary_json(FILE *f, const options *o, const summary *s)
     fputs(",\n    \"schedule\": ", f);
     json_string(f, schedule);
     fprintf(f, ",\n    \"early_stop\": %d", o->train.early_stop);
+    fputs(",\n    \"dropout\": ", f);
+    json_float(f, o->net.dropout);
+    fprintf(f, ",\n    \"batchnorm\": %s", o->net.batchnorm ? "true" : "false");
     /* A seed can exceed 2^53, where JSON readers lose digits: keep it exact as a string. */
     fprintf(f, ",\n    \"seed\": \"%llu\",\n    \"threads\": %d,\n    \"backend\": ",
             (unsigned long long)o->net.seed, s->threads);
