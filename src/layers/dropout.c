@@ -59,24 +59,35 @@ static int drops(const bp_layer *l, const bp_pass *pass)
     return pass->mode == BP_PASS_TRAIN && l->rate > 0.0f;
 }
 
-/* One column's mask: 0 for a dropped unit, 1 / (1 - p) for a kept one. Each 64-bit draw
- * decides two units by its halves, compared with p as a 32-bit threshold. */
-static void draw_mask(const bp_layer *l, const bp_pass *pass, int column, float *restrict mask)
+/* One column's mask of n units: 0 for a dropped unit, `keep` = 1 / (1 - p) for a kept one.
+ * Each 64-bit draw decides two units by its halves, each compared with p as a 32-bit
+ * threshold: unit k by draw k's high half, unit k + half by its low half, so both stores are
+ * contiguous and the loop vectorises (AVX2 and AVX-512 clones; the multiplies of the mix are
+ * the cost). */
+BP_CLONES static void draw_mask(uint64_t key, uint32_t threshold, float keep, int n,
+                                float *restrict mask)
+{
+    int half = (n + 1) / 2, low = n / 2;
+    for (int k = 0; k < low; k++) {
+        uint64_t bits = bp_rng_counter_draw(key, (uint32_t)k);
+        mask[k] = (uint32_t)(bits >> 32) >= threshold ? keep : 0.0f;
+        mask[half + k] = (uint32_t)bits >= threshold ? keep : 0.0f;
+    }
+    if (half > low) /* odd n: the middle unit takes the high half of the last draw */
+        mask[low] = (uint32_t)(bp_rng_counter_draw(key, (uint32_t)low) >> 32) >= threshold
+                        ? keep
+                        : 0.0f;
+}
+
+static void column_mask(const bp_layer *l, const bp_pass *pass, int column, float *mask)
 {
     uint64_t key = bp_rng_counter_key(pass->seed, pass->step, (uint32_t)l->index,
                                       (uint32_t)column);
     uint32_t threshold = (uint32_t)floor((double)l->rate * 4294967296.0);
-    float keep = 1.0f / (1.0f - l->rate);
-    int n = l->n_out;
-    for (int i = 0; i < n; i += 2) {
-        uint64_t bits = bp_rng_counter_draw(key, (uint32_t)(i / 2));
-        mask[i] = (uint32_t)(bits >> 32) >= threshold ? keep : 0.0f;
-        if (i + 1 < n)
-            mask[i + 1] = (uint32_t)bits >= threshold ? keep : 0.0f;
-    }
+    draw_mask(key, threshold, 1.0f / (1.0f - l->rate), l->n_out, mask);
 }
 
-static void multiply(int n, const float *restrict a, const float *restrict m, float *restrict out)
+BP_CLONES static void multiply(int n, const float *restrict a, const float *restrict m, float *restrict out)
 {
     for (int i = 0; i < n; i++)
         out[i] = a[i] * m[i];
@@ -96,7 +107,7 @@ static void dropout_forward(const bp_layer *l, const bp_backend *be, const bp_pa
         }
         /* saved holds max_batch columns indexed by the column's place in the whole batch. */
         float *mask = l->saved + (size_t)(pass->column0 + j) * l->saved_per_column;
-        draw_mask(l, pass, pass->column0 + j, mask);
+        column_mask(l, pass, pass->column0 + j, mask);
         multiply(n, a, mask, o);
     }
 }
