@@ -4,9 +4,12 @@ docs/PERFORMANCE.md. Not part of any test; needs Debian's python3-torch, run wit
 interpreter (/usr/bin/python3), which uses the same OpenBLAS as backprop.
 
     /usr/bin/python3 bench/torch_reference.py [--threads 1] [--batches 1,10,128,1024] [--big]
+                                              [--optimizer sgd|adam]
 
 Each epoch is 60,000 samples: a shuffled index per epoch, the mini-batch gathered from one float
-tensor, forward, backward, plain SGD step, as a minimal hand-written PyTorch loop does.
+tensor, forward, backward, the optimiser's step (plain SGD, or torch.optim.Adam with its default
+betas and eps, the counterpart of bench_features' adam line), as a minimal hand-written PyTorch
+loop does.
 """
 import argparse
 import os
@@ -28,8 +31,11 @@ def load_mnist():
     return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
 
 
-def epoch_seconds(model, loss_fn, one_hot, x, y, batch, max_samples):
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+def epoch_seconds(model, loss_fn, one_hot, x, y, batch, max_samples, optimizer="sgd"):
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
     n = min(len(x), max_samples)
     order = torch.randperm(len(x))[:n]
     t0 = time.perf_counter()
@@ -49,6 +55,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batches", default="1,10,32,128,1024")
     ap.add_argument("--big", action="store_true")
+    ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x, y = load_mnist()
@@ -66,9 +73,10 @@ def main():
                                         torch.nn.Linear(100, 10), torch.nn.Sigmoid())
             loss_fn, one_hot, name = torch.nn.BCELoss(reduction="sum"), True, "784-100-10"
             limit = 60000 if b >= 10 else 12000
-        epoch_seconds(model, loss_fn, one_hot, x, y, b, 20 * b)  # warm-up
-        s, scaled = epoch_seconds(model, loss_fn, one_hot, x, y, b, limit)
-        print(f"{name:17s} torch  {args.threads} thr  B={b:5d}  {s:8.3f} s/epoch  "
+        epoch_seconds(model, loss_fn, one_hot, x, y, b, 20 * b, args.optimizer)  # warm-up
+        s, scaled = epoch_seconds(model, loss_fn, one_hot, x, y, b, limit, args.optimizer)
+        print(f"{name:17s} torch {args.optimizer:4s} {args.threads} thr  B={b:5d}  "
+              f"{s:8.3f} s/epoch  "
               f"{60000 / s:9.0f} samples/s{'  scaled' if scaled else ''}", flush=True)
 
 
