@@ -905,8 +905,14 @@ $code" "$file" "$@"
     if [[ $rc -eq 0 ]] && check_py "$LDIR/run.jsonl" '
 lines = open(f, encoding="utf-8").read().splitlines()
 recs = [json.loads(l) for l in lines]
-assert [r["epoch"] for r in recs] == [1, 2, 3], lines
+assert [r["epoch"] for r in recs] == [0, 1, 2, 3], lines
 names = ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"]
+# Epoch 0 is the net as initialised: norms and validation figures, no training cost or speed.
+init, recs = recs[0], recs[1:]
+assert init["train_cost"] is None and init["samples_per_second"] is None, init
+assert init["seconds"] == 0 and init["validation_cost"] > 0, init
+assert list(init["grad_norms"]) == names and all(v > 0 for v in init["grad_norms"].values())
+assert init["grad_norms"] != recs[0]["grad_norms"], (init, recs[0])
 for r in recs:
     assert isinstance(r, dict)
     assert r["eta"] == 0.1, r
@@ -924,7 +930,8 @@ for r in recs:
     # The epoch lines on stdout and the records agree on the validation accuracy.
     printed=$(sed -n 's/^epoch [0-9]*\/3  validation \([0-9.]*\)%.*/\1/p' "$TMP/out" | tr '\n' ' ')
     if [[ -n $printed ]] && check_py "$LDIR/run.jsonl" '
-acc = ["%.2f" % (100 * json.loads(l)["validation_accuracy"]) for l in open(f)]
+acc = ["%.2f" % (100 * r["validation_accuracy"])
+       for r in map(json.loads, open(f)) if r["epoch"] > 0]
 assert " ".join(acc) + " " == a[0], acc
 ' "$printed"; then
         ok "the log's accuracies are the ones the epoch lines print ($printed)"
@@ -937,9 +944,10 @@ assert " ".join(acc) + " " == a[0], acc
     if [[ $rc -eq 0 ]] && [[ $(head -n 1 "$LDIR/run.csv") == "$log_header,$norm_columns" ]] &&
         check_py "$LDIR/run.csv" '
 rows = list(csv.reader(open(f, newline="")))
-assert len(rows) == 3, rows
-assert [r[0] for r in rows[1:]] == ["1", "2"], rows
-for r in rows[1:]:
+assert len(rows) == 4, rows
+assert [r[0] for r in rows[1:]] == ["0", "1", "2"], rows
+assert rows[1][2] == "nan" and rows[1][6] == "nan", rows[1]
+for r in rows[2:]:
     assert len(r) == len(rows[0]), r
     assert all(math.isfinite(float(c)) and float(c) >= 0 for c in r), r
 '; then
@@ -973,7 +981,7 @@ assert len(recs) == 2 and all("grad_norms" not in r for r in recs), recs
 text = open(f, encoding="utf-8").read()
 assert text.endswith("\n")
 recs = [json.loads(l) for l in text.splitlines()]
-assert 1 <= len(recs) < 100 and [r["epoch"] for r in recs] == list(range(1, len(recs) + 1))
+assert 1 <= len(recs) < 100 and [r["epoch"] for r in recs] == list(range(len(recs)))
 '; then
         ok "a log that fills up stops the run (exit 1) and keeps its whole records"
     else

@@ -732,7 +732,9 @@ static void print_usage(FILE *f)
             "                             --summary-json)\n"
             "  --norm-samples N           the norms are of the mean cost's gradient over the "
             "first\n"
-            "                             N training samples; 0 leaves them out [%d with --log]\n",
+            "                             N training samples; 0 leaves them out [%d with --log];\n"
+            "                             with norms the log opens with epoch 0, the net as\n"
+            "                             initialised\n",
             LOG_NORM_SAMPLES);
     fputs("  --help                     this text\n"
           "\n"
@@ -1306,6 +1308,41 @@ static int save_summary(const char *path, const options *o, const summary *s)
 
 /* ---- train ------------------------------------------------------------------------------- */
 
+/* The log's epoch 0: the net as initialised, before any step (Nielsen's ch. 5 table of how
+ * fast each layer learns is taken there): the gradient norms and the validation figures. It has
+ * no training cost and no speed (null in JSON Lines, nan in CSV). */
+static int log_initial_net(epoch_log *log, bp_net *net, const data *d,
+                           const bp_train_config *tc)
+{
+    int count = bp_net_tensor_count(net);
+    double *norms = calloc((size_t)count, sizeof *norms);
+    if (!norms) {
+        print_error("--log: %s", strerror(ENOMEM));
+        return -1;
+    }
+    bp_epoch_report r = {.epoch = 0, .eta = tc->eta, .train_cost = NAN,
+                         .validation_accuracy = -1.0, .validation_cost = -1.0,
+                         .samples_per_second = NAN, .grad_norms = norms, .n_grad_norms = count};
+    float accuracy;
+    bp_status st = bp_net_grad_norms(net, d->train, (size_t)tc->norm_samples, norms, count);
+    if (st == BP_OK && d->valid &&
+        (st = bp_evaluate(net, d->valid, &accuracy, &r.validation_cost)) == BP_OK) {
+        double n = (double)bp_dataset_count(d->valid);
+        r.validation_accuracy = (double)llround(accuracy * n) / n;
+    }
+    char why[PATH_BUF + 256];
+    int rc = 0;
+    if (st != BP_OK) {
+        print_lib_error(st);
+        rc = -1;
+    } else if (epoch_log_write(log, &r, why, sizeof why) != 0) {
+        print_error("%s", why);
+        rc = -1;
+    }
+    free(norms);
+    return rc;
+}
+
 static int cmd_train(int argc, char **argv)
 {
     options o;
@@ -1449,6 +1486,8 @@ static int cmd_train(int argc, char **argv)
         print_error("%s", why);
         goto out;
     }
+    if (log && o.train.norm_samples > 0 && log_initial_net(log, net, &d, &o.train) != 0)
+        goto out;
     prog.log = log;
     install_stop_handlers();
     o.train.on_epoch = print_epoch;
