@@ -119,8 +119,9 @@ static int writes_state(const bp_pass *pass) { return !pass->team || pass->membe
 
 /* Training mode for features [f0, f0 + n): statistics of the whole batch, xhat kept per column,
  * out = gamma xhat (beta and the activation follow over the whole block). */
-static void normalise_batch(const bp_layer *l, const bp_pass *pass, int f0, int n, int batch,
-                            const float *in, int ldin, float *out, int ldout)
+BP_CLONES static void normalise_batch(const bp_layer *l, const bp_pass *pass, int f0, int n,
+                                      int batch, const float *in, int ldin, float *out,
+                                      int ldout)
 {
     /* Sum and sum of squares in one pass, so one bp_pass_sum (two barriers) per chunk: the
      * products of floats are exact in double and E[x^2] - mean^2 loses ~|mean|^2/var * 1e-16
@@ -174,8 +175,8 @@ static void normalise_batch(const bp_layer *l, const bp_pass *pass, int f0, int 
 
 /* Inference for features [f0, f0 + n): out = gamma (x - running mean) / sqrt(running var +
  * eps), column by column. */
-static void normalise_running(const bp_layer *l, int f0, int n, int batch, const float *in,
-                              int ldin, float *out, int ldout)
+BP_CLONES static void normalise_running(const bp_layer *l, int f0, int n, int batch,
+                                        const float *in, int ldin, float *out, int ldout)
 {
     float mean[CHUNK], scale[CHUNK];
     for (int k = 0; k < n; k++) {
@@ -216,10 +217,10 @@ static void batchnorm_act_backward(const bp_layer *l, const bp_backend *be, int 
  *   dC/dx_j = gamma inv_std / B (B d_j - sum_i d_i - xhat_j sum_i d_i xhat_i),
  * the mean and the variance carrying every column's delta into every other. The two sums are
  * of the whole batch. */
-static void batchnorm_backward_data(const bp_layer *l, const bp_backend *be,
-                                    const bp_pass *pass, int batch, const float *in, int ldin,
-                                    const float *out, int ldout, const float *d, int ldd,
-                                    float *d_in, int ld_din)
+BP_CLONES static void batchnorm_backward_data(const bp_layer *l, const bp_backend *be,
+                                              const bp_pass *pass, int batch, const float *in,
+                                              int ldin, const float *out, int ldout,
+                                              const float *d, int ldd, float *d_in, int ld_din)
 {
     (void)be, (void)in, (void)ldin, (void)out, (void)ldout; /* xhat was saved */
     int c = l->n_out;
@@ -262,9 +263,11 @@ static void batchnorm_backward_data(const bp_layer *l, const bp_backend *be,
 /* G_gamma = (1/B) sum_j d_j xhat_j, G_beta = (1/B) sum_j d_j over the whole batch, for part
  * `part` of the features. Gamma and beta are never decayed: into the parameters they take
  * T + alpha G whatever target->beta says (that is L2 on weights), as dense's biases do. */
-static void batchnorm_backward_params(const bp_layer *l, const bp_backend *be, int batch,
-                                      const float *in, int ldin, const float *d, int ldd,
-                                      const bp_grad_target *target, int part, int parts)
+BP_CLONES static void batchnorm_backward_params(const bp_layer *l, const bp_backend *be,
+                                                int batch, const float *in, int ldin,
+                                                const float *d, int ldd,
+                                                const bp_grad_target *target, int part,
+                                                int parts)
 {
     (void)be, (void)in, (void)ldin;
     int r0, r1;
