@@ -503,7 +503,10 @@ typedef struct bp_train_config {
     bp_schedule schedule;       /* default const */
     int early_stop;     /* bp_train: stop when validation accuracy has not improved for this
                            many epochs and restore the parameters of the best epoch (Nielsen's
-                           no-improvement-in-N); 0 (default) never stops early */
+                           no-improvement-in-N); 0 (default) never stops early. Under
+                           halve:N each halving restarts the count (the net gets a fresh
+                           patience at its new rate), so early_stop >= N leaves the ending to
+                           the schedule and only keeps and restores the best epoch */
     int norm_samples;   /* per-epoch gradient norms over this many training samples (the
                            report's grad_norms); default 0 (off) */
     bp_epoch_callback on_epoch; /* may be NULL */

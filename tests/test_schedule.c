@@ -223,12 +223,34 @@ START_TEST(test_early_stop_by_script)
     const double a2[] = {0.5, 0.4, 0.4, 0.6, 0.5, 0.5, 0.5};
     const int b2[] = {1, 1, 1, 4, 4, 4, 4};
     run_script(&tc, 7, a2, ones, ones, b2, 7);
-    /* With halve:2 as well: a halving after epoch 3 (since_best 2), the stop after epoch 4. */
+    /* With halve:2 as well, each halving restarts the patience: halvings after epochs 3 and 5
+     * (since_best 2 and 4), and since_best mod 2 never reaches 3, so no early stop (stop_at 0:
+     * never). */
     tc.schedule = (bp_schedule){BP_SCHEDULE_HALVE, 2, 0.0f};
-    const double a3[] = {0.5, 0.4, 0.4, 0.4};
-    const double e3[] = {1, 1, 0.5, 0.5};
-    const int b3[] = {1, 1, 1, 1};
-    run_script(&tc, 4, a3, e3, NULL, b3, 4);
+    const double a3[] = {0.5, 0.4, 0.4, 0.4, 0.4, 0.4};
+    const double e3[] = {1, 1, 0.5, 0.5, 0.25, 0.25};
+    const int b3[] = {1, 1, 1, 1, 1, 1};
+    run_script(&tc, 6, a3, e3, NULL, b3, 0);
+    /* A patience below N stops before the first halving: halve:3 with early_stop 2 stops
+     * after epoch 3 (since_best 2) at the initial rate. */
+    tc.early_stop = 2;
+    tc.schedule = (bp_schedule){BP_SCHEDULE_HALVE, 3, 0.0f};
+    const double a4[] = {0.5, 0.4, 0.4};
+    const double e4[] = {1, 1, 1};
+    const int b4[] = {1, 1, 1};
+    run_script(&tc, 3, a4, e4, NULL, b4, 3);
+    /* halve:2 with early_stop 2: the patience is used up exactly when the rate halves; the
+     * halving wins and the run goes on, ending only at eta0 / 128 (seven halvings, after
+     * epoch 1 + 14). */
+    tc.schedule = (bp_schedule){BP_SCHEDULE_HALVE, 2, 0.0f};
+    double a5[15], e5[15];
+    int b5[15];
+    for (int e = 0; e < 15; e++) {
+        a5[e] = e == 0 ? 0.5 : 0.4;
+        e5[e] = ldexp(1.0, -(e / 2));
+        b5[e] = 1;
+    }
+    run_script(&tc, 15, a5, e5, NULL, b5, 15);
 }
 END_TEST
 

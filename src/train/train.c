@@ -609,7 +609,14 @@ bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *sto
         t->eta = scheduled_eta(t, t->epoch + 1);
     }
     t->opt.eta = (float)t->eta;
-    if (t->early_stop > 0 && t->since_best >= t->early_stop)
+    /* Under halve:N a halving gives the net a fresh patience at its new rate: early stopping
+     * counts from the later of the best epoch and the last halving, since_best mod N. So
+     * "halve:10 --early-stop 10" runs Nielsen's schedule to its end at eta0/128 and keeps the
+     * best epoch; an early_stop below N stops before the first halving. */
+    int patience_used = t->schedule.kind == BP_SCHEDULE_HALVE
+                            ? t->since_best % t->schedule.epochs
+                            : t->since_best;
+    if (t->early_stop > 0 && patience_used >= t->early_stop)
         halt = 1;
     if (stop)
         *stop = halt;
