@@ -604,7 +604,10 @@ typedef struct bp_trainer_state {
     int observed;                 /* epochs completed at the last bp_trainer_observe (the
                                      count of calls when it follows every epoch) */
     const float *best_params;     /* the best epoch's parameter arena (bp_net_params' n
-                                     floats), NULL unless early_stop kept one */
+                                     floats) followed by the net's running statistics (batch
+                                     norm's; none for other kinds), NULL unless early_stop
+                                     kept one */
+    size_t best_count;            /* floats in best_params; 0 when it is NULL */
 } bp_trainer_state;
 BP_API bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out);
 BP_API bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *state);

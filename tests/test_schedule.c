@@ -293,6 +293,56 @@ START_TEST(test_observe_refusals_change_nothing)
 END_TEST
 
 /* The kept parameters are the best epoch's, to the bit, after later epochs moved the net. */
+/* With batch norm the best epoch is also its running statistics: after restore_best the net's
+ * inference outputs are those it gave at the best epoch, not a mix of that epoch's scales and
+ * the last epoch's averages. */
+START_TEST(test_restore_best_with_batch_norm)
+{
+    const int sizes[] = {DIM, 6, CLASSES};
+    bp_net_config nc;
+    bp_net_config_init(&nc);
+    nc.sizes = sizes;
+    nc.n_sizes = 3;
+    nc.max_batch = 8;
+    nc.threads = 1;
+    nc.batchnorm = 1;
+    bp_net *net;
+    ck_assert_int_eq(bp_net_create(&net, &nc), BP_OK);
+    bp_dataset *ds = make_set();
+    bp_train_config tc;
+    base_config(&tc);
+    tc.early_stop = 5;
+    bp_trainer *t;
+    ck_assert_int_eq(bp_trainer_create(&t, net, ds, &tc), BP_OK);
+    float x[DIM * N], at_best[CLASSES * N], now[CLASSES * N];
+    ck_assert_int_eq(bp_dataset_gather(ds, NULL, N, x, NULL, CLASSES), BP_OK);
+    ck_assert_int_eq(bp_trainer_epoch(t, NULL), BP_OK);
+    ck_assert_int_eq(bp_trainer_observe(t, 0.9, NULL), BP_OK); /* epoch 1: the best */
+    ck_assert_int_eq(bp_net_forward(net, x, DIM, N, at_best, CLASSES), BP_OK);
+    for (int e = 2; e <= 4; e++) {
+        ck_assert_int_eq(bp_trainer_epoch(t, NULL), BP_OK);
+        ck_assert_int_eq(bp_trainer_observe(t, 0.5, NULL), BP_OK);
+    }
+    ck_assert_int_eq(bp_net_forward(net, x, DIM, N, now, CLASSES), BP_OK);
+    ck_assert(memcmp(now, at_best, sizeof now) != 0);
+    ck_assert_int_eq(bp_trainer_restore_best(t), BP_OK);
+    ck_assert_int_eq(bp_net_forward(net, x, DIM, N, now, CLASSES), BP_OK);
+    ck_assert(memcmp(now, at_best, sizeof now) == 0);
+    /* The state carries both parts, and a wrong count is refused. */
+    bp_trainer_state st;
+    ck_assert_int_eq(bp_trainer_get_state(t, &st), BP_OK);
+    size_t n_params;
+    bp_net_params(net, &n_params);
+    ck_assert_uint_gt(st.best_count, n_params);
+    st.best_count = n_params;
+    ck_assert_int_eq(bp_trainer_set_state(t, &st), BP_EINVAL);
+    ck_assert_ptr_nonnull(strstr(bp_last_error(), "running statistics"));
+    bp_trainer_free(t);
+    bp_net_free(net);
+    bp_dataset_free(ds);
+}
+END_TEST
+
 START_TEST(test_restore_best_restores_that_epoch)
 {
     bp_train_config tc;
@@ -623,6 +673,7 @@ static Suite *schedule_suite(void)
     tcase_add_test(tc, test_state_round_trip_is_bit_identical);
     tcase_add_test(tc, test_bad_progress_states_refused);
     tcase_add_test(tc, test_grad_norms_reach_the_report);
+    tcase_add_test(tc, test_restore_best_with_batch_norm);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -279,7 +279,8 @@ struct bp_trainer {
     int best_epoch;       /* 0 before any */
     int since_best;       /* observations without improvement since the best */
     int observed;         /* epochs completed at the last bp_trainer_observe */
-    float *best_params;   /* n_params floats when early_stop > 0, else NULL; valid once
+    float *best_params;   /* n_params + n_state floats (the parameter arena, then the net's
+                             running statistics) when early_stop > 0, else NULL; valid once
                              best_epoch > 0 */
 };
 
@@ -401,7 +402,10 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
     opt.weight_decay = cfg->weight_decay;
     opt.clip_norm = cfg->clip_norm;
     size_t state_count = (size_t)opt.ops->state_per_param * net->n_params;
-    size_t best_count = cfg->early_stop > 0 ? net->n_params : 0;
+    /* The best epoch is its parameters and its running statistics (batch norm's), which its
+     * scales and shifts were trained with: restoring one without the other would not give
+     * back the net that scored best. */
+    size_t best_count = cfg->early_stop > 0 ? net->n_params + net->n_state : 0;
     int n_norms = cfg->norm_samples > 0 ? net->n_tensors : 0;
     /* The state and the best epoch's copy are as large as the parameters (Adam's twice as
      * large): refused before they are asked for, like the net's own plan. */
@@ -569,6 +573,14 @@ static double scheduled_eta(const bp_trainer *t, int e)
     return t->eta;
 }
 
+static void keep_best(bp_trainer *t)
+{
+    const bp_net *net = t->net;
+    memcpy(t->best_params, net->params, sizeof(float) * net->n_params);
+    if (net->n_state)
+        memcpy(t->best_params + net->n_params, net->state, sizeof(float) * net->n_state);
+}
+
 bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *stop)
 {
     if (stop)
@@ -593,7 +605,7 @@ bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *sto
         t->best_epoch = t->epoch;
         t->since_best = 0;
         if (t->best_params)
-            memcpy(t->best_params, t->net->params, sizeof(float) * t->net->n_params);
+            keep_best(t);
     } else if (acc >= 0.0) {
         t->since_best++;
     }
@@ -639,7 +651,10 @@ bp_status bp_trainer_restore_best(bp_trainer *t)
     if (!t->best_params || t->best_epoch == 0)
         return bp_fail(BP_EINVAL, "bp_trainer_restore_best: no best parameters are kept (%s)",
                        t->best_params ? "no accuracy observed yet" : "early_stop is 0");
-    memcpy(t->net->params, t->best_params, sizeof(float) * t->net->n_params);
+    bp_net *net = t->net;
+    memcpy(net->params, t->best_params, sizeof(float) * net->n_params);
+    if (net->n_state)
+        memcpy(net->state, t->best_params + net->n_params, sizeof(float) * net->n_state);
     return BP_OK;
 }
 
@@ -664,6 +679,8 @@ bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out)
         .since_best = t->since_best,
         .observed = t->observed,
         .best_params = t->best_epoch > 0 ? t->best_params : NULL,
+        .best_count = t->best_epoch > 0 && t->best_params ? t->net->n_params + t->net->n_state
+                                                          : 0,
     };
     memcpy(out->rng, t->rng.s, sizeof out->rng);
     return BP_OK;
@@ -689,6 +706,10 @@ static bp_status check_progress(const bp_trainer *t, const bp_trainer_state *in)
         return bp_fail(BP_EINVAL, "bp_trainer_set_state: %d epochs since the best (epoch %d "
                        "of %d observed)", in->since_best, in->best_epoch, in->observed);
     int kept = t->best_params && !none;
+    size_t want = kept ? t->net->n_params + t->net->n_state : 0;
+    if (kept && in->best_params && in->best_count != want)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_state: best_params holds %zu floats, this "
+                       "net's parameters and running statistics are %zu", in->best_count, want);
     if (kept != (in->best_params != NULL))
         return bp_fail(BP_EINVAL, "bp_trainer_set_state: %s", kept
                        ? "early stopping keeps the best epoch's parameters, but best_params "
@@ -755,7 +776,8 @@ bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
     t->since_best = in->since_best;
     t->observed = in->observed;
     if (in->best_params)
-        memcpy(t->best_params, in->best_params, sizeof(float) * t->net->n_params);
+        memcpy(t->best_params, in->best_params,
+               sizeof(float) * (t->net->n_params + t->net->n_state));
     return BP_OK;
 }
 
