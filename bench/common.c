@@ -1,4 +1,5 @@
 /* common.c - timing, the report header and the sgemm roofline for the benchmark programs. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -158,4 +159,41 @@ double bench_roofline_seconds(bp_team *team)
     else
         roof_part(NULL, 0, 1);
     return bench_now() - t0;
+}
+
+/* The MNIST training set, or 60,000 random images of its shape. */
+bp_dataset *bench_load_training_set(const char **source)
+{
+    const char *dir = getenv("BACKPROP_MNIST_DIR");
+    char images[4200], labels[4200], base[4096];
+    if (!dir) {
+        const char *root = getenv("BACKPROP_DATA_DIR");
+        const char *home = getenv("HOME");
+        if (root)
+            snprintf(base, sizeof base, "%s/mnist", root);
+        else
+            snprintf(base, sizeof base, "%s/.cache/backprop/mnist", home ? home : ".");
+        dir = base;
+    }
+    snprintf(images, sizeof images, "%s/train-images-idx3-ubyte", dir);
+    snprintf(labels, sizeof labels, "%s/train-labels-idx1-ubyte", dir);
+    bp_dataset *ds = NULL;
+    if (bp_dataset_load_idx(&ds, images, labels) == BP_OK) {
+        *source = "mnist";
+        return ds;
+    }
+    *source = "synthetic";
+    float *x = malloc(sizeof(float) * 784 * (size_t)BENCH_SET);
+    int *y = malloc(sizeof(int) * BENCH_SET);
+    unsigned s = 12345;
+    for (size_t i = 0; i < 784 * (size_t)BENCH_SET; i++) {
+        s = s * 1103515245u + 12345u;
+        x[i] = (float)((s >> 16) & 255) / 255.0f;
+    }
+    for (int i = 0; i < BENCH_SET; i++)
+        y[i] = i % 10;
+    bp_status st = bp_dataset_from_floats(&ds, x, y, BENCH_SET, 784, 10);
+    free(x);
+    free(y);
+    return st == BP_OK ? ds : NULL;
 }

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "backprop.h"
 #include "parallel/team.h"
 
 /* Seconds on CLOCK_MONOTONIC. */
@@ -46,5 +47,12 @@ double bench_roofline_gflops(void);
  * OpenBLAS's own pool never wakes (its idle workers would take a core from what runs next). */
 double bench_roofline_flops(void);
 double bench_roofline_seconds(bp_team *team);
+
+/* The training set the benchmarks run on: real MNIST's 60,000 training images when
+ * scripts/fetch-mnist.sh has put them in place (BACKPROP_MNIST_DIR, BACKPROP_DATA_DIR/mnist or
+ * ~/.cache/backprop/mnist), else 60,000 random images of the same shape (the arithmetic costs
+ * the same). *source says which: "mnist" or "synthetic". NULL if neither can be made. */
+enum { BENCH_SET = 60000 };
+bp_dataset *bench_load_training_set(const char **source);
 
 #endif

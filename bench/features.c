@@ -8,8 +8,7 @@
  * one thread): momentum and Adam at most 1.15x, dropout 1.10x, batch norm 1.30x.
  *
  * Usage: bench_features [--batch B] [--threads T] [--rounds R] [--samples N] [--json]
- * Data: real MNIST when scripts/fetch-mnist.sh has put it in place, else random bytes of the
- * same shape (the arithmetic costs the same).
+ * Data: bench_load_training_set (real MNIST, or random images of its shape).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,41 +33,6 @@ static const variant variants[] = {
     {"batchnorm", BP_OPT_SGD, 0.0f, 1, 1.30},
 };
 enum { N_VARIANTS = sizeof variants / sizeof *variants, MAX_ROUNDS = 64 };
-
-static bp_dataset *load_data(const char **source)
-{
-    const char *dir = getenv("BACKPROP_MNIST_DIR");
-    const char *home = getenv("HOME");
-    char base[4096], images[4200], labels[4200];
-    if (!dir) {
-        snprintf(base, sizeof base, "%s/.cache/backprop/mnist", home ? home : ".");
-        dir = base;
-    }
-    snprintf(images, sizeof images, "%s/train-images-idx3-ubyte", dir);
-    snprintf(labels, sizeof labels, "%s/train-labels-idx1-ubyte", dir);
-    bp_dataset *ds = NULL;
-    if (bp_dataset_load_idx(&ds, images, labels) == BP_OK) {
-        *source = "mnist";
-        return ds;
-    }
-    *source = "synthetic";
-    enum { N = 60000 };
-    float *x = malloc(sizeof(float) * 784 * (size_t)N);
-    int *y = malloc(sizeof(int) * N);
-    if (!x || !y)
-        return NULL;
-    unsigned s = 12345;
-    for (size_t i = 0; i < 784 * (size_t)N; i++) {
-        s = s * 1103515245u + 12345u;
-        x[i] = (float)((s >> 16) & 255) / 255.0f;
-    }
-    for (int i = 0; i < N; i++)
-        y[i] = i % 10;
-    bp_status st = bp_dataset_from_floats(&ds, x, y, N, 784, 10);
-    free(x);
-    free(y);
-    return st == BP_OK ? ds : NULL;
-}
 
 typedef struct runner {
     bp_net *net;
@@ -143,7 +107,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *source;
-    bp_dataset *data = load_data(&source), *slice = NULL;
+    bp_dataset *data = bench_load_training_set(&source), *slice = NULL;
     if (!data || bp_dataset_slice(data, 0, (size_t)samples, &slice) != BP_OK)
         die("data");
     runner r[N_VARIANTS];

@@ -89,42 +89,6 @@ static int samples_for(const net_spec *net, int batch, double budget_gflop)
 
 /* ---- the data ----------------------------------------------------------------------------- */
 
-static bp_dataset *load_data(const char **source)
-{
-    const char *dir = getenv("BACKPROP_MNIST_DIR");
-    char images[4200], labels[4200], base[4096];
-    if (!dir) {
-        const char *root = getenv("BACKPROP_DATA_DIR");
-        const char *home = getenv("HOME");
-        if (root)
-            snprintf(base, sizeof base, "%s/mnist", root);
-        else
-            snprintf(base, sizeof base, "%s/.cache/backprop/mnist", home ? home : ".");
-        dir = base;
-    }
-    snprintf(images, sizeof images, "%s/train-images-idx3-ubyte", dir);
-    snprintf(labels, sizeof labels, "%s/train-labels-idx1-ubyte", dir);
-    bp_dataset *ds = NULL;
-    if (bp_dataset_load_idx(&ds, images, labels) == BP_OK) {
-        *source = "mnist";
-        return ds;
-    }
-    *source = "synthetic";
-    float *x = malloc(sizeof(float) * 784 * (size_t)EPOCH);
-    int *y = malloc(sizeof(int) * EPOCH);
-    unsigned s = 12345;
-    for (size_t i = 0; i < 784 * (size_t)EPOCH; i++) {
-        s = s * 1103515245u + 12345u;
-        x[i] = (float)((s >> 16) & 255) / 255.0f;
-    }
-    for (int i = 0; i < EPOCH; i++)
-        y[i] = i % 10;
-    bp_status st = bp_dataset_from_floats(&ds, x, y, EPOCH, 784, 10);
-    free(x);
-    free(y);
-    return st == BP_OK ? ds : NULL;
-}
-
 /* ---- one training epoch through the library -------------------------------------------- */
 
 static bp_net *make_net(const net_spec *spec, int batch, const char *backend)
@@ -539,7 +503,7 @@ int main(int argc, char **argv)
         }
     }
     const char *source;
-    bp_dataset *data = load_data(&source);
+    bp_dataset *data = bench_load_training_set(&source);
     if (!data) {
         fprintf(stderr, "bench_train: no data\n");
         return 1;
