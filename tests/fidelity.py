@@ -36,10 +36,13 @@ CASES = {
     "ch3-100-l2": ("[784,100,10] cross-entropy, L2 (ch. 3)",
                    ["--layers", "784,100,10"] + NIELSEN_CH3, "validation", 0.977,
                    "97.92% (validation)"),
-    "ch3-100-l2-halve": ("[784,100,10] cross-entropy, L2, halve:10, early stop 10 (ch. 3)",
-                         ["--layers", "784,100,10"] + NIELSEN_CH3 +
-                         ["--schedule", "halve:10", "--early-stop", "10"], "validation",
-                         "ch3-100-l2", "not worse than without (ch. 3)"),
+    # Nielsen's schedule runs until eta has fallen to eta0/128, not for a fixed 30 epochs: the
+    # cap of 100 lets it; the net kept is the best validation epoch's.
+    "ch3-100-l2-halve": ("[784,100,10] cross-entropy, L2, halve:10, early stop 10, at most 100 "
+                         "epochs (ch. 3)",
+                         ["--layers", "784,100,10"] + NIELSEN_CH3[:-2] +
+                         ["--epochs", "100", "--schedule", "halve:10", "--early-stop", "10"],
+                         "best validation", "ch3-100-l2", "not worse than without (ch. 3)"),
     "adam-100": ("[784,100,10] ReLU (He init), softmax, log-likelihood, Adam, cosine, 5 epochs",
                  ["--layers", "784,100,10", "--hidden-act", "relu", "--init", "he",
                   "--output", "softmax", "--cost", "log-likelihood", "--optimizer", "adam",
@@ -106,7 +109,11 @@ def run(backprop, args, data):
 
 
 def metric(result, which):
-    return result["test_accuracy"] if which == "test" else result["validation_accuracy"]
+    """The accuracy a case is judged by; with early stopping the net kept is the best epoch's,
+    so its validation accuracy is the best one."""
+    key = {"test": "test_accuracy", "validation": "validation_accuracy",
+           "best validation": "best_validation_accuracy"}[which]
+    return result[key]
 
 
 def check(backprop, name, data, done):
@@ -118,7 +125,7 @@ def check(backprop, name, data, done):
     ours = metric(result, which)
     if isinstance(threshold, str):  # "not worse than" another case
         other, _ = done.get(threshold) or check(backprop, threshold, data, done)[1:3]
-        bound = metric(other, which)
+        bound = metric(other, CASES[threshold][2])
     else:
         bound = threshold
     passed = ours is not None and ours >= bound - 1e-9

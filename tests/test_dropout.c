@@ -183,9 +183,11 @@ static double ref_cost(const ref_model *r, const float *x, const float *y)
     return total / GB;
 }
 
+/* On each backend (_i: 0 blas, 1 naive). */
 START_TEST(test_gradient_through_a_fixed_mask)
 {
     bp_net *net = make_net(0.4f, 1, GB, BP_COST_LOG_LIKELIHOOD, BP_ACT_SOFTMAX);
+    ck_assert_int_eq(bp_net_set_backend(net, bp_backend_name(_i)), BP_OK);
     float x[IN * GB], y[OUT * GB];
     fill_batch(x, y, GB, 4);
     net->step = 5;
@@ -282,7 +284,7 @@ int main(void)
     tcase_add_test(tc, test_mask_rate_and_scale);
     tcase_add_test(tc, test_masks_do_not_depend_on_threads);
     tcase_add_test(tc, test_identity_at_inference);
-    tcase_add_test(tc, test_gradient_through_a_fixed_mask);
+    tcase_add_loop_test(tc, test_gradient_through_a_fixed_mask, 0, bp_backend_count());
     tcase_add_test(tc, test_bad_specs);
     suite_add_tcase(s, tc);
     return bp_test_main(s);
