@@ -265,6 +265,8 @@ typedef enum bp_tensor_role {
     BP_ROLE_BIAS,       /* added to the output */
     BP_ROLE_SCALE,      /* batch norm's gamma (PyTorch's BatchNorm1d.weight); never decayed */
     BP_ROLE_SHIFT,      /* batch norm's beta (BatchNorm1d.bias); never decayed */
+    BP_ROLE_RUNNING_MEAN, /* batch norm's running mean: a buffer (bp_net_buffer), not trained */
+    BP_ROLE_RUNNING_VAR,  /* batch norm's running (unbiased) variance: a buffer */
     BP_ROLE_COUNT       /* later kinds append roles */
 } bp_tensor_role;
 
@@ -287,8 +289,26 @@ BP_API int bp_net_tensor_count(const bp_net *net);
 BP_API bp_status bp_net_tensor(const bp_net *net, int index, bp_tensor_info *out);
 /* The index of the tensor named `name`, or -1 (also for a NULL net or name). */
 BP_API int bp_net_tensor_find(const bp_net *net, const char *name);
-/* "weight", "bias"; "unknown" for a value out of range. */
+/* "weight", "bias", "scale", "shift", "running_mean", "running_var"; "unknown" for a value
+ * out of range. */
 BP_API const char *bp_tensor_role_name(bp_tensor_role role);
+
+/* The buffer table: the net's non-trained state (batch norm's running averages), described as
+ * the tensor table describes parameters, with offsets into the state arena (bp_net_state)
+ * instead of the parameter arena. Names follow the same pattern and PyTorch's buffers
+ * ("layers.<p>.running_mean", "layers.<p>.running_var"); roles BP_ROLE_RUNNING_MEAN and
+ * BP_ROLE_RUNNING_VAR. Scratch a layer keeps in its state between the passes of one step is
+ * not listed. Empty for nets without such layers. */
+BP_API int bp_net_buffer_count(const bp_net *net);
+BP_API bp_status bp_net_buffer(const bp_net *net, int index, bp_tensor_info *out);
+/* The state arena: n floats (0 and NULL when the net has none). Writing through it is allowed
+ * (a loader does). */
+BP_API float *bp_net_state(bp_net *net, size_t *n);
+
+/* The layer stack as the spec string bp_net_config.layers takes ("dense:30:sigmoid,
+ * dense:10:sigmoid"), input width not included: a net made from sizes gets the string its
+ * sizes stand for. Owned by the net. */
+BP_API const char *bp_net_spec(const bp_net *net);
 
 /* Forward pass of `batch` samples (columns of x, n_0 x batch, leading dimension ldx).
  * Writes the outputs to out (n_L x batch, leading dimension ldout) unless out is NULL.
@@ -639,6 +659,43 @@ BP_API bp_status bp_net_weight_spectrum(const bp_net *net, int tensor, bp_spectr
 /* Fraction of samples whose largest output is the label, and the mean cost (either may be
  * NULL). Allocates only if the net's buffers are smaller than its evaluation batch. */
 BP_API bp_status bp_evaluate(bp_net *net, const bp_dataset *ds, float *accuracy, double *cost);
+
+/* ---- model files ----------------------------------------------------------------------- */
+
+/* A model file is a safetensors file (docs/FORMAT.md): an 8-byte little-endian header length,
+ * a JSON header naming each tensor's dtype, shape and byte range, then the tensors' bytes. The
+ * tensors are the net's parameters and buffers under their table names, laid out as PyTorch
+ * lays out the equivalent module's state_dict (a dense weight [out, in] row-major), so
+ * safetensors.torch.load_file + load_state_dict opens it (examples/load_in_torch.py). The
+ * header's __metadata__ holds the format name and version, the architecture (bp_net_spec and
+ * the input width), the cost, the fields below, the library version and CRC-32s of the
+ * metadata and of every tensor's bytes. */
+typedef struct bp_model_meta {
+    int input_rows, input_cols; /* the image shape the net was trained on (rows * cols = the
+                                   input width); 0 x 0 when unknown */
+    float input_scale;          /* inputs are bytes times this (1/255 for IDX images); 0 when
+                                   unknown */
+    const char *class_names;    /* comma-separated names of the outputs, or NULL */
+    const char *training;       /* the training configuration as a JSON object, or NULL: kept
+                                   as text, for people and tools (the library only checks that
+                                   it is a JSON object) */
+} bp_model_meta;
+
+/* Write the net and *meta (may be NULL) to path, atomically (bp_file_write_atomic's rules: the
+ * old file or the new one, never a part). Non-finite parameters are refused (BP_EDIVERGED)
+ * before anything is written. BP_EIO naming path when it cannot be written. */
+BP_API bp_status bp_model_save(const bp_net *net, const char *path, const bp_model_meta *meta);
+
+/* Read a model file strictly and make the net it describes, with cfg's threads, backend and
+ * max_batch (cfg may be NULL: the defaults). Every defect is BP_EFORMAT with a message naming
+ * the file and the field: a header length beyond the cap or the file, JSON that does not
+ * parse, duplicate keys, an unknown dtype, a shape whose size overflows or disagrees with its
+ * byte range, ranges that overlap or leave gaps, bytes after the last tensor, a CRC that does
+ * not match, a tensor the architecture lacks or misses, a non-finite parameter, an unknown
+ * major version of the format. *meta, when not NULL, receives the metadata; its strings live
+ * as long as the net. */
+BP_API bp_status bp_model_load(bp_net **out, const char *path, const bp_net_config *cfg,
+                               bp_model_meta *meta);
 
 /* ---- files ----------------------------------------------------------------------------- */
 
