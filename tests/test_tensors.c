@@ -301,6 +301,103 @@ START_TEST(test_table_allocates_nothing_after_create)
 }
 END_TEST
 
+/* The spec a net records spells every layer out, and a net made from it has the same stack:
+ * the same spec again and the same tables. */
+START_TEST(test_spec_round_trips)
+{
+    const int sizes[] = {12, 7, 5, 3};
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.sizes = sizes;
+    cfg.n_sizes = 4;
+    cfg.hidden = BP_ACT_TANH;
+    cfg.batchnorm = 1;
+    cfg.dropout = 0.25f;
+    cfg.threads = 1;
+    bp_net *a = NULL, *b = NULL;
+    ck_assert_int_eq(bp_net_create(&a, &cfg), BP_OK);
+    ck_assert_str_eq(bp_net_spec(a), "dense:7:linear,batchnorm:tanh,dropout:0.25,"
+                                     "dense:5:linear,batchnorm:tanh,dropout:0.25,dense:3:sigmoid");
+    int input = 12;
+    bp_net_config again;
+    bp_net_config_init(&again);
+    again.sizes = &input;
+    again.n_sizes = 1;
+    again.layers = "dense:4,batchnorm,dense:2:softmax";
+    again.cost = BP_COST_LOG_LIKELIHOOD;
+    ck_assert_int_eq(bp_net_create(&b, &again), BP_OK);
+    ck_assert_str_eq(bp_net_spec(b), "dense:4:sigmoid,batchnorm:linear,dense:2:softmax");
+    bp_net_free(b);
+    again.layers = bp_net_spec(a);
+    again.cost = bp_net_cost(a);
+    ck_assert_int_eq(bp_net_create(&b, &again), BP_OK);
+    ck_assert_str_eq(bp_net_spec(b), bp_net_spec(a));
+    ck_assert_int_eq(bp_net_tensor_count(b), bp_net_tensor_count(a));
+    ck_assert_int_eq(bp_net_buffer_count(b), bp_net_buffer_count(a));
+    for (int k = 0; k < bp_net_tensor_count(a); k++) {
+        bp_tensor_info ia, ib;
+        bp_net_tensor(a, k, &ia);
+        bp_net_tensor(b, k, &ib);
+        ck_assert_str_eq(ia.name, ib.name);
+        ck_assert_uint_eq(ia.offset, ib.offset);
+        ck_assert_uint_eq(ia.count, ib.count);
+    }
+    ck_assert_ptr_null(bp_net_spec(NULL));
+    bp_net_free(a);
+    bp_net_free(b);
+}
+END_TEST
+
+/* Batch norm's running averages are the buffer table, inside the state arena, starting as
+ * PyTorch's (mean 0, variance 1); a net without them has an empty table and no state. */
+START_TEST(test_buffer_table)
+{
+    const int sizes[] = {6, 5, 4, 2};
+    bp_net *plain = make_net(sizes, 4);
+    ck_assert_int_eq(bp_net_buffer_count(plain), 0);
+    size_t n = 99;
+    ck_assert_ptr_null(bp_net_state(plain, &n));
+    ck_assert_uint_eq(n, 0);
+    bp_tensor_info info;
+    ck_assert_int_eq(bp_net_buffer(plain, 0, &info), BP_EINVAL);
+    bp_net_free(plain);
+
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.sizes = sizes;
+    cfg.n_sizes = 4;
+    cfg.batchnorm = 1;
+    cfg.threads = 1;
+    bp_net *net = NULL;
+    ck_assert_int_eq(bp_net_create(&net, &cfg), BP_OK);
+    float *state = bp_net_state(net, &n);
+    ck_assert_ptr_nonnull(state);
+    ck_assert_int_eq(bp_net_buffer_count(net), 4);
+    static const char *const names[] = {"layers.1.running_mean", "layers.1.running_var",
+                                        "layers.3.running_mean", "layers.3.running_var"};
+    static const int width[] = {5, 5, 4, 4};
+    size_t end = 0;
+    for (int k = 0; k < 4; k++) {
+        ck_assert_int_eq(bp_net_buffer(net, k, &info), BP_OK);
+        ck_assert_str_eq(info.name, names[k]);
+        ck_assert_int_eq(info.role, k % 2 ? BP_ROLE_RUNNING_VAR : BP_ROLE_RUNNING_MEAN);
+        ck_assert_str_eq(bp_tensor_role_name(info.role), k % 2 ? "running_var" : "running_mean");
+        ck_assert_int_eq(info.layer, k < 2 ? 2 : 4);
+        ck_assert_int_eq(info.ndim, 1);
+        ck_assert_int_eq(info.shape[0], width[k]);
+        ck_assert_uint_eq(info.count, (size_t)width[k]);
+        ck_assert_uint_ge(info.offset, end); /* in order, no overlap */
+        end = info.offset + info.count;
+        ck_assert_uint_le(end, n);
+        for (size_t i = 0; i < info.count; i++)
+            ck_assert(state[info.offset + i] == (k % 2 ? 1.0f : 0.0f));
+    }
+    ck_assert_int_eq(bp_net_buffer(net, 4, &info), BP_EINVAL);
+    ck_assert_int_eq(bp_net_buffer(NULL, 0, &info), BP_EINVAL);
+    bp_net_free(net);
+}
+END_TEST
+
 static Suite *tensors_suite(void)
 {
     Suite *s = suite_create("tensors");
@@ -312,6 +409,8 @@ static Suite *tensors_suite(void)
     tcase_add_test(tc, test_table_indexes_the_math);
     tcase_add_test(tc, test_bad_arguments);
     tcase_add_test(tc, test_table_allocates_nothing_after_create);
+    tcase_add_test(tc, test_spec_round_trips);
+    tcase_add_test(tc, test_buffer_table);
     suite_add_tcase(s, tc);
     return s;
 }

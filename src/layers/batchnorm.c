@@ -15,6 +15,7 @@
  * order of a double sum). The same goes for the two sums BP2 needs.
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "layers/layer.h"
@@ -95,6 +96,22 @@ static int batchnorm_tensors(const bp_layer *l, bp_tensor_info *out, int max)
     int n = (int)(sizeof tensors / sizeof *tensors);
     for (int i = 0; i < n && i < max; i++)
         out[i] = tensors[i];
+    return n;
+}
+
+/* The running averages as buffers (the net's buffer table; offsets into the layer's state
+ * block). The batch's 1/sigma after them is scratch between the passes of one step. */
+static int batchnorm_buffers(const bp_layer *l, bp_tensor_info *out, int max)
+{
+    const bp_tensor_info buffers[] = {
+        {.name = "running_mean", .role = BP_ROLE_RUNNING_MEAN, .ndim = 1, .shape = {l->n_out},
+         .stride = {1}, .offset = 0, .count = (size_t)l->n_out},
+        {.name = "running_var", .role = BP_ROLE_RUNNING_VAR, .ndim = 1, .shape = {l->n_out},
+         .stride = {1}, .offset = state_stride(l), .count = (size_t)l->n_out},
+    };
+    int n = (int)(sizeof buffers / sizeof *buffers);
+    for (int i = 0; i < n && i < max; i++)
+        out[i] = buffers[i];
     return n;
 }
 
@@ -299,12 +316,19 @@ BP_CLONES static void batchnorm_backward_params(const bp_layer *l, const bp_back
     }
 }
 
+static int batchnorm_format(const bp_layer *l, char *buf, size_t size)
+{
+    return snprintf(buf, size, "batchnorm:%s", bp_activation_name(l->act));
+}
+
 const bp_layer_ops bp_batchnorm_ops = {
     .name = "batchnorm",
     .parse = batchnorm_parse,
+    .format = batchnorm_format,
     .plan = batchnorm_plan,
     .bind = batchnorm_bind,
     .tensors = batchnorm_tensors,
+    .buffers = batchnorm_buffers,
     .init = batchnorm_init,
     .forward = batchnorm_forward,
     .act_backward = batchnorm_act_backward,

@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -230,9 +231,15 @@ static void dense_backward_params(const bp_layer *l, const bp_backend *be, int b
               in + c0, ldin, target->beta, t, l->ldw);
 }
 
+static int dense_format(const bp_layer *l, char *buf, size_t size)
+{
+    return snprintf(buf, size, "dense:%d:%s", l->n_out, bp_activation_name(l->act));
+}
+
 const bp_layer_ops bp_dense_ops = {
     .name = "dense",
     .parse = dense_parse,
+    .format = dense_format,
     .plan = dense_plan,
     .act_backward = dense_act_backward,
     .bind = dense_bind,

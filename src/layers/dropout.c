@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,9 +145,16 @@ static void dropout_backward_params(const bp_layer *l, const bp_backend *be, int
         (void)part, (void)parts; /* nothing to learn */
 }
 
+/* %.9g: the shortest form that reads back as the same float. */
+static int dropout_format(const bp_layer *l, char *buf, size_t size)
+{
+    return snprintf(buf, size, "dropout:%.9g", (double)l->rate);
+}
+
 const bp_layer_ops bp_dropout_ops = {
     .name = "dropout",
     .parse = dropout_parse,
+    .format = dropout_format,
     .plan = dropout_plan,
     .bind = dropout_bind,
     .tensors = NULL,

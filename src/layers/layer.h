@@ -90,6 +90,9 @@ struct bp_layer_ops {
     const char *name;   /* the kind, as spec strings name it */
     /* The arguments after "kind:" of a spec string ("100:relu"), into *spec. */
     bp_status (*parse)(const char *args, bp_layer_spec *spec);
+    /* The planned layer's spec string in full, every default spelled out ("dense:100:relu"),
+     * into buf as snprintf does: parse gives back the same layer. */
+    int (*format)(const bp_layer *l, char *buf, size_t size);
     /* Plan the layer for input columns of shape `in`: set the layer's sizes from the spec and
      * fill *plan. Refuses (BP_EINVAL, a message) what the kind cannot do. */
     bp_status (*plan)(bp_layer *l, const bp_layer_spec *spec, bp_shape in, bp_layer_plan *plan);
@@ -103,6 +106,11 @@ struct bp_layer_ops {
      * agreeing with bind's layout and lying inside the plan's params. The net prefixes the name and
      * sets `layer` and the arena offset. NULL for a kind with no parameters. */
     int (*tensors)(const bp_layer *l, bp_tensor_info *out, int max);
+    /* The same for the layer's buffers, the parts of its non-trained state a saved net must
+     * keep (running statistics), for the net's buffer table: offsets count from the layer's
+     * first state float (l->state) and lie inside the plan's `state`. NULL for a kind with
+     * none. */
+    int (*buffers)(const bp_layer *l, bp_tensor_info *out, int max);
     /* Fill the parameters; may allocate (initialisation is not part of a training step). */
     bp_status (*init)(bp_layer *l, bp_init scheme, bp_rng *rng);
     /* out (n_out x batch) = act(layer(in)); in is n_in x batch, columns pass->column0 on of

@@ -173,6 +173,30 @@ static bp_status plan_layers(bp_net *net, const bp_layer_spec *specs, int input)
 static bp_status plan_team(bp_net *net, int threads);
 static bp_status plan_tensors(bp_net *net);
 
+/* The stack's spec string, each layer spelled out in full by its kind (bp_net_spec): what a
+ * model file records, so the same net can be made again however it was first described. */
+static bp_status plan_spec(bp_net *net)
+{
+    size_t bytes = 1;
+    for (int i = 0; i < net->n_layers; i++) {
+        const bp_layer *l = &net->layers[i];
+        bytes += (size_t)l->ops->format(l, NULL, 0) + 1;
+    }
+    char *text = bp_alloc(bytes);
+    if (!text)
+        return bp_fail(BP_ENOMEM, "no memory for the spec of %d layers", net->n_layers);
+    size_t used = 0;
+    text[0] = '\0';
+    for (int i = 0; i < net->n_layers; i++) {
+        const bp_layer *l = &net->layers[i];
+        if (i)
+            text[used++] = ',';
+        used += (size_t)l->ops->format(l, text + used, bytes - used);
+    }
+    net->spec = text;
+    return BP_OK;
+}
+
 /* The floats of the buffer block for max_batch columns. */
 static size_t buffer_floats(const bp_net *net, int max_batch)
 {
@@ -308,6 +332,8 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
     }
     st = plan_tensors(net);
     if (st == BP_OK)
+        st = plan_spec(net);
+    if (st == BP_OK)
         st = plan_buffers(net, cfg->max_batch);
     if (st == BP_OK)
         st = plan_team(net, cfg->threads > 0 ? cfg->threads : bp_get_threads());
@@ -331,6 +357,9 @@ void bp_net_free(bp_net *net)
     bp_free(net->reduce);
     bp_free(net->tensors);
     bp_free(net->tensor_names);
+    bp_free(net->buffer_table);
+    bp_free(net->buffer_names);
+    bp_free(net->spec);
     bp_free(net->a);
     bp_free(net->d);
     bp_free(net->layers);
@@ -815,53 +844,86 @@ bp_status bp_net_gradient(bp_net *net, const float *x, int ldx, const float *y, 
 
 /* ---- the tensor table ------------------------------------------------------------------- */
 
-static int layer_tensors(const bp_layer *l, bp_tensor_info *out, int max)
+/* A layer's entries of the parameter table or (buffers set) of the buffer table. */
+static int layer_entries(const bp_layer *l, int buffers, bp_tensor_info *out, int max)
 {
-    return l->ops->tensors ? l->ops->tensors(l, out, max) : 0;
+    int (*hook)(const bp_layer *, bp_tensor_info *, int) =
+        buffers ? l->ops->buffers : l->ops->tensors;
+    return hook ? hook(l, out, max) : 0;
 }
 
-/* Build the table from the layers' own descriptions: each layer's entries get the layer's
- * arena offset (the one bind was given: the sum of the planned params below it), its number and
- * the "layers.<p>." prefix. Sizes are taken first, so the table and its names are one
- * allocation each, made here and never again. */
-static bp_status plan_tensors(bp_net *net)
+/* Build a table from the layers' own descriptions: each layer's entries get the layer's arena
+ * offset (the one bind was given, or its state block's: the sum of the planned params, or
+ * state, below it), its number and the "layers.<p>." prefix. Sizes are taken first, so the
+ * table and its names are one allocation each, made here and never again. */
+static bp_status plan_table(bp_net *net, int buffers, bp_tensor_info **table, int *count,
+                            char **names)
 {
+    const char *what = buffers ? "buffers" : "tensors";
     int total = 0;
     for (int i = 0; i < net->n_layers; i++)
-        total += layer_tensors(&net->layers[i], NULL, 0);
+        total += layer_entries(&net->layers[i], buffers, NULL, 0);
     if (total == 0)
         return BP_OK;
-    net->tensors = bp_calloc((size_t)total, sizeof *net->tensors);
-    if (!net->tensors)
-        return bp_fail(BP_ENOMEM, "no memory for a table of %d tensors", total);
+    bp_tensor_info *t = *table = bp_calloc((size_t)total, sizeof **table);
+    if (!t)
+        return bp_fail(BP_ENOMEM, "no memory for a table of %d %s", total, what);
     size_t base = 0, name_bytes = 0;
     int n = 0;
     for (int i = 0; i < net->n_layers; i++) {
         const bp_layer *l = &net->layers[i];
-        int k = layer_tensors(l, net->tensors + n, total - n);
-        for (int t = n; t < n + k; t++) {
-            bp_tensor_info *info = &net->tensors[t];
-            info->layer = i + 1;
-            info->offset += base;
-            name_bytes += (size_t)snprintf(NULL, 0, "layers.%d.%s", i, info->name) + 1;
+        int k = layer_entries(l, buffers, t + n, total - n);
+        for (int e = n; e < n + k; e++) {
+            t[e].layer = i + 1;
+            t[e].offset += base;
+            name_bytes += (size_t)snprintf(NULL, 0, "layers.%d.%s", i, t[e].name) + 1;
         }
         n += k;
-        base += l->n_params;
+        base += buffers ? l->n_state : l->n_params;
     }
-    net->tensor_names = bp_alloc(name_bytes);
-    if (!net->tensor_names)
-        return bp_fail(BP_ENOMEM, "no memory for the names of %d tensors", total);
-    char *at = net->tensor_names;
-    for (int t = 0; t < total; t++) {
-        bp_tensor_info *info = &net->tensors[t];
-        int len = snprintf(at, name_bytes - (size_t)(at - net->tensor_names), "layers.%d.%s",
-                           info->layer - 1, info->name);
-        info->name = at;
+    char *at = *names = bp_alloc(name_bytes);
+    if (!at)
+        return bp_fail(BP_ENOMEM, "no memory for the names of %d %s", total, what);
+    for (int e = 0; e < total; e++) {
+        int len = snprintf(at, name_bytes - (size_t)(at - *names), "layers.%d.%s",
+                           t[e].layer - 1, t[e].name);
+        t[e].name = at;
         at += len + 1;
     }
-    net->n_tensors = total;
+    *count = total;
     return BP_OK;
 }
+
+static bp_status plan_tensors(bp_net *net)
+{
+    bp_status st = plan_table(net, 0, &net->tensors, &net->n_tensors, &net->tensor_names);
+    return st == BP_OK ? plan_table(net, 1, &net->buffer_table, &net->n_buffers, &net->buffer_names)
+                       : st;
+}
+
+int bp_net_buffer_count(const bp_net *net) { return net ? net->n_buffers : 0; }
+
+bp_status bp_net_buffer(const bp_net *net, int index, bp_tensor_info *out)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!net || !out)
+        return bp_fail(BP_EINVAL, "bp_net_buffer: %s is NULL", net ? "out" : "net");
+    if (index < 0 || index >= net->n_buffers)
+        return bp_fail(BP_EINVAL, "buffer %d does not exist (the net has %d)", index,
+                       net->n_buffers);
+    *out = net->buffer_table[index];
+    return BP_OK;
+}
+
+float *bp_net_state(bp_net *net, size_t *n)
+{
+    if (n)
+        *n = net ? net->n_state : 0;
+    return net && net->n_state ? net->state : NULL;
+}
+
+const char *bp_net_spec(const bp_net *net) { return net ? net->spec : NULL; }
 
 int bp_net_tensor_count(const bp_net *net) { return net ? net->n_tensors : 0; }
 
@@ -891,6 +953,8 @@ static const char *const role_names[] = {
     [BP_ROLE_BIAS] = "bias",
     [BP_ROLE_SCALE] = "scale",
     [BP_ROLE_SHIFT] = "shift",
+    [BP_ROLE_RUNNING_MEAN] = "running_mean",
+    [BP_ROLE_RUNNING_VAR] = "running_var",
 };
 _Static_assert(sizeof role_names / sizeof *role_names == BP_ROLE_COUNT,
                "every tensor role needs a name");

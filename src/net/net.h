@@ -27,6 +27,12 @@ struct bp_net {
     bp_tensor_info *tensors;
     int n_tensors;
     char *tensor_names;
+    /* The buffer table (bp_net_buffer), the same way, offsets into `state`. */
+    bp_tensor_info *buffer_table;
+    int n_buffers;
+    char *buffer_names;
+    /* The stack as a spec string (bp_net_spec). */
+    char *spec;
 
     /* Planned once for max_batch columns: one block holding, for every layer, its activations
      * A (n_out x max_batch) and deltas D (same), and the input and target batch buffers that
