@@ -48,6 +48,10 @@ OPS = {
     "mini-batch gather": r"^bp_dataset_gather",
     "evaluation pass": r"^bp_evaluate$",
 }
+# The training features, each counted as a whole step of its own bench_step run: what momentum,
+# Adam, dropout and batch norm add to the fused SGD step (bench_features measures the same in
+# time; docs/PERFORMANCE.md has both).
+VARIANTS = ("momentum", "adam", "dropout", "batchnorm")
 IR_TOLERANCE = 0.03
 RATIO_TOLERANCE = 1.5
 SPEEDUP_TOLERANCE = 0.5
@@ -55,7 +59,7 @@ SATURATED_SHARE = 0.01
 SATURATION = "saturated/unsaturated epoch time, 784-30-10, B=10"
 
 
-def callgrind_counts(build):
+def callgrind_counts(build, variant="sgd"):
     exe = os.path.join(build, "bench", "bench_step")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
@@ -65,7 +69,8 @@ def callgrind_counts(build):
         # the counts are taken with the Haswell kernels, the ones valgrind's CPU gets anyway.
         env = {k: v for k, v in os.environ.items() if k != "MALLOC_PERTURB_"}
         env["OPENBLAS_CORETYPE"] = "Haswell"
-        subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, exe],
+        subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, exe,
+                        "blas", variant],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out],
                               check=True, capture_output=True, text=True).stdout
@@ -126,6 +131,9 @@ def main():
     args = ap.parse_args()
 
     counts = callgrind_counts(args.build)
+    for variant in VARIANTS:
+        counts[f"step, {variant}"] = callgrind_counts(args.build, variant)[
+            "step (whole training step)"]
     measured = {"instructions": counts}
     shares, core = {}, "unknown"
     if not args.skip_ratios:
