@@ -360,6 +360,7 @@ void bp_net_free(bp_net *net)
     bp_free(net->buffer_table);
     bp_free(net->buffer_names);
     bp_free(net->spec);
+    bp_free(net->meta_strings);
     bp_free(net->a);
     bp_free(net->d);
     bp_free(net->layers);

@@ -33,6 +33,9 @@ struct bp_net {
     char *buffer_names;
     /* The stack as a spec string (bp_net_spec). */
     char *spec;
+    /* The strings of a loaded model's metadata (io/model.c), handed to the caller as views
+     * that must live as long as the net; NULL for a net that was not loaded. */
+    char *meta_strings;
 
     /* Planned once for max_batch columns: one block holding, for every layer, its activations
      * A (n_out x max_batch) and deltas D (same), and the input and target batch buffers that
