@@ -584,6 +584,16 @@ BP_API bp_status bp_trainer_epoch(bp_trainer *t, bp_epoch_report *report);
 BP_API bp_status bp_trainer_batches(bp_trainer *t, long max_batches, int *epoch_finished,
                                     bp_epoch_report *report);
 
+/* What bp_train does with a trainer: epochs until the trainer has completed `epochs` in all
+ * (those done before, by a trainer resumed from a checkpoint, count), each followed by the
+ * evaluation on validation (may be NULL), bp_trainer_observe and on_epoch (may be NULL;
+ * non-zero stops), until the schedule or early stopping ends the run; then, with early
+ * stopping, the best epoch's net is restored. result (may be NULL) counts all the trainer's
+ * epochs and this call's seconds. */
+BP_API bp_status bp_trainer_run(bp_trainer *t, const bp_dataset *validation, int epochs,
+                                bp_epoch_callback on_epoch, void *user,
+                                bp_train_result *result);
+
 /* The end of an epoch, after the caller has evaluated: hand the trainer the validation accuracy
  * (-1 without a validation set) so the schedule and early stopping can act. It keeps the best
  * epoch (a copy of its parameters when early_stop is set), moves eta for the next epoch and
@@ -630,6 +640,9 @@ typedef struct bp_trainer_state {
     size_t best_count;            /* floats in best_params; 0 when it is NULL */
 } bp_trainer_state;
 BP_API bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out);
+/* The configuration the trainer was made with (on_epoch and user cleared), and its net. */
+BP_API bp_status bp_trainer_config(const bp_trainer *t, bp_train_config *out);
+BP_API bp_net *bp_trainer_net(const bp_trainer *t);
 BP_API bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *state);
 
 /* ---- diagnostics ----------------------------------------------------------------------- */

@@ -252,6 +252,64 @@ START_TEST(test_bad_states_are_refused)
 }
 END_TEST
 
+/* bp_trainer_run in two calls (to epoch 2, then to epoch 4) is bp_train over 4 epochs, to the
+ * bit, and counts all the trainer's epochs; bp_trainer_config gives back the configuration
+ * without its callback. */
+static int count_epochs(const bp_epoch_report *r, void *user)
+{
+    (void)r;
+    ++*(int *)user;
+    return 0;
+}
+
+START_TEST(test_run_continues_to_the_total)
+{
+    bp_dataset *ds = make_set();
+    bp_train_config tc;
+    train_config(&tc);
+    tc.epochs = 4;
+    tc.optimizer = BP_OPT_MOMENTUM;
+    tc.eta = 0.05f;
+    bp_net *straight = make_net();
+    ck_assert_int_eq(bp_train(straight, ds, ds, &tc, NULL), BP_OK);
+
+    int calls = 0;
+    tc.on_epoch = count_epochs;
+    tc.user = &calls;
+    bp_net *net = make_net();
+    bp_trainer *t;
+    ck_assert_int_eq(bp_trainer_create(&t, net, ds, &tc), BP_OK);
+    bp_train_config back;
+    ck_assert_int_eq(bp_trainer_config(t, &back), BP_OK);
+    ck_assert(back.on_epoch == NULL);
+    ck_assert_ptr_null(back.user);
+    ck_assert_int_eq(back.optimizer, BP_OPT_MOMENTUM);
+    ck_assert(back.eta == tc.eta && back.epochs == 4 && back.seed == tc.seed);
+    ck_assert_ptr_eq(bp_trainer_net(t), net);
+    bp_train_result res;
+    ck_assert_int_eq(bp_trainer_run(t, ds, 2, count_epochs, &calls, &res), BP_OK);
+    ck_assert_int_eq(res.epochs, 2);
+    ck_assert_int_eq(bp_trainer_run(t, ds, 4, count_epochs, &calls, &res), BP_OK);
+    ck_assert_int_eq(res.epochs, 4);
+    ck_assert_int_eq(calls, 4);
+    ck_assert(res.validation_accuracy >= 0.0);
+    size_t n;
+    const float *a = bp_net_params(straight, &n), *b = bp_net_params(net, NULL);
+    ck_assert(memcmp(a, b, n * sizeof *a) == 0);
+    /* Nothing left to do: a run to a total already reached trains nothing. */
+    ck_assert_int_eq(bp_trainer_run(t, ds, 3, NULL, NULL, &res), BP_OK);
+    ck_assert_int_eq(res.epochs, 4);
+    ck_assert(memcmp(a, b, n * sizeof *a) == 0);
+    ck_assert_int_eq(bp_trainer_run(t, ds, 0, NULL, NULL, NULL), BP_EINVAL);
+    ck_assert_int_eq(bp_trainer_run(NULL, ds, 1, NULL, NULL, NULL), BP_EINVAL);
+    ck_assert_int_eq(bp_trainer_config(NULL, &back), BP_EINVAL);
+    bp_trainer_free(t);
+    bp_net_free(net);
+    bp_net_free(straight);
+    bp_dataset_free(ds);
+}
+END_TEST
+
 static Suite *trainer_suite(void)
 {
     Suite *s = suite_create("trainer");
@@ -261,6 +319,7 @@ static Suite *trainer_suite(void)
     tcase_add_test(tc, test_resume_after_one_batch_is_bit_identical);
     tcase_add_test(tc, test_resume_with_state_is_bit_identical);
     tcase_add_test(tc, test_train_is_the_trainer_loop);
+    tcase_add_test(tc, test_run_continues_to_the_total);
     tcase_add_test(tc, test_batches_allocate_nothing);
     tcase_add_test(tc, test_bad_states_are_refused);
     suite_add_tcase(s, tc);

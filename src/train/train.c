@@ -250,6 +250,7 @@ static void gather_columns(void *ctx, int c0, int c1)
 
 struct bp_trainer {
     bp_net *net;
+    bp_train_config cfg;  /* as given to create, callback cleared: what a checkpoint records */
     const bp_dataset *train;
     bp_optimizer opt;     /* the weights' hyper-parameters; opt.eta follows `eta` below */
     int batch;
@@ -435,7 +436,9 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
                       .early_stop = cfg->early_stop, .norm_samples = (size_t)cfg->norm_samples,
                       .norms = norms, .n_norms = n_norms, .order = order, .state = state,
                       .state_count = state_count, .eta = cfg->eta, .best_accuracy = -1.0,
-                      .best_params = best};
+                      .best_params = best, .cfg = *cfg};
+    t->cfg.on_epoch = NULL;
+    t->cfg.user = NULL;
     bp_rng_seed(&t->rng, cfg->seed);
     *out = t;
     return BP_OK;
@@ -660,6 +663,16 @@ bp_status bp_trainer_restore_best(bp_trainer *t)
 
 /* ---- the state ------------------------------------------------------------------------ */
 
+bp_status bp_trainer_config(const bp_trainer *t, bp_train_config *out)
+{
+    if (!t || !out)
+        return bp_fail(BP_EINVAL, "bp_trainer_config: %s is NULL", t ? "out" : "trainer");
+    *out = t->cfg;
+    return BP_OK;
+}
+
+bp_net *bp_trainer_net(const bp_trainer *t) { return t ? t->net : NULL; }
+
 bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out)
 {
     if (!t || !out)
@@ -783,6 +796,64 @@ bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
 
 /* ---- the whole run --------------------------------------------------------------------- */
 
+bp_status bp_trainer_run(bp_trainer *t, const bp_dataset *validation, int epochs,
+                         bp_epoch_callback on_epoch, void *user, bp_train_result *result)
+{
+    if (result) {
+        memset(result, 0, sizeof *result);
+        result->validation_accuracy = -1.0;
+        result->best_validation_accuracy = -1.0;
+    }
+    if (!t)
+        return bp_fail(BP_EINVAL, "bp_trainer_run: trainer is NULL");
+    if (epochs < 1)
+        return bp_fail(BP_EINVAL, "epochs must be at least 1 (got %d)", epochs);
+    if (!validation && (t->early_stop > 0 || t->schedule.kind == BP_SCHEDULE_HALVE))
+        return bp_fail(BP_EINVAL, "%s needs a validation set (the validation set is NULL)",
+                       t->early_stop > 0 ? "early_stop" : "the halve schedule");
+    bp_net *net = t->net;
+    bp_status st = validation ? check_data(net, validation, "validation") : BP_OK;
+    if (st != BP_OK)
+        return st;
+    double seconds_total = 0.0;
+    float accuracy = -1.0f;
+    int stop = 0, first = t->epoch;
+    if (result)
+        result->epochs = t->epoch;
+    while (t->epoch < epochs && !stop) {
+        bp_epoch_report report;
+        if ((st = bp_trainer_epoch(t, &report)) != BP_OK)
+            break;
+        seconds_total += report.seconds;
+        double validation_cost = -1.0;
+        if (validation &&
+            (st = bp_evaluate(net, validation, &accuracy, &validation_cost)) != BP_OK)
+            break;
+        report.validation_accuracy = validation ? accuracy : -1.0;
+        report.validation_cost = validation_cost;
+        if ((st = bp_trainer_observe(t, report.validation_accuracy, &stop)) != BP_OK)
+            break;
+        if (result) {
+            result->epochs = t->epoch;
+            result->train_seconds = seconds_total;
+            result->samples_per_second = (double)t->n * (t->epoch - first) / seconds_total;
+            result->validation_accuracy = report.validation_accuracy;
+            result->stopped_early = stop && t->epoch < epochs;
+        }
+        if (on_epoch && on_epoch(&report, user))
+            break;
+    }
+    /* Nielsen's early stopping keeps the best epoch's network, however the run ended. */
+    if (st == BP_OK && t->best_params && t->best_epoch > 0)
+        st = bp_trainer_restore_best(t);
+    if (result) {
+        result->best_validation_accuracy = t->best_accuracy;
+        result->best_epoch = t->best_epoch;
+        result->final_eta = t->eta;
+    }
+    return st;
+}
+
 bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *validation,
                    const bp_train_config *cfg, bp_train_result *result)
 {
@@ -805,40 +876,7 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
         st = bp_trainer_create(&t, net, train, cfg);
     if (st != BP_OK)
         return st;
-    double seconds_total = 0.0;
-    float accuracy = -1.0f;
-    int stop = 0;
-    for (int epoch = 1; epoch <= cfg->epochs && !stop; epoch++) {
-        bp_epoch_report report;
-        if ((st = bp_trainer_epoch(t, &report)) != BP_OK)
-            break;
-        seconds_total += report.seconds;
-        double validation_cost = -1.0;
-        if (validation &&
-            (st = bp_evaluate(net, validation, &accuracy, &validation_cost)) != BP_OK)
-            break;
-        report.validation_accuracy = validation ? accuracy : -1.0;
-        report.validation_cost = validation_cost;
-        if ((st = bp_trainer_observe(t, report.validation_accuracy, &stop)) != BP_OK)
-            break;
-        if (result) {
-            result->epochs = epoch;
-            result->train_seconds = seconds_total;
-            result->samples_per_second = (double)t->n * epoch / seconds_total;
-            result->validation_accuracy = report.validation_accuracy;
-            result->stopped_early = stop && epoch < cfg->epochs;
-        }
-        if (cfg->on_epoch && cfg->on_epoch(&report, cfg->user))
-            break;
-    }
-    /* Nielsen's early stopping keeps the best epoch's network, however the run ended. */
-    if (st == BP_OK && t->best_params && t->best_epoch > 0)
-        st = bp_trainer_restore_best(t);
-    if (result) {
-        result->best_validation_accuracy = t->best_accuracy;
-        result->best_epoch = t->best_epoch;
-        result->final_eta = t->eta;
-    }
+    st = bp_trainer_run(t, validation, cfg->epochs, cfg->on_epoch, cfg->user, result);
     bp_trainer_free(t);
     return st;
 }
