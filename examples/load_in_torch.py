@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Open a backprop model file in PyTorch and run it.
+
+    python3 examples/load_in_torch.py MODEL.safetensors --images t10k-images-idx3-ubyte.gz \
+        [--first 0] [--count 1000] [--out outputs.csv]
+
+A model file (docs/FORMAT.md, "Models") is a safetensors file whose tensors are the
+state_dict of BackpropNet below: the layers in an nn.ModuleList named `layers`, in stack order,
+as the file's `architecture` metadata lists them. This script builds that module from the
+metadata, loads the tensors with load_state_dict(strict=True), so a tensor too many, too few or
+of the wrong shape is an error, and writes one CSV line per image:
+
+    index,predicted,output_0,output_1,...
+
+with the outputs printed to 9 significant digits (enough to give back the same float32).
+
+The tensors are read with safetensors.torch.load_file when the safetensors package is there;
+Debian 12 does not package it, so otherwise the file is read here with json and struct, which
+the format is simple enough for.
+"""
+import argparse
+import gzip
+import json
+import struct
+import sys
+
+import torch
+from torch import nn
+
+FORMAT_NAME = "backprop.model"
+FORMAT_MAJOR = 1
+
+ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "linear": lambda z: z,
+    # Over each sample's outputs: the library's softmax is over a column, one sample.
+    "softmax": lambda z: torch.softmax(z, dim=1),
+}
+
+
+class BackpropNet(nn.Module):
+    """The PyTorch module equivalent to a backprop layer stack.
+
+    spec is the `architecture` string ("dense:100:linear,batchnorm:relu,dropout:0.2,
+    dense:10:softmax"), width the input width. Position p of the stack is self.layers[p], so
+    its tensors are "layers.<p>.weight" and so on, the names the file uses:
+      dense:N[:ACT]      nn.Linear(width, N)        then ACT (default sigmoid)
+      dropout:P          nn.Dropout(P)              no tensors; the identity in eval()
+      batchnorm[:ACT]    nn.BatchNorm1d(width)      then ACT (default linear); eps 1e-5,
+                                                    momentum 0.1 as the library's
+    The activations are functions of forward, not modules, so they take no position: the
+    library counts them as part of their layer.
+    """
+
+    def __init__(self, spec, width):
+        super().__init__()
+        layers, self.activations = [], []
+        for entry in spec.split(","):
+            kind, *args = entry.split(":")
+            if kind == "dense" and len(args) in (1, 2):
+                units = int(args[0])
+                layers.append(nn.Linear(width, units))
+                width = units
+                act = args[1] if len(args) == 2 else "sigmoid"
+            elif kind == "dropout" and len(args) == 1:
+                layers.append(nn.Dropout(float(args[0])))
+                act = "linear"
+            elif kind == "batchnorm" and len(args) <= 1:
+                layers.append(nn.BatchNorm1d(width, eps=1e-5, momentum=0.1))
+                act = args[0] if args else "linear"
+            else:
+                raise ValueError(f"architecture: cannot map layer '{entry}'")
+            if act not in ACTIVATIONS:
+                raise ValueError(f"architecture: unknown activation in '{entry}'")
+            self.activations.append(act)
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x):
+        for layer, act in zip(self.layers, self.activations):
+            x = ACTIVATIONS[act](layer(x))
+        return x
+
+
+def read_safetensors(path):
+    """(tensors, metadata) of a safetensors file, with the standard library and torch only.
+
+    Enough checking that a broken file fails here rather than loading wrong numbers: the
+    header is JSON, every range lies inside the data and has its shape's size. (The library's
+    own reader checks much more, CRCs included.)
+    """
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise ValueError(f"{path}: shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", blob[:8])
+    if n > len(blob) - 8:
+        raise ValueError(f"{path}: header length {n} runs past the end of the file")
+    header = json.loads(blob[8:8 + n].decode("utf-8"))
+    data = memoryview(blob)[8 + n:]
+    metadata = header.pop("__metadata__", {})
+    tensors = {}
+    for name, info in header.items():
+        if info["dtype"] != "F32":
+            raise ValueError(f"{path}: tensor {name} is {info['dtype']}, not F32")
+        begin, end = info["data_offsets"]
+        count = 1
+        for dim in info["shape"]:
+            count *= dim
+        if not 0 <= begin <= end <= len(data) or end - begin != 4 * count:
+            raise ValueError(f"{path}: tensor {name} has a bad byte range")
+        flat = torch.frombuffer(bytearray(data[begin:end]), dtype=torch.float32)
+        tensors[name] = flat.reshape(info["shape"])
+    return tensors, metadata
+
+
+def read_metadata(path):
+    """The __metadata__ of a safetensors file: the header alone is read."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n).decode("utf-8")).get("__metadata__", {})
+
+
+def load_tensors(path):
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        return read_safetensors(path)[0]
+    return load_file(path)
+
+
+def load_model(path):
+    """(module in eval mode, metadata) for a backprop model file."""
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: not a backprop model (format {meta.get('format')!r})")
+    major = int(meta.get("format_version", "").split(".")[0])
+    if major != FORMAT_MAJOR:
+        raise ValueError(f"{path}: format version {meta['format_version']} is not {FORMAT_MAJOR}.x")
+    model = BackpropNet(meta["architecture"], int(meta["input_width"]))
+    model.load_state_dict(load_tensors(path), strict=True)
+    model.eval()  # dropout off, batch norm on its running statistics: the library's inference
+    return model, meta
+
+
+def read_idx_images(path):
+    """(count, rows, cols, bytes) of an IDX image file, raw or gzip."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        blob = f.read()
+    magic, count, rows, cols = struct.unpack(">IIII", blob[:16])
+    if magic != 0x00000803 or len(blob) != 16 + count * rows * cols:
+        raise ValueError(f"{path}: not an IDX image file")
+    return count, rows, cols, blob[16:]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--images", required=True, help="IDX image file (raw or .gz)")
+    ap.add_argument("--first", type=int, default=0)
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--out", help="CSV file (default: standard output)")
+    args = ap.parse_args()
+
+    model, meta = load_model(args.model)
+    count, rows, cols, pixels = read_idx_images(args.images)
+    width = int(meta["input_width"])
+    if rows * cols != width:
+        sys.exit(f"{args.images}: images of {rows} x {cols}, the model takes {width} inputs")
+    first, n = args.first, min(args.count, count - args.first)
+    if first < 0 or n < 1:
+        sys.exit(f"{args.images}: no images from {first} (it has {count})")
+    # The library scales bytes by the model's input_scale (1/255 for IDX images) in float32.
+    scale = torch.tensor(float(meta.get("input_scale", 1.0 / 255.0)), dtype=torch.float32)
+    raw = torch.frombuffer(bytearray(pixels[first * width:(first + n) * width]), dtype=torch.uint8)
+    x = raw.reshape(n, width).to(torch.float32) * scale
+    with torch.no_grad():
+        y = model(x)
+
+    out = open(args.out, "w") if args.out else sys.stdout
+    for i in range(n):
+        row = y[i].tolist()
+        best = int(torch.argmax(y[i]))
+        out.write(",".join([str(first + i), str(best)] + [f"{v:.9g}" for v in row]) + "\n")
+    if args.out:
+        out.close()
+
+
+if __name__ == "__main__":
+    main()
