@@ -1,0 +1,624 @@
+/*
+ * cli.c - what the `backprop` commands share (cli.h says what and why): messages and exit
+ * statuses, strict numbers, output that must not be lost, the data sets and model files.
+ */
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static void (*current_usage)(FILE *f);
+
+void cli_set_usage(void (*usage)(FILE *f)) { current_usage = usage; }
+
+/* The usage follows the message so the fix is on screen. */
+_Noreturn void usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("backprop: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n\n", stderr);
+    if (current_usage)
+        current_usage(stderr);
+    exit(EXIT_USAGE);
+}
+
+void print_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("backprop: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void print_lib_error(bp_status st)
+{
+    print_error("%s: %s", bp_status_str(st), bp_last_error());
+}
+
+/* getopt_long returns '?' for an unknown option, an ambiguous abbreviation and a value given
+ * to a flag that takes none alike; the table tells them apart. */
+_Noreturn void bad_option(const struct option *table, const char *arg, int opt)
+{
+    if (strncmp(arg, "--", 2) != 0) {
+        if (opt > 0 && opt < 256)
+            usage_error("unknown option '-%c'", opt);
+        usage_error("unknown option '%s'", arg);
+    }
+    const char *name = arg + 2;
+    size_t len = strcspn(name, "=");
+    char matches[256] = "";
+    size_t used = 0;
+    int n = 0;
+    const struct option *exact = NULL, *only = NULL;
+    for (const struct option *op = table; op->name; op++) {
+        if (strncmp(op->name, name, len) != 0)
+            continue;
+        if (op->name[len] == '\0')
+            exact = op;
+        only = op;
+        n++;
+        int w = snprintf(matches + used, sizeof matches - used, "%s--%s", used ? ", " : "",
+                         op->name);
+        if (w > 0 && (size_t)w < sizeof matches - used)
+            used += (size_t)w;
+    }
+    if (exact || n == 1) {
+        const struct option *op = exact ? exact : only;
+        if (op->has_arg == no_argument && name[len] == '=')
+            usage_error("option '--%s' takes no value", op->name);
+        usage_error("option '%s' is malformed", arg);
+    }
+    if (n > 1 && len > 0)
+        usage_error("ambiguous option '--%.*s' (could be %s)", (int)len, name, matches);
+    usage_error("unknown option '--%.*s'", (int)len, name);
+}
+
+_Noreturn void help_exit(void (*usage)(FILE *f))
+{
+    usage(stdout);
+    exit(fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1);
+}
+
+/* ---- strict value parsing ---------------------------------------------------------------- */
+
+/* One rule for every integer flag and every --layers entry: decimal digits and nothing else.
+ * strtol alone would take a sign, leading blanks and (strtoull) negate "-1" into 2^64-1, so
+ * flags disagreed about "+5"; a value is one plain number or a mistake. Returns 0, -1 for a
+ * value that is not digits, or -2 for one above UINT64_MAX. */
+int parse_digits(const char *s, uint64_t *out)
+{
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (!isdigit((unsigned char)*s))
+            return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -2;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Decimal digits and an optional binary suffix: 512M, 4G. */
+uint64_t parse_bytes(const char *flag, const char *s)
+{
+    size_t len = strlen(s);
+    static const char suffixes[] = "kMGT";
+    const char *unit = len > 1 ? strchr(suffixes, s[len - 1]) : NULL;
+    char digits[32];
+    if (len == 0 || len >= sizeof digits || (!unit && !isdigit((unsigned char)s[len - 1])))
+        usage_error("%s: '%s' is not a size (decimal digits, optionally k, M, G or T)", flag, s);
+    memcpy(digits, s, len + 1);
+    if (unit)
+        digits[len - 1] = '\0';
+    uint64_t v = 0;
+    int r = parse_digits(digits, &v);
+    if (r == -1)
+        usage_error("%s: '%s' is not a size (decimal digits, optionally k, M, G or T)", flag, s);
+    int shift = unit ? 10 * (int)(unit - suffixes + 1) : 0;
+    if (r == -2 || v == 0 || (shift && v > UINT64_MAX >> shift))
+        usage_error("%s: %s is out of range (1 byte .. 16 EiB)", flag, s);
+    return v << shift;
+}
+
+uint64_t parse_uint(const char *flag, const char *s, uint64_t min, uint64_t max)
+{
+    uint64_t v = 0;
+    int r = parse_digits(s, &v);
+    if (r == -1)
+        usage_error("%s: '%s' is not a whole number (decimal digits only)", flag, s);
+    if (r == -2 || v < min || v > max)
+        usage_error("%s: %s is out of range (%llu..%llu)", flag, s, (unsigned long long)min,
+                    (unsigned long long)max);
+    return v;
+}
+
+/* Digits with an optional fraction and exponent ("0.5", ".5", "3e-2"), and a leading '-' only
+ * so that a negative rate is refused for what it is. strtof alone would also take hex, "inf",
+ * "nan", a '+' and leading blanks. */
+int is_decimal(const char *s)
+{
+    const char *p = s + (*s == '-');
+    size_t int_digits = strspn(p, "0123456789");
+    p += int_digits;
+    size_t frac_digits = 0;
+    if (*p == '.') {
+        p++;
+        frac_digits = strspn(p, "0123456789");
+        p += frac_digits;
+    }
+    if (int_digits + frac_digits == 0)
+        return 0;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        p += *p == '+' || *p == '-';
+        size_t exp_digits = strspn(p, "0123456789");
+        if (exp_digits == 0)
+            return 0;
+        p += exp_digits;
+    }
+    return *p == '\0';
+}
+
+float parse_eta(const char *flag, const char *s)
+{
+    if (!is_decimal(s))
+        usage_error("%s: '%s' is not a decimal number (like 0.5 or 3e-2)", flag, s);
+    errno = 0;
+    float v = strtof(s, NULL);
+    /* ERANGE also flags underflow: a rate that rounds to (almost) zero is a typo, not a wish. */
+    if (errno == ERANGE || !isfinite(v) || !(v > 0.0f))
+        usage_error("%s: %s must be a finite number > 0", flag, s);
+    return v;
+}
+
+/* A regularisation strength: a decimal number >= 0 (0 turns it off). */
+float parse_strength(const char *flag, const char *s)
+{
+    if (!is_decimal(s) || s[0] == '-')
+        usage_error("%s: '%s' is not a decimal number >= 0 (like 5.0 or 1e-4)", flag, s);
+    errno = 0;
+    float v = strtof(s, NULL);
+    if ((errno == ERANGE && v != 0.0f) || !isfinite(v))
+        usage_error("%s: %s must be a finite number >= 0", flag, s);
+    return v;
+}
+
+/* A drop probability: a decimal number in [0, 1). 1 would drop every unit, and 1 - 1e-9 rounds
+ * to 1 in float, so the bound is checked on the float the library gets. */
+float parse_probability(const char *flag, const char *s)
+{
+    if (!is_decimal(s))
+        usage_error("%s: '%s' is not a decimal number (like 0.5)", flag, s);
+    errno = 0;
+    float v = strtof(s, NULL);
+    if ((errno == ERANGE && v != 0.0f) || !(v >= 0.0f && v < 1.0f))
+        usage_error("%s: %s is not a probability in [0, 1)", flag, s);
+    return v;
+}
+
+/* A decay rate of an average (momentum, beta1, beta2): a decimal number in [0, 1), held to the
+ * float the library gets, since 0.99999999 rounds to 1. */
+float parse_fraction(const char *flag, const char *s)
+{
+    if (!is_decimal(s) || s[0] == '-')
+        usage_error("%s: '%s' is not a decimal number in [0, 1) (like 0.9)", flag, s);
+    errno = 0;
+    float v = strtof(s, NULL);
+    if ((errno == ERANGE && v != 0.0f) || !(v >= 0.0f && v < 1.0f))
+        usage_error("%s: %s must be in [0, 1)", flag, s);
+    return v;
+}
+
+const char *parse_path(const char *flag, const char *s)
+{
+    if (s[0] == '\0')
+        usage_error("%s: empty file name", flag);
+    return s;
+}
+
+/* The valid names of an enum, for a message ("sigmoid, tanh, relu") or the usage
+ * ("sigmoid|tanh|relu"): always the library's, so a new name needs no edit here. */
+void list_names(char *buf, size_t size, const char *sep, int count, int skip,
+                const char *(*name)(int))
+{
+    buf[0] = '\0';
+    size_t used = 0;
+    for (int i = 0; i < count; i++) {
+        if (i == skip)
+            continue;
+        int w = snprintf(buf + used, size - used, "%s%s", used ? sep : "", name(i));
+        if (w < 0 || (size_t)w >= size - used)
+            break;
+        used += (size_t)w;
+    }
+}
+
+/* ---- data -------------------------------------------------------------------------------- */
+
+const char *plural(long n, const char *one, const char *many)
+{
+    return n == 1 ? one : many;
+}
+
+static int join_path(char *out, size_t size, const char *a, const char *b)
+{
+    int w = snprintf(out, size, "%s/%s", a, b);
+    return w >= 0 && (size_t)w < size ? 0 : -1;
+}
+
+/* Fails (status 1) only if the environment leaves no answer. */
+int resolve_data_dir(const char *spec, data_dir *dd)
+{
+    const char *env;
+    int w;
+    dd->var = dd->value = NULL;
+    if (strcmp(spec, "mnist") == 0) {
+        if ((env = getenv("BACKPROP_MNIST_DIR")) && *env) {
+            dd->var = "BACKPROP_MNIST_DIR";
+            w = snprintf(dd->path, sizeof dd->path, "%s", env);
+        } else if ((env = getenv("BACKPROP_DATA_DIR")) && *env) {
+            dd->var = "BACKPROP_DATA_DIR";
+            w = snprintf(dd->path, sizeof dd->path, "%s/mnist", env);
+        } else if ((env = getenv("HOME")) && *env) {
+            w = snprintf(dd->path, sizeof dd->path, "%s/.cache/backprop/mnist", env);
+        } else {
+            print_error("HOME is not set: set BACKPROP_MNIST_DIR or BACKPROP_DATA_DIR");
+            return -1;
+        }
+        dd->value = env;
+    } else if (strcmp(spec, "fashion") == 0) {
+        if ((env = getenv("BACKPROP_FASHION_DIR")) && *env) {
+            dd->var = "BACKPROP_FASHION_DIR";
+            dd->value = env;
+            w = snprintf(dd->path, sizeof dd->path, "%s", env);
+        } else {
+            w = snprintf(dd->path, sizeof dd->path, "%s", "/usr/share/datasets/fashion-mnist");
+        }
+    } else {
+        w = snprintf(dd->path, sizeof dd->path, "%s", spec);
+    }
+    if (w < 0 || (size_t)w >= sizeof dd->path) {
+        if (dd->var)
+            print_error("%s: the data directory path is too long", dd->var);
+        else
+            print_error("the data directory path is too long");
+        return -1;
+    }
+    return 0;
+}
+
+/* "BACKPROP_MNIST_DIR=/x", "BACKPROP_DATA_DIR=/x: data directory '/x/mnist'" or
+ * "data directory '/x'": the subject of a message about the data directory. */
+static void data_dir_name(const data_dir *dd, char *buf, size_t size)
+{
+    if (!dd->var)
+        snprintf(buf, size, "data directory '%s'", dd->path);
+    else if (strcmp(dd->value, dd->path) == 0)
+        snprintf(buf, size, "%s=%s", dd->var, dd->value);
+    else
+        snprintf(buf, size, "%s=%s: data directory '%s'", dd->var, dd->value, dd->path);
+}
+
+static const char *data_hint(const char *spec)
+{
+    if (strcmp(spec, "mnist") == 0)
+        return "run scripts/fetch-mnist.sh (or set BACKPROP_MNIST_DIR)";
+    if (strcmp(spec, "fashion") == 0)
+        return "apt-get install dataset-fashion-mnist (or set BACKPROP_FASHION_DIR)";
+    return "expected the four MNIST-format IDX files, raw or .gz";
+}
+
+/* What is wrong with path as a directory (want_dir) or a data file, as the rest of a sentence
+ * that starts with its name: " is a directory, not a regular file", ": no such directory".
+ * "No such file" would be a lie for a dangling link or a link loop, and sends the user
+ * looking in the wrong place. Returns 0 if nothing is wrong, 1 if path does not exist at all,
+ * -1 for anything else. */
+int describe_node(const char *path, int want_dir, char *why, size_t size)
+{
+    struct stat st;
+    why[0] = '\0';
+    if (stat(path, &st) == 0) {
+        if (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode))
+            return 0;
+        snprintf(why, size, " is %s, not %s", bp_file_kind(st.st_mode),
+                 want_dir ? "a directory" : "a regular file");
+        return -1;
+    }
+    int err = errno;
+    struct stat lst;
+    if (err == ENOENT && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        char to[PATH_BUF];
+        ssize_t n = readlink(path, to, sizeof to - 1);
+        to[n > 0 ? n : 0] = '\0';
+        snprintf(why, size, " is a dangling symbolic link (to '%s')", to);
+        return -1;
+    }
+    if (err == ENOENT) {
+        snprintf(why, size, ": %s", want_dir ? "no such directory" : "no such file");
+        return 1;
+    }
+    if (err == ELOOP)
+        snprintf(why, size, ": too many levels of symbolic links (a link loop?)");
+    else
+        snprintf(why, size, ": %s", strerror(err));
+    return -1;
+}
+
+/* dir/base if it is a regular file, else dir/base.gz: the raw file wins because it loads
+ * faster. When neither will do, why names what is wrong with the one that is there in some
+ * form (raw first), or is "" when neither exists. */
+static int find_idx(const char *dir, const char *base, char *out, size_t size, char *why,
+                    size_t why_size)
+{
+    char gz_base[64], gz[PATH_BUF], raw_why[128], gz_why[128];
+    snprintf(gz_base, sizeof gz_base, "%s.gz", base);
+    if (join_path(out, size, dir, base) != 0 || join_path(gz, sizeof gz, dir, gz_base) != 0) {
+        snprintf(why, why_size, "'%s/%s': path too long", dir, base);
+        return -1;
+    }
+    int raw = describe_node(out, 0, raw_why, sizeof raw_why);
+    if (raw == 0)
+        return 0;
+    int packed = describe_node(gz, 0, gz_why, sizeof gz_why);
+    if (packed == 0) {
+        snprintf(out, size, "%s", gz);
+        return 0;
+    }
+    /* The precision only bounds what GCC's truncation check can prove: paths fit PATH_BUF. */
+    if (raw < 0)
+        snprintf(why, why_size, "'%.4096s'%s", out, raw_why);
+    else if (packed < 0)
+        snprintf(why, why_size, "'%.4096s'%s", gz, gz_why);
+    else
+        why[0] = '\0';
+    return -1;
+}
+
+static const char *const data_names[DATA_FILES] = {
+    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+};
+
+int find_data(const char *spec, const data_dir *dd, unsigned files,
+              char path[DATA_FILES][PATH_BUF])
+{
+    char name[2 * PATH_BUF + 64], why[PATH_BUF + 256];
+    data_dir_name(dd, name, sizeof name);
+    if (describe_node(dd->path, 1, why, sizeof why) != 0) {
+        print_error("%s%s; %s", name, why, data_hint(spec));
+        return -1;
+    }
+    for (int i = 0; i < DATA_FILES; i++) {
+        if (!(files & 1u << i))
+            continue;
+        if (find_idx(dd->path, data_names[i], path[i], PATH_BUF, why, sizeof why) == 0)
+            continue;
+        if (why[0])
+            print_error("%s", why);
+        else
+            print_error("no %s[.gz] in %s; %s", data_names[i], name, data_hint(spec));
+        return -1;
+    }
+    return 0;
+}
+
+void data_free(data *d)
+{
+    bp_dataset_free(d->train);
+    bp_dataset_free(d->valid);
+    bp_dataset_free(d->test);
+    bp_dataset_free(d->all);
+}
+
+int load_data(char path[DATA_FILES][PATH_BUF], unsigned files, const bp_idx_expect *shape,
+              data *d)
+{
+    bp_status st;
+    int train = (files & DATA_TRAIN_FILES) != 0, test = (files & DATA_TEST_FILES) != 0;
+    if ((train && (st = bp_dataset_load_idx_ex(&d->all, path[TRAIN_IMAGES], path[TRAIN_LABELS],
+                                               shape)) != BP_OK) ||
+        (test && (st = bp_dataset_load_idx_ex(&d->test, path[TEST_IMAGES], path[TEST_LABELS],
+                                              shape)) != BP_OK)) {
+        print_lib_error(st);
+        return -1;
+    }
+    if (!train)
+        return 0;
+    /* Nielsen keeps the last 10,000 of MNIST's 60,000 training images for validation; 1/6
+     * reproduces that exactly and scales to smaller (test) sets. */
+    size_t n = bp_dataset_count(d->all);
+    size_t n_valid = n / 6, n_train = n - n_valid;
+    if ((st = bp_dataset_slice(d->all, 0, n_train, &d->train)) != BP_OK ||
+        (n_valid > 0 && (st = bp_dataset_slice(d->all, n_train, n_valid, &d->valid)) != BP_OK)) {
+        print_lib_error(st);
+        return -1;
+    }
+    return 0;
+}
+
+/* A label is a byte, so a corrupt one is any value up to 255, and the data set would quietly
+ * grow its classes to fit it: the user would then be told to widen --layers for a class that
+ * does not exist. MNIST and Fashion-MNIST have 10 classes by definition. For any other data set
+ * the labels are the only evidence: classes are 0..K-1 and each occurs, so a largest label
+ * with values missing below it is taken for the corrupt one. Status 1: the data is wrong, not
+ * the command line. */
+int check_labels(const char *spec, const data *d, char path[DATA_FILES][PATH_BUF])
+{
+    const bp_dataset *sets[2] = {d->all, d->test};
+    const char *files[2] = {path[TRAIN_LABELS], path[TEST_LABELS]};
+    const char *known = strcmp(spec, "mnist") == 0     ? "MNIST"
+                        : strcmp(spec, "fashion") == 0 ? "Fashion-MNIST"
+                                                       : NULL;
+    enum { KNOWN_CLASSES = 10, LABEL_VALUES = 256 };
+    unsigned char seen[LABEL_VALUES] = {0};
+    int largest = -1, distinct = 0;
+    for (int k = 0; k < 2; k++) {
+        size_t n = sets[k] ? bp_dataset_count(sets[k]) : 0;
+        for (size_t i = 0; i < n; i++) {
+            int y = bp_dataset_label(sets[k], i);
+            if ((known && y >= KNOWN_CLASSES) || y < 0 || y >= LABEL_VALUES) {
+                print_error("'%s': sample index %zu has label %d, but %s has %d classes "
+                            "(0..%d): the file is corrupt", files[k], i, y,
+                            known ? known : "an IDX label file", known ? KNOWN_CLASSES : 256,
+                            known ? KNOWN_CLASSES - 1 : 255);
+                return -1;
+            }
+            distinct += !seen[y];
+            seen[y] = 1;
+            if (y > largest)
+                largest = y;
+        }
+    }
+    if (known || distinct == largest + 1)
+        return 0;
+    for (int k = 0; k < 2; k++) {
+        size_t n = sets[k] ? bp_dataset_count(sets[k]) : 0;
+        for (size_t i = 0; i < n; i++)
+            if (bp_dataset_label(sets[k], i) == largest) {
+                print_error("'%s': sample index %zu has label %d, but only %d of the values "
+                            "0..%d occur as labels: label %d looks corrupt", files[k], i,
+                            largest, distinct, largest, largest);
+                return -1;
+            }
+    }
+    return -1;
+}
+
+const char *data_class_names(const char *spec)
+{
+    if (strcmp(spec, "mnist") == 0)
+        return "0,1,2,3,4,5,6,7,8,9";
+    /* Zalando's names, in label order (github.com/zalandoresearch/fashion-mnist). */
+    if (strcmp(spec, "fashion") == 0)
+        return "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
+    return NULL;
+}
+
+static const char *const set_names[SET_COUNT] = {"test", "validation", "train"};
+
+data_set parse_set(const char *flag, const char *s)
+{
+    for (int i = 0; i < SET_COUNT; i++)
+        if (strcmp(s, set_names[i]) == 0)
+            return (data_set)i;
+    usage_error("%s: unknown set '%s' (known: test, validation, train)", flag, s);
+}
+
+const char *set_name(data_set s) { return s >= 0 && s < SET_COUNT ? set_names[s] : "unknown"; }
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+static int stdout_reported;
+
+/* Output lost to a full disk or a closed pipe is a failure the caller must see, and as soon as
+ * it happens: a run printing into /dev/full must not train for an hour first. */
+int stdout_failed(void)
+{
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    if (!stdout_reported)
+        print_error("writing standard output: %s", strerror(errno ? errno : EIO));
+    stdout_reported = 1;
+    return 1;
+}
+
+static const int deferrable[3] = {SIGINT, SIGTERM, SIGHUP};
+
+/* One that arrived while an output file was being written, to be acted on afterwards. */
+static volatile sig_atomic_t deferred_signal;
+
+static void on_deferred(int sig) { deferred_signal = sig; }
+
+/* While an output file's temporary file (or the preflight's probe) exists, no termination signal
+ * may end the process, or the file stays behind. Blocking them on this thread is not enough:
+ * a signal sent to the process goes to any thread that does not block it, and the net's team
+ * and OpenBLAS's pool have their own masks. So a handler that only records the signal is
+ * installed too, wherever it lands; critical_end delivers it again once the file is renamed
+ * or removed. */
+void critical_begin(critical *c)
+{
+    sigset_t block;
+    sigemptyset(&block);
+    for (int i = 0; i < 3; i++)
+        sigaddset(&block, deferrable[i]);
+    deferred_signal = 0;
+    pthread_sigmask(SIG_BLOCK, &block, &c->mask);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_deferred;
+    sa.sa_mask = block;
+    for (int i = 0; i < 3; i++)
+        sigaction(deferrable[i], &sa, &c->old[i]);
+}
+
+void critical_end(critical *c)
+{
+    for (int i = 0; i < 3; i++)
+        sigaction(deferrable[i], &c->old[i], NULL);
+    /* A signal still pending on this thread is delivered here, to the restored handler. */
+    pthread_sigmask(SIG_SETMASK, &c->mask, NULL);
+    if (deferred_signal)
+        raise(deferred_signal);
+}
+
+/* Before the work: an output that cannot be written should fail now, not after an hour of
+ * training. */
+int check_output_path(const char *flag, const char *path)
+{
+    critical c;
+    critical_begin(&c);
+    bp_status st = bp_file_check_replaceable(path);
+    if (st != BP_OK)
+        print_error("%s: %s", flag, bp_last_error());
+    critical_end(&c);
+    return st == BP_OK ? 0 : -1;
+}
+
+/* Formatted in memory and handed to the library's atomic write in one piece, so no temporary
+ * file exists during the work, and then only for as long as the write takes. */
+int write_output_file(const char *flag, const char *path,
+                      void (*format)(FILE *f, const void *arg), const void *arg)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        print_error("%s: %s", flag, strerror(errno));
+        return -1;
+    }
+    format(f, arg);
+    int failed = ferror(f);
+    if (fclose(f) != 0 || failed) {
+        print_error("%s: cannot format the output in memory: %s", flag, strerror(ENOMEM));
+        free(buf);
+        return -1;
+    }
+    critical c;
+    critical_begin(&c);
+    bp_status st = bp_file_write_atomic(path, buf, len);
+    if (st != BP_OK)
+        print_error("%s: %s", flag, bp_last_error());
+    free(buf);
+    critical_end(&c);
+    return st == BP_OK ? 0 : -1;
+}

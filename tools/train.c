@@ -1,0 +1,990 @@
+/*
+ * train.c - `backprop train`: the network and training flags, progress lines and the optional
+ * per-epoch log and the run summary. Everything numeric happens in libbackprop
+ * through the public header only.
+ */
+#include "cli.h"
+#include "log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    LOG_NORM_SAMPLES = 1000, /* --norm-samples with --log: Nielsen's ch. 5 measures over 1000 */
+};
+
+/* Nielsen's chapter-1 net. The library has no default sizes, so this one is the CLI's own. */
+static const int default_layers[] = {784, 30, 10};
+
+/* "784,30,10" -> sizes; every entry 1..BP_MAX_WIDTH, 2..BP_MAX_SIZES entries, no empty ones. */
+static int parse_layers(const char *flag, const char *s, int sizes[BP_MAX_SIZES])
+{
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0)
+            usage_error("%s: empty entry %d in '%s'", flag, n + 1, s);
+        if (n == BP_MAX_SIZES)
+            usage_error("%s: more than %d layers in '%s'", flag, BP_MAX_SIZES, s);
+        char item[32];
+        if (len >= sizeof item)
+            usage_error("%s: entry %d of '%s' is not a whole number", flag, n + 1, s);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        uint64_t v;
+        int r = parse_digits(item, &v);
+        if (r == -1)
+            usage_error("%s: entry %d ('%s') is not a whole number (decimal digits only)", flag,
+                        n + 1, item);
+        if (r == -2 || v < 1 || v > BP_MAX_WIDTH)
+            usage_error("%s: entry %d (%s) is out of range (1..%d)", flag, n + 1, item,
+                        BP_MAX_WIDTH);
+        sizes[n++] = (int)v;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    if (n < 2)
+        usage_error("%s: need at least an input and an output layer, got '%s'", flag, s);
+    return n;
+}
+
+static const char *act_name_i(int i) { return bp_activation_name((bp_activation)i); }
+static const char *cost_name_i(int i) { return bp_cost_name((bp_cost)i); }
+static const char *init_name_i(int i) { return bp_init_name((bp_init)i); }
+static const char *backend_name_i(int i) { return bp_backend_name(i); }
+static const char *optimizer_name_i(int i) { return bp_optimizer_name((bp_optimizer_kind)i); }
+
+static bp_activation parse_activation(const char *flag, const char *s, int hidden)
+{
+    bp_activation a;
+    char names[256];
+    if (bp_activation_parse(s, &a) != BP_OK) {
+        list_names(names, sizeof names, ", ", BP_ACT_COUNT,
+                   hidden ? (int)BP_ACT_SOFTMAX : -1, act_name_i);
+        usage_error("%s: unknown activation '%s' (known: %s)", flag, s, names);
+    }
+    /* Softmax normalises over a whole column, which only means something at the output. */
+    if (hidden && a == BP_ACT_SOFTMAX)
+        usage_error("%s: softmax is only allowed as --output", flag);
+    return a;
+}
+
+static bp_cost parse_cost(const char *flag, const char *s)
+{
+    bp_cost c;
+    char names[256];
+    if (bp_cost_parse(s, &c) != BP_OK) {
+        list_names(names, sizeof names, ", ", BP_COST_COUNT, -1, cost_name_i);
+        usage_error("%s: unknown cost '%s' (known: %s)", flag, s, names);
+    }
+    return c;
+}
+
+static bp_init parse_init(const char *flag, const char *s)
+{
+    bp_init i;
+    char names[256];
+    if (bp_init_parse(s, &i) != BP_OK) {
+        list_names(names, sizeof names, ", ", BP_INIT_COUNT, -1, init_name_i);
+        usage_error("%s: unknown initialisation '%s' (known: %s)", flag, s, names);
+    }
+    return i;
+}
+
+static bp_optimizer_kind parse_optimizer(const char *flag, const char *s)
+{
+    bp_optimizer_kind k;
+    char names[256];
+    if (bp_optimizer_parse(s, &k) != BP_OK) {
+        list_names(names, sizeof names, ", ", BP_OPT_COUNT, -1, optimizer_name_i);
+        usage_error("%s: unknown optimizer '%s' (known: %s)", flag, s, names);
+    }
+    return k;
+}
+
+/* The library's parser, so the CLI and the API accept the same texts; its message says why. */
+static bp_schedule parse_schedule(const char *flag, const char *s)
+{
+    bp_schedule sc;
+    if (bp_schedule_parse(s, &sc) != BP_OK)
+        usage_error("%s: %s", flag, bp_last_error());
+    return sc;
+}
+
+/* "halve:10", "step:5:0.5": the schedule as --schedule takes it, F in its shortest exact form. */
+static void schedule_text(const bp_schedule *sc, char *buf, size_t size)
+{
+    switch (sc->kind) {
+    case BP_SCHEDULE_HALVE: snprintf(buf, size, "halve:%d", sc->epochs); return;
+    case BP_SCHEDULE_STEP:
+        for (int digits = 1; digits <= 9; digits++) {
+            snprintf(buf, size, "step:%d:%.*g", sc->epochs, digits, (double)sc->factor);
+            if (strtof(strrchr(buf, ':') + 1, NULL) == sc->factor)
+                break;
+        }
+        return;
+    case BP_SCHEDULE_COSINE: snprintf(buf, size, "cosine"); return;
+    default: snprintf(buf, size, "const"); return;
+    }
+}
+
+/* Returns the library's own string, so the net config never points into argv by accident. */
+static const char *parse_backend(const char *flag, const char *s)
+{
+    for (int i = 0; i < bp_backend_count(); i++)
+        if (strcmp(s, bp_backend_name(i)) == 0)
+            return bp_backend_name(i);
+    char names[256];
+    list_names(names, sizeof names, ", ", bp_backend_count(), -1, backend_name_i);
+    usage_error("%s: unknown backend '%s' (known: %s)", flag, s, names);
+}
+
+/* ---- options ----------------------------------------------------------------------------- */
+
+/* The flags that only some optimisers read: given for another one, they would do nothing. */
+enum { OPTIM_MOMENTUM, OPTIM_BETA1, OPTIM_BETA2, OPTIM_EPS, OPTIM_WEIGHT_DECAY, OPTIM_FLAGS };
+
+/* The library's two configurations, starting from its defaults, and what only the CLI has. */
+typedef struct options {
+    const char *data;
+    int sizes[BP_MAX_SIZES];
+    bp_net_config net;   /* sizes and max_batch are set once the data is known */
+    bp_train_config train;
+    int threads;         /* 0: leave the library's default */
+    uint64_t max_memory; /* 0: the library's default, the memory available */
+    const char *optim_flag[OPTIM_FLAGS]; /* the optimiser flags given, by OPTIM_* index */
+    const char *summary;
+    const char *log;     /* --log FILE: .jsonl or .csv */
+    int norm_samples_given;
+} options;
+
+enum {
+    OPT_DATA = 256,
+    OPT_LAYERS,
+    OPT_HIDDEN,
+    OPT_OUTPUT,
+    OPT_COST,
+    OPT_EPOCHS,
+    OPT_BATCH,
+    OPT_ETA,
+    OPT_INIT,
+    OPT_SEED,
+    OPT_THREADS,
+    OPT_BACKEND,
+    OPT_SUMMARY,
+    OPT_MAX_MEMORY,
+    OPT_LAMBDA,
+    OPT_L1,
+    OPT_OPTIMIZER,
+    OPT_MOMENTUM,
+    OPT_BETA1,
+    OPT_BETA2,
+    OPT_EPS,
+    OPT_WEIGHT_DECAY,
+    OPT_CLIP_NORM,
+    OPT_SCHEDULE,
+    OPT_EARLY_STOP,
+    OPT_BATCHNORM,
+    OPT_DROPOUT,
+    OPT_LOG,
+    OPT_NORM_SAMPLES,
+};
+
+static const struct option train_longopts[] = {
+    {"data", required_argument, NULL, OPT_DATA},
+    {"layers", required_argument, NULL, OPT_LAYERS},
+    {"hidden-act", required_argument, NULL, OPT_HIDDEN},
+    {"output", required_argument, NULL, OPT_OUTPUT},
+    {"cost", required_argument, NULL, OPT_COST},
+    {"epochs", required_argument, NULL, OPT_EPOCHS},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"eta", required_argument, NULL, OPT_ETA},
+    {"init", required_argument, NULL, OPT_INIT},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"backend", required_argument, NULL, OPT_BACKEND},
+    {"summary-json", required_argument, NULL, OPT_SUMMARY},
+    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+    {"lambda", required_argument, NULL, OPT_LAMBDA},
+    {"l1", required_argument, NULL, OPT_L1},
+    {"batchnorm", no_argument, NULL, OPT_BATCHNORM},
+    {"dropout", required_argument, NULL, OPT_DROPOUT},
+    {"log", required_argument, NULL, OPT_LOG},
+    {"norm-samples", required_argument, NULL, OPT_NORM_SAMPLES},
+    {"optimizer", required_argument, NULL, OPT_OPTIMIZER},
+    {"momentum", required_argument, NULL, OPT_MOMENTUM},
+    {"beta1", required_argument, NULL, OPT_BETA1},
+    {"beta2", required_argument, NULL, OPT_BETA2},
+    {"eps", required_argument, NULL, OPT_EPS},
+    {"weight-decay", required_argument, NULL, OPT_WEIGHT_DECAY},
+    {"clip-norm", required_argument, NULL, OPT_CLIP_NORM},
+    {"schedule", required_argument, NULL, OPT_SCHEDULE},
+    {"early-stop", required_argument, NULL, OPT_EARLY_STOP},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* A hyper-parameter of another optimiser than the one chosen would be silently ignored. */
+static void check_optimizer_flags(const options *o)
+{
+    bp_optimizer_kind k = o->train.optimizer;
+    int velocity = k == BP_OPT_MOMENTUM || k == BP_OPT_NESTEROV;
+    int adam = k == BP_OPT_ADAM || k == BP_OPT_ADAMW;
+    const int reads[OPTIM_FLAGS] = {
+        [OPTIM_MOMENTUM] = velocity,
+        [OPTIM_BETA1] = adam,
+        [OPTIM_BETA2] = adam || k == BP_OPT_RMSPROP,
+        [OPTIM_EPS] = adam || k == BP_OPT_RMSPROP,
+        [OPTIM_WEIGHT_DECAY] = k == BP_OPT_ADAMW,
+    };
+    static const char *const who[OPTIM_FLAGS] = {
+        [OPTIM_MOMENTUM] = "momentum and nesterov",
+        [OPTIM_BETA1] = "adam and adamw",
+        [OPTIM_BETA2] = "adam, adamw and rmsprop",
+        [OPTIM_EPS] = "adam, adamw and rmsprop",
+        [OPTIM_WEIGHT_DECAY] = "adamw (L2 for any optimizer is --lambda)",
+    };
+    for (int i = 0; i < OPTIM_FLAGS; i++)
+        if (o->optim_flag[i] && !reads[i])
+            usage_error("%s: only %s use%s it, not --optimizer %s", o->optim_flag[i], who[i],
+                        i == OPTIM_WEIGHT_DECAY ? "s" : "", bp_optimizer_name(k));
+}
+
+static void parse_train_args(int argc, char **argv, options *o)
+{
+    *o = (options){.data = "mnist"};
+    bp_net_config_init(&o->net);
+    bp_train_config_init(&o->train);
+    /* One --seed drives initialisation and shuffling alike, so the default is one number too:
+     * the net's. */
+    o->train.seed = o->net.seed;
+    memcpy(o->sizes, default_layers, sizeof default_layers);
+    o->net.n_sizes = (int)(sizeof default_layers / sizeof default_layers[0]);
+
+    /* Our own messages instead of getopt's: one line, then the usage, then status 2.
+     * The leading ':' makes a missing value return ':' rather than '?'. */
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", train_longopts, NULL)) != -1) {
+        const char *flag = argv[optind - 1];
+        switch (c) {
+        case OPT_DATA:
+            if (optarg[0] == '\0')
+                usage_error("--data: empty value");
+            o->data = optarg;
+            break;
+        case OPT_LAYERS: o->net.n_sizes = parse_layers("--layers", optarg, o->sizes); break;
+        case OPT_HIDDEN: o->net.hidden = parse_activation("--hidden-act", optarg, 1); break;
+        case OPT_OUTPUT: o->net.output = parse_activation("--output", optarg, 0); break;
+        case OPT_COST: o->net.cost = parse_cost("--cost", optarg); break;
+        case OPT_EPOCHS:
+            o->train.epochs = (int)parse_uint("--epochs", optarg, 1, INT_MAX);
+            break;
+        case OPT_BATCH:
+            o->train.batch = (int)parse_uint("--batch", optarg, 1, BP_MAX_BATCH);
+            break;
+        case OPT_ETA: o->train.eta = parse_eta("--eta", optarg); break;
+        case OPT_INIT: o->net.init = parse_init("--init", optarg); break;
+        case OPT_SEED:
+            o->net.seed = o->train.seed = parse_uint("--seed", optarg, 0, UINT64_MAX);
+            break;
+        case OPT_THREADS:
+            o->threads = (int)parse_uint("--threads", optarg, 1, MAX_THREADS);
+            break;
+        case OPT_BACKEND: o->net.backend = parse_backend("--backend", optarg); break;
+        case OPT_MAX_MEMORY: o->max_memory = parse_bytes("--max-memory", optarg); break;
+        case OPT_LAMBDA: o->train.lambda = parse_strength("--lambda", optarg); break;
+        case OPT_L1: o->train.l1 = parse_strength("--l1", optarg); break;
+        case OPT_OPTIMIZER: o->train.optimizer = parse_optimizer("--optimizer", optarg); break;
+        case OPT_MOMENTUM:
+            o->train.momentum = parse_fraction("--momentum", optarg);
+            o->optim_flag[OPTIM_MOMENTUM] = "--momentum";
+            break;
+        case OPT_BETA1:
+            o->train.beta1 = parse_fraction("--beta1", optarg);
+            o->optim_flag[OPTIM_BETA1] = "--beta1";
+            break;
+        case OPT_BETA2:
+            o->train.beta2 = parse_fraction("--beta2", optarg);
+            o->optim_flag[OPTIM_BETA2] = "--beta2";
+            break;
+        case OPT_EPS:
+            o->train.eps = parse_eta("--eps", optarg);
+            o->optim_flag[OPTIM_EPS] = "--eps";
+            break;
+        case OPT_WEIGHT_DECAY:
+            o->train.weight_decay = parse_strength("--weight-decay", optarg);
+            o->optim_flag[OPTIM_WEIGHT_DECAY] = "--weight-decay";
+            break;
+        case OPT_CLIP_NORM: o->train.clip_norm = parse_strength("--clip-norm", optarg); break;
+        case OPT_SCHEDULE: o->train.schedule = parse_schedule("--schedule", optarg); break;
+        case OPT_EARLY_STOP:
+            o->train.early_stop = (int)parse_uint("--early-stop", optarg, 0, INT_MAX);
+            break;
+        case OPT_BATCHNORM: o->net.batchnorm = 1; break;
+        case OPT_DROPOUT: o->net.dropout = parse_probability("--dropout", optarg); break;
+        case OPT_SUMMARY: o->summary = parse_path("--summary-json", optarg); break;
+        case OPT_LOG:
+            if (log_format_of(optarg) == LOG_UNKNOWN)
+                usage_error("--log: '%s' must end in .jsonl (JSON Lines) or .csv: the extension "
+                            "chooses the format", optarg);
+            o->log = optarg;
+            break;
+        case OPT_NORM_SAMPLES:
+            o->train.norm_samples = (int)parse_uint("--norm-samples", optarg, 0, INT_MAX);
+            o->norm_samples_given = 1;
+            break;
+        case 'h': help_exit(train_usage);
+        case ':':
+            usage_error("%s needs a value", flag);
+        default:
+            bad_option(train_longopts, flag, optopt);
+        }
+    }
+    check_optimizer_flags(o);
+    if (optind < argc)
+        usage_error("unexpected argument '%s'", argv[optind]);
+    /* Both act behind hidden layers only: without one they would do nothing, silently. */
+    if (o->net.n_sizes < 3 && (o->net.batchnorm || o->net.dropout > 0.0f))
+        usage_error("%s: the net has no hidden layer (--layers has %d sizes)",
+                    o->net.batchnorm ? "--batchnorm" : "--dropout", o->net.n_sizes);
+    /* The norms cost a forward and backward pass over their samples every epoch, and only the
+     * log shows them. */
+    if (o->norm_samples_given && !o->log)
+        usage_error("--norm-samples: the gradient norms go to the --log file; give --log FILE "
+                    "too");
+    if (o->log && !o->norm_samples_given)
+        o->train.norm_samples = LOG_NORM_SAMPLES;
+    if (o->log && o->summary && strcmp(o->log, o->summary) == 0)
+        usage_error("--log and --summary-json name the same file '%s'", o->log);
+}
+
+/* ---- usage ------------------------------------------------------------------------------ */
+
+/* "  --cost quadratic|cross-entropy|log-likelihood         [cross-entropy]" */
+static void print_choice(FILE *f, const char *flag, const char *names, const char *dflt)
+{
+    char left[256]; /* a flag, a space and list_names' 160 bytes at most */
+    snprintf(left, sizeof left, "%s %s", flag, names);
+    fprintf(f, "  %-53s [%s]\n", left, dflt);
+}
+
+/* The defaults and the names come from the library as it is linked, so the text cannot fall
+ * behind it: bp_*_config_init for the defaults, the _COUNT enums and name functions for the
+ * choices, BP_MAX_* for the limits. */
+void train_usage(FILE *f)
+{
+    bp_net_config nc;
+    bp_train_config tc;
+    bp_net_config_init(&nc);
+    bp_train_config_init(&tc);
+    char hidden[160], output[160], costs[160], inits[160], backends[160], layers[64] = "";
+    list_names(hidden, sizeof hidden, "|", BP_ACT_COUNT, BP_ACT_SOFTMAX, act_name_i);
+    list_names(output, sizeof output, "|", BP_ACT_COUNT, -1, act_name_i);
+    list_names(costs, sizeof costs, "|", BP_COST_COUNT, -1, cost_name_i);
+    list_names(inits, sizeof inits, "|", BP_INIT_COUNT, -1, init_name_i);
+    list_names(backends, sizeof backends, "|", bp_backend_count(), -1, backend_name_i);
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof default_layers / sizeof default_layers[0]; i++)
+        used += (size_t)snprintf(layers + used, sizeof layers - used, "%s%d", i ? "," : "",
+                                 default_layers[i]);
+
+    fputs("usage: backprop train [options]\n"
+          "\n"
+          "Train a fully connected network with mini-batch SGD on MNIST-style IDX data.\n"
+          "When OpenBLAS does not know the CPU and falls back to narrower kernels than it has,\n"
+          "train restarts itself once with OPENBLAS_CORETYPE set to the fitting ones (unless\n"
+          "OPENBLAS_CORETYPE is already set) and names both in its first line.\n"
+          "The training file is split: the last 1/6 of its images validate each epoch\n"
+          "(50,000 / 10,000 for MNIST, as in Nielsen); the t10k files give the final test "
+          "figure.\n"
+          "\n"
+          "options of train (defaults in brackets):\n"
+          "  --data mnist|fashion|DIR   data set [mnist]\n"
+          "        mnist:   $BACKPROP_MNIST_DIR, else ${BACKPROP_DATA_DIR:-$HOME/.cache/backprop}"
+          "/mnist\n"
+          "        fashion: $BACKPROP_FASHION_DIR, else /usr/share/datasets/fashion-mnist\n"
+          "        DIR holds train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
+          "        t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz\n", f);
+    fprintf(f, "  --layers N0,N1,...,NL      neurons per layer, input first; 2..%d layers of\n"
+            "                             1..%d neurons [%s]\n", BP_MAX_SIZES, BP_MAX_WIDTH,
+            layers);
+    print_choice(f, "--hidden-act", hidden, bp_activation_name(nc.hidden));
+    print_choice(f, "--output", output, bp_activation_name(nc.output));
+    print_choice(f, "--cost", costs, bp_cost_name(nc.cost));
+    fprintf(f, "  --epochs N                 [%d]\n", tc.epochs);
+    fprintf(f, "  --batch B                  mini-batch size, 1..%d [%d]\n", BP_MAX_BATCH,
+            tc.batch);
+    fprintf(f, "  --eta X                    learning rate, > 0 [%g]; Nielsen ch. 1 uses 3.0 "
+            "with the\n"
+            "                             quadratic cost, ch. 3 uses 0.5 with cross-entropy\n",
+            (double)tc.eta);
+    fprintf(f, "  --lambda X                 L2 on the weights, Nielsen's (1 - eta lambda/n) W; "
+            "ch. 3\n"
+            "                             uses 5.0 [%g]\n"
+            "  --l1 X                     L1 on the weights, - (eta l1/n) sign(W) [%g]\n",
+            (double)tc.lambda, (double)tc.l1);
+    char optimizers[160];
+    list_names(optimizers, sizeof optimizers, "|", BP_OPT_COUNT, -1, optimizer_name_i);
+    print_choice(f, "--optimizer", optimizers, bp_optimizer_name(tc.optimizer));
+    fprintf(f, "  --momentum MU              momentum, nesterov: v <- MU v - eta G; in [0, 1) "
+            "[%g]\n"
+            "  --beta1 B1                 adam, adamw: decay of the mean of G; in [0, 1) [%g]\n"
+            "  --beta2 B2                 adam, adamw, rmsprop: decay of the mean of G^2 [%g]\n"
+            "  --eps E                    adam, adamw, rmsprop: added to sqrt(v); > 0 [%g]\n"
+            "  --weight-decay X           adamw: W <- (1 - eta X) W, weights only [%g]\n"
+            "  --clip-norm X              scale the gradient down to norm X when longer; 0: off "
+            "[%g]\n",
+            (double)tc.momentum, (double)tc.beta1, (double)tc.beta2, (double)tc.eps,
+            (double)tc.weight_decay, (double)tc.clip_norm);
+    char schedule[64];
+    schedule_text(&tc.schedule, schedule, sizeof schedule);
+    print_choice(f, "--schedule", "const|halve:N|step:E:F|cosine", schedule);
+    fprintf(f, "                             eta between epochs: halved after N epochs without a\n"
+            "                             better validation accuracy, ending the run at eta/128;\n"
+            "                             times F every E epochs; cosine down to 0 over --epochs\n"
+            "  --early-stop N             stop after N epochs with no better validation accuracy "
+            "[%d]\n"
+            "                             and keep the best epoch's net (0: never)\n",
+            tc.early_stop);
+    fputs("  --dropout P                drop each hidden unit with probability P in [0, 1) "
+          "in\n"
+          "                             training, scaling the kept ones by 1/(1-P) [0: off]\n"
+          "  --batchnorm                batch normalisation between each hidden layer's "
+          "linear\n"
+          "                             part and its activation: batch statistics in "
+          "training,\n"
+          "                             running averages when evaluating [off]\n", f);
+    print_choice(f, "--init", inits, bp_init_name(nc.init));
+    fprintf(f, "  --seed S                   drives initialisation and shuffling [%llu]\n",
+            (unsigned long long)nc.seed);
+    fprintf(f, "  --threads T                threads of a training step, 1..%d [one per "
+            "core]\n", MAX_THREADS);
+    print_choice(f, "--backend", backends, nc.backend);
+    fputs("  --max-memory N[k|M|G]      refuse a net whose plan needs more bytes than this\n"
+          "                             [the memory available when it is planned]\n"
+          "  --summary-json FILE        write the results as JSON to FILE, replacing it whole\n"
+          "                             (checked before training; FILE may not be a device, "
+          "FIFO,\n"
+          "                             directory or symbolic link)\n", f);
+    fprintf(f, "  --log FILE.jsonl|FILE.csv  one record per epoch, written as it ends: epoch, "
+            "eta,\n"
+            "                             costs, validation accuracy, seconds, samples/s and "
+            "each\n"
+            "                             tensor's gradient norm (checked before training, like\n"
+            "                             --summary-json)\n"
+            "  --norm-samples N           the norms are of the mean cost's gradient over the "
+            "first\n"
+            "                             N training samples; 0 leaves them out [%d with --log];\n"
+            "                             with norms the log opens with epoch 0, the net as\n"
+            "                             initialised\n",
+            LOG_NORM_SAMPLES);
+    fputs("  --help                     this text\n"
+          "\n"
+          "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number "
+          "such\n"
+          "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--epo 5).\n"
+          "\n"
+          "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current "
+          "epoch;\n"
+          "the test accuracy and the summary are still produced and the exit status is 0. A "
+          "second\n"
+          "one, or SIGHUP, ends the process at once. Either way the summary file is whole: the "
+          "old\n"
+          "one or the new one, with no temporary file left behind.\n"
+          "\n"
+          "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command "
+          "line\n", f);
+}
+
+/* ---- signals ----------------------------------------------------------------------------- */
+
+/* The first SIGINT or SIGTERM of a run; the training loop looks at it after every epoch. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop(int sig) { stop_signal = sig; }
+
+static void install_stop_handlers(void)
+{
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop;
+    /* One-shot: a second signal ends the process the ordinary way. */
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    static const int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        /* An ignored signal stays ignored: that is how a shell keeps Ctrl-C away from a
+         * background job, and how nohup works. */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+/* ---- progress ---------------------------------------------------------------------------- */
+
+typedef struct progress {
+    int epochs, classes;
+    int warned_chance, output_failed, log_failed;
+    epoch_log *log;  /* NULL without --log */
+    bp_net *net;
+    const bp_dataset *valid;
+    float *x, *out; /* room for PROBE_SAMPLES inputs and outputs */
+    int show_eta;   /* a schedule moves eta: the epoch line says what it was */
+} progress;
+
+enum { PROBE_SAMPLES = 64 };
+/* Measured on the test's data: saturated nets spread their outputs by 5e-6 at most, nets that
+ * are only slow to learn by 4e-2 and more. */
+#define SATURATED_SPREAD 1e-4f
+/* A sigmoid or softmax output within this of 0 or 1 has no gradient left to learn from. */
+#define PINNED 1e-6f
+
+/* Whether the net looks saturated on the first validation samples: it gives (nearly) the same
+ * outputs for all of them, or nine in ten of its outputs are pinned at 0 or 1 (what an --eta of
+ * 1e30 does to MNIST: 16-19% accuracy, every sigmoid stuck). A net that is merely slow to learn
+ * does neither. */
+static int looks_saturated(progress *p)
+{
+    size_t n = bp_dataset_count(p->valid);
+    int k = n < PROBE_SAMPLES ? (int)n : PROBE_SAMPLES;
+    int dim = bp_dataset_dim(p->valid), n_out = bp_net_size(p->net, bp_net_layers(p->net));
+    if (k < 2 || bp_dataset_gather(p->valid, NULL, k, p->x, NULL, n_out) != BP_OK ||
+        bp_net_forward(p->net, p->x, dim, k, p->out, n_out) != BP_OK)
+        return 0;
+    float spread = 0;
+    size_t pinned = 0, total = (size_t)k * (size_t)n_out;
+    for (int j = 0; j < k; j++)
+        for (int i = 0; i < n_out; i++) {
+            float a = p->out[(size_t)j * n_out + i], d = fabsf(a - p->out[i]);
+            if (!(d <= spread))
+                spread = d;
+            pinned += fabsf(a) <= PINNED || fabsf(a - 1.0f) <= PINNED;
+        }
+    return spread <= SATURATED_SPREAD || pinned * 10 >= total * 9;
+}
+
+static int print_epoch(const bp_epoch_report *r, void *user)
+{
+    progress *p = user;
+    printf("epoch %d/%d  ", r->epoch, p->epochs);
+    if (r->validation_accuracy >= 0)
+        printf("validation %.2f%%  ", 100.0 * r->validation_accuracy);
+    else
+        printf("validation -  ");
+    if (p->show_eta)
+        printf("eta %g  ", r->eta);
+    printf("cost %.4f  %.0f samples/s  %.2f s\n", r->train_cost, r->samples_per_second,
+           r->seconds);
+    /* Progress is for people watching a pipe or a log: push each line out as it happens. */
+    if (stdout_failed()) {
+        p->output_failed = 1;
+        return 1;
+    }
+    /* A log with a hole in it would be worse than a run that stops and says why: the records
+     * written so far stay, the run ends with status 1. */
+    if (p->log) {
+        char why[PATH_BUF + 256];
+        /* The accuracy passes through float in the library: snapped back to count/n, as the
+         * summary has it (0.9425, not 0.9424999952316284). */
+        bp_epoch_report rec = *r;
+        if (rec.validation_accuracy >= 0 && p->valid) {
+            double n = (double)bp_dataset_count(p->valid);
+            rec.validation_accuracy = (double)llround(rec.validation_accuracy * n) / n;
+        }
+        if (epoch_log_write(p->log, &rec, why, sizeof why) != 0) {
+            print_error("%s", why);
+            p->log_failed = 1;
+            return 1;
+        }
+    }
+    /* A net driven into saturation (an --eta far too large) is stuck near chance. Its numbers
+     * are finite, so that is no error, but the figures that follow are meaningless and the
+     * user should know why: once is enough. */
+    if (!p->warned_chance && p->classes > 1 && r->validation_accuracy >= 0 &&
+        r->validation_accuracy <= 2.0 / p->classes && looks_saturated(p)) {
+        p->warned_chance = 1;
+        fprintf(stderr, "backprop: warning: validation accuracy %.2f%% is near chance level for "
+                "%d %s and the outputs are saturated; try a smaller --eta\n",
+                100.0 * r->validation_accuracy, p->classes, plural(p->classes, "class",
+                                                                   "classes"));
+    }
+    return stop_signal ? 1 : 0;
+}
+
+/* ---- the summary JSON -------------------------------------------------------------------- */
+
+typedef struct summary {
+    double test_accuracy, validation_accuracy, train_seconds, samples_per_second;
+    int epochs, threads;
+    double best_validation_accuracy, final_eta; /* best: -1 without a validation set */
+    int best_epoch, stopped_early;
+    const char *data_dir;
+} summary;
+
+/* The run's configuration as a JSON object (the summary's "config"), its members indented by
+ * `in` plus two spaces. */
+static void write_config_json(FILE *f, const options *o, int threads, const char *dir,
+                              const char *in)
+{
+    fprintf(f, "{\n%s  \"data\": ", in);
+    json_string(f, dir);
+    fprintf(f, ",\n%s  \"layers\": [", in);
+    for (int i = 0; i < o->net.n_sizes; i++)
+        fprintf(f, "%s%d", i ? ", " : "", o->sizes[i]);
+    fputs("]", f);
+    const struct {
+        const char *key, *value;
+    } names[] = {{"hidden_act", bp_activation_name(o->net.hidden)},
+                 {"output", bp_activation_name(o->net.output)},
+                 {"cost", bp_cost_name(o->net.cost)},
+                 {"init", bp_init_name(o->net.init)}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        fprintf(f, ",\n%s  \"%s\": ", in, names[i].key);
+        json_string(f, names[i].value);
+    }
+    fprintf(f, ",\n%s  \"epochs\": %d,\n%s  \"batch\": %d,\n%s  \"eta\": ", in,
+            o->train.epochs, in, o->train.batch, in);
+    json_float(f, o->train.eta);
+    fprintf(f, ",\n%s  \"lambda\": ", in);
+    json_float(f, o->train.lambda);
+    fprintf(f, ",\n%s  \"l1\": ", in);
+    json_float(f, o->train.l1);
+    fprintf(f, ",\n%s  \"optimizer\": ", in);
+    json_string(f, bp_optimizer_name(o->train.optimizer));
+    const struct {
+        const char *key;
+        float value;
+    } hyper[] = {{"momentum", o->train.momentum}, {"beta1", o->train.beta1},
+                 {"beta2", o->train.beta2},       {"eps", o->train.eps},
+                 {"weight_decay", o->train.weight_decay}, {"clip_norm", o->train.clip_norm}};
+    for (size_t i = 0; i < sizeof hyper / sizeof hyper[0]; i++) {
+        fprintf(f, ",\n%s  \"%s\": ", in, hyper[i].key);
+        json_float(f, hyper[i].value);
+    }
+    char schedule[64];
+    schedule_text(&o->train.schedule, schedule, sizeof schedule);
+    fprintf(f, ",\n%s  \"schedule\": ", in);
+    json_string(f, schedule);
+    fprintf(f, ",\n%s  \"early_stop\": %d", in, o->train.early_stop);
+    fprintf(f, ",\n%s  \"dropout\": ", in);
+    json_float(f, o->net.dropout);
+    fprintf(f, ",\n%s  \"batchnorm\": %s", in, o->net.batchnorm ? "true" : "false");
+    /* A seed can exceed 2^53, where JSON readers lose digits: keep it exact as a string. */
+    fprintf(f, ",\n%s  \"seed\": \"%llu\",\n%s  \"threads\": %d,\n%s  \"backend\": ", in,
+            (unsigned long long)o->net.seed, in, threads, in);
+    json_string(f, o->net.backend);
+    fprintf(f, "\n%s}", in);
+}
+
+typedef struct summary_job {
+    const options *o;
+    const summary *s;
+} summary_job;
+
+static void write_summary_json(FILE *f, const void *arg)
+{
+    const summary_job *job = arg;
+    const summary *s = job->s;
+    fputs("{\n  \"test_accuracy\": ", f);
+    json_double(f, s->test_accuracy);
+    fputs(",\n  \"validation_accuracy\": ", f);
+    if (s->validation_accuracy >= 0)
+        json_double(f, s->validation_accuracy);
+    else
+        fputs("null", f);
+    fputs(",\n  \"best_validation_accuracy\": ", f);
+    if (s->best_validation_accuracy >= 0)
+        json_double(f, s->best_validation_accuracy);
+    else
+        fputs("null", f);
+    fprintf(f, ",\n  \"best_epoch\": %d,\n  \"stopped_early\": %s,\n  \"final_eta\": ",
+            s->best_epoch, s->stopped_early ? "true" : "false");
+    json_float(f, (float)s->final_eta); /* the rate as the float the steps used */
+    fprintf(f, ",\n  \"epochs\": %d,\n  \"train_seconds\": ", s->epochs);
+    json_double(f, s->train_seconds);
+    fputs(",\n  \"samples_per_second\": ", f);
+    json_double(f, s->samples_per_second);
+    fputs(",\n  \"config\": ", f);
+    write_config_json(f, job->o, s->threads, s->data_dir, "  ");
+    fputs("\n}\n", f);
+}
+
+/* ---- train ------------------------------------------------------------------------------- */
+
+/* The log's epoch 0: the net as initialised, before any step (Nielsen's ch. 5 table of how
+ * fast each layer learns is taken there): the gradient norms and the validation figures. It has
+ * no training cost and no speed (null in JSON Lines, nan in CSV). */
+static int log_initial_net(epoch_log *log, bp_net *net, const data *d,
+                           const bp_train_config *tc)
+{
+    int count = bp_net_tensor_count(net);
+    double *norms = calloc((size_t)count, sizeof *norms);
+    if (!norms) {
+        print_error("--log: %s", strerror(ENOMEM));
+        return -1;
+    }
+    bp_epoch_report r = {.epoch = 0, .eta = tc->eta, .train_cost = NAN,
+                         .validation_accuracy = -1.0, .validation_cost = -1.0,
+                         .samples_per_second = NAN, .grad_norms = norms, .n_grad_norms = count};
+    float accuracy;
+    bp_status st = bp_net_grad_norms(net, d->train, (size_t)tc->norm_samples, norms, count);
+    if (st == BP_OK && d->valid &&
+        (st = bp_evaluate(net, d->valid, &accuracy, &r.validation_cost)) == BP_OK) {
+        double n = (double)bp_dataset_count(d->valid);
+        r.validation_accuracy = (double)llround(accuracy * n) / n;
+    }
+    char why[PATH_BUF + 256];
+    int rc = 0;
+    if (st != BP_OK) {
+        print_lib_error(st);
+        rc = -1;
+    } else if (epoch_log_write(log, &r, why, sizeof why) != 0) {
+        print_error("%s", why);
+        rc = -1;
+    }
+    free(norms);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    options o;
+    parse_train_args(argc, argv, &o);
+
+    int rc = 1;
+    bp_status st;
+    bp_net *net = NULL;
+    data d = {0};
+    data_dir dd;
+    char path[DATA_FILES][PATH_BUF];
+    float *probe_x = NULL, *probe_out = NULL;
+    epoch_log *log = NULL;
+    char why[PATH_BUF + 256];
+    double t_start = bp_clock_seconds();
+
+    if ((o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) ||
+        (st = bp_set_memory_limit(o.max_memory)) != BP_OK) {
+        print_lib_error(st);
+        return 1;
+    }
+    if (resolve_data_dir(o.data, &dd) != 0)
+        return 1;
+    /* JSON strings are Unicode: a path of other bytes cannot be recorded faithfully, and a
+     * summary that misnames its data is worse than none. Refused now, before any work. */
+    if (o.summary && !is_utf8(dd.path)) {
+        print_error("--summary-json: the data directory '%s' is not valid UTF-8, which a JSON "
+                    "string cannot hold; rename it or reach it through a link with a UTF-8 "
+                    "name", dd.path);
+        return EXIT_USAGE;
+    }
+    if (o.summary && check_output_path("--summary-json", o.summary) != 0)
+        return 1;
+    if (o.log && check_output_path("--log", o.log) != 0)
+        return 1;
+    if (find_data(o.data, &dd, DATA_ALL_FILES, path) != 0)
+        return 1;
+
+    /* The headers first: they cost a few bytes each, and what they say decides whether the
+     * payload (50 MB of gunzip for MNIST) is worth reading and how big the net's plan is. */
+    bp_idx_info train_info, test_info;
+    if ((st = bp_idx_info_read(path[TRAIN_IMAGES], &train_info)) != BP_OK ||
+        (st = bp_idx_info_read(path[TEST_IMAGES], &test_info)) != BP_OK) {
+        print_lib_error(st);
+        return 1;
+    }
+    /* Equal pixel counts are not enough: 784x1 images are not 28x28 ones. */
+    if (test_info.rows != train_info.rows || test_info.cols != train_info.cols) {
+        print_error("'%s' holds %dx%d images but '%s' holds %dx%d: the test images must have "
+                    "the training images' shape", path[TRAIN_IMAGES], train_info.rows,
+                    train_info.cols, path[TEST_IMAGES], test_info.rows, test_info.cols);
+        return 1;
+    }
+    int dim = train_info.rows * train_info.cols;
+    /* A wrong --layers for this data set is the user's to fix: status 2, like any bad flag. */
+    if (o.sizes[0] != dim) {
+        print_error("--layers: the input layer has %d %s but '%s' has %d %s per sample (%dx%d "
+                    "images; try --layers %d,...)", o.sizes[0],
+                    plural(o.sizes[0], "neuron", "neurons"), dd.path, dim,
+                    plural(dim, "input", "inputs"), train_info.rows, train_info.cols, dim);
+        return EXIT_USAGE;
+    }
+    /* Planned for the larger of a mini-batch and what training can use of it: a batch beyond
+     * the training set trains as one batch of the whole set (as load_data splits it). */
+    size_t n_train = train_info.count - train_info.count / 6;
+    int max_batch = (size_t)o.train.batch < n_train ? o.train.batch : (int)n_train;
+
+    /* Build the net before loading data: the library's pairing and memory checks cost nothing
+     * and should not wait for the payload. */
+    o.net.sizes = o.sizes;
+    o.net.max_batch = max_batch > 0 ? max_batch : 1;
+    if ((st = bp_net_create(&net, &o.net)) != BP_OK) {
+        print_lib_error(st);
+        /* The whole configuration comes from the command line, so a configuration the library
+         * refuses is the user's to fix; running out of memory is not. */
+        rc = st == BP_EINVAL ? EXIT_USAGE : 1;
+        goto out;
+    }
+
+    printf("backprop %s  layers ", bp_version());
+    for (int i = 0; i < o.net.n_sizes; i++)
+        printf("%s%d", i ? "," : "", o.sizes[i]);
+    printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
+           "  threads %d  seed %llu  openblas %s",
+           bp_activation_name(o.net.hidden), bp_activation_name(o.net.output),
+           bp_cost_name(o.net.cost), bp_init_name(o.net.init), (double)o.train.eta,
+           o.train.batch, o.train.epochs, bp_net_backend(net), bp_net_threads(net),
+           (unsigned long long)o.net.seed, bp_blas_core());
+    const char *fallback = getenv(FALLBACK_VAR);
+    if (fallback && *fallback)
+        printf(" (OpenBLAS chose %s for this CPU)", fallback);
+    putchar('\n');
+    if (stdout_failed())
+        goto out;
+
+    /* Both files held to the shape read above, should they have changed since. */
+    const bp_idx_expect shape = {.rows = train_info.rows, .cols = train_info.cols};
+    if (load_data(path, DATA_ALL_FILES, &shape, &d) != 0 || check_labels(o.data, &d, path) != 0)
+        goto out;
+
+    int classes = bp_dataset_classes(d.train), test_classes = bp_dataset_classes(d.test);
+    if (test_classes > classes)
+        classes = test_classes;
+    int n_out = o.sizes[o.net.n_sizes - 1];
+    if (n_out < classes) {
+        print_error("--layers: the output layer has %d %s but '%s' has %d classes", n_out,
+                    plural(n_out, "neuron", "neurons"), dd.path, classes);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    printf("data %s: %zu train, %zu validation, %zu test, %d %s, %d %s\n", dd.path,
+           bp_dataset_count(d.train), d.valid ? bp_dataset_count(d.valid) : (size_t)0,
+           bp_dataset_count(d.test), dim, plural(dim, "input", "inputs"), classes,
+           plural(classes, "class", "classes"));
+    if (stdout_failed())
+        goto out;
+
+    if (d.valid) {
+        probe_x = malloc(sizeof(float) * PROBE_SAMPLES * (size_t)dim);
+        probe_out = malloc(sizeof(float) * PROBE_SAMPLES * (size_t)n_out);
+        if (!probe_x || !probe_out) {
+            print_error("%s", strerror(ENOMEM));
+            goto out;
+        }
+    }
+    /* The library refuses these without a validation set too, but as a runtime failure; the
+     * fix is on the command line, and training has not started. */
+    if (!d.valid && (o.train.early_stop > 0 || o.train.schedule.kind == BP_SCHEDULE_HALVE)) {
+        print_error("%s: needs a validation set, and '%s' has too few training images to "
+                    "split one off", o.train.early_stop > 0 ? "--early-stop" : "--schedule",
+                    dd.path);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    progress prog = {.epochs = o.train.epochs, .classes = classes, .net = net, .valid = d.valid,
+                     .show_eta = o.train.schedule.kind != BP_SCHEDULE_CONST,
+                     .x = probe_x, .out = probe_out};
+    /* Created (or emptied) only now, when training is about to start: a run that fails on its
+     * data leaves an old log as it was. */
+    if (o.log && !(log = epoch_log_open(o.log, net, o.train.norm_samples > 0, why, sizeof why))) {
+        print_error("%s", why);
+        goto out;
+    }
+    if (log && o.train.norm_samples > 0 && log_initial_net(log, net, &d, &o.train) != 0)
+        goto out;
+    prog.log = log;
+    install_stop_handlers();
+    o.train.on_epoch = print_epoch;
+    o.train.user = &prog;
+    bp_train_result res;
+    if ((st = bp_train(net, d.train, d.valid, &o.train, &res)) != BP_OK) {
+        print_lib_error(st);
+        goto out;
+    }
+    if (prog.output_failed || prog.log_failed)
+        goto out;
+    int log_closed = epoch_log_close(log, why, sizeof why);
+    log = NULL;
+    if (log_closed != 0) {
+        print_error("%s", why);
+        goto out;
+    }
+    if (res.stopped_early)
+        printf("stopped after epoch %d: %s\n", res.epochs,
+               o.train.early_stop > 0 && res.epochs - res.best_epoch >= o.train.early_stop
+                   ? "no better validation accuracy for --early-stop epochs"
+                   : "the rate dropped to 1/128 of --eta (--schedule halve)");
+    if (o.train.early_stop > 0 && res.best_epoch > 0)
+        printf("kept the best epoch's net: epoch %d, validation %.2f%%\n", res.best_epoch,
+               100.0 * res.best_validation_accuracy);
+    if (stop_signal)
+        printf("interrupted by %s: stopped after epoch %d\n",
+               stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", res.epochs);
+
+    float test_acc;
+    if ((st = bp_evaluate(net, d.test, &test_acc, NULL)) != BP_OK) {
+        print_lib_error(st);
+        goto out;
+    }
+    size_t n_test = bp_dataset_count(d.test);
+    /* bp_evaluate reports a fraction; the count is recovered exactly while n < 2^24. */
+    size_t correct = (size_t)llround((double)test_acc * (double)n_test);
+    printf("test accuracy %.2f%% (%zu/%zu)\n", 100.0 * test_acc, correct, n_test);
+    printf("training %.2f s  %.0f samples/s  (wall %.2f s)\n", res.train_seconds,
+           res.samples_per_second, bp_clock_seconds() - t_start);
+    if (stdout_failed())
+        goto out;
+
+
+    if (o.summary) {
+        /* The library's accuracies pass through float; snap them back to count/n so the file
+         * says 0.9542 rather than 0.95419999957084656. */
+        double valid_acc = res.validation_accuracy, best_acc = res.best_validation_accuracy;
+        if (d.valid && best_acc >= 0) {
+            double nv = (double)bp_dataset_count(d.valid);
+            best_acc = (double)llround(best_acc * nv) / nv;
+        }
+        if (d.valid && valid_acc >= 0) {
+            double nv = (double)bp_dataset_count(d.valid);
+            valid_acc = (double)llround(valid_acc * nv) / nv;
+        }
+        summary s = {
+            .test_accuracy = (double)correct / (double)n_test,
+            .validation_accuracy = valid_acc,
+            .train_seconds = res.train_seconds,
+            .samples_per_second = res.samples_per_second,
+            .epochs = res.epochs,
+            .best_validation_accuracy = best_acc,
+            .final_eta = res.final_eta,
+            .best_epoch = res.best_epoch,
+            .stopped_early = res.stopped_early,
+            .threads = bp_net_threads(net),
+            .data_dir = dd.path,
+        };
+        summary_job job = {.o = &o, .s = &s};
+        if (write_output_file("--summary-json", o.summary, write_summary_json, &job) != 0)
+            goto out;
+    }
+    rc = 0;
+
+out:
+    /* On a failed run the log keeps the epochs it has; a second error about it would add
+     * nothing. */
+    epoch_log_close(log, why, sizeof why);
+    free(probe_x);
+    free(probe_out);
+    bp_net_free(net);
+    data_free(&d);
+    return rc;
+}
+
