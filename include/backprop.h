@@ -710,6 +710,25 @@ BP_API bp_status bp_model_save(const bp_net *net, const char *path, const bp_mod
 BP_API bp_status bp_model_load(bp_net **out, const char *path, const bp_net_config *cfg,
                                bp_model_meta *meta);
 
+/* A checkpoint: the trainer's net as a model file holds it (bp_model_load reads a checkpoint as
+ * that model), plus the trainer's configuration and whole state: the optimiser's state arena,
+ * the sample order and the shuffle's generator, the epoch, the position inside it and the
+ * step count, the schedule's and early stopping's progress and the best epoch's copy
+ * (docs/FORMAT.md, "Checkpoints"). Written atomically, like a model. */
+BP_API bp_status bp_checkpoint_save(const bp_trainer *t, const char *path,
+                                    const bp_model_meta *meta);
+
+/* Read a checkpoint, make its net (with net_cfg's threads, backend and max_batch; NULL: the
+ * defaults) and a trainer over `train` in the saved state, so that bp_trainer_epoch (or
+ * bp_trainer_run) goes on where the saved trainer stopped: bit for bit on the thread count it
+ * was saved with, and on any other the same run but for the last bits. train must be the set the
+ * run trained on (its size is checked against the saved order). *trainer_out keeps *net_out
+ * and train; the caller frees the trainer, then the net. bp_trainer_config tells what the run
+ * was configured with. Defects are BP_EFORMAT naming the file and the field. */
+BP_API bp_status bp_checkpoint_load(const char *path, const bp_dataset *train,
+                                    const bp_net_config *net_cfg, bp_net **net_out,
+                                    bp_trainer **trainer_out, bp_model_meta *meta);
+
 /* ---- files ----------------------------------------------------------------------------- */
 
 /* Replacing a file atomically: a reader of `path` sees the old contents or the new ones, never

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/model.h"
 #include "io/safetensors.h"
 #include "net/net.h"
 
@@ -182,6 +183,13 @@ static bp_status check_finite(const entry *e, int n, const char *path)
 
 bp_status bp_model_save(const bp_net *net, const char *path, const bp_model_meta *meta)
 {
+    return bp_model_write(net, path, meta, NULL, 0, NULL, 0);
+}
+
+bp_status bp_model_write(const bp_net *net, const char *path, const bp_model_meta *meta,
+                         const bp_st_tensor *extra, int n_extra, const bp_st_meta *extra_meta,
+                         int n_extra_meta)
+{
     if (!net || !path)
         return bp_fail(BP_EINVAL, "bp_model_save: %s is NULL", net ? "path" : "net");
     bp_model_meta none = {0};
@@ -202,7 +210,7 @@ bp_status bp_model_save(const bp_net *net, const char *path, const bp_model_meta
     size_t floats = 0;
     for (int i = 0; i < n; i++)
         floats += e[i].info.count;
-    bp_st_tensor *tensors = bp_calloc((size_t)n, sizeof *tensors);
+    bp_st_tensor *tensors = bp_calloc((size_t)(n + n_extra), sizeof *tensors);
     float *data = bp_calloc(floats ? floats : 1, sizeof(float));
     if (!tensors || !data) {
         bp_free(tensors);
@@ -223,10 +231,19 @@ bp_status bp_model_save(const bp_net *net, const char *path, const bp_model_meta
         at += t->count;
     }
 
+    for (int i = 0; i < n_extra; i++)
+        tensors[n + i] = extra[i];
+
     char version[16], width[16], rows[16], cols[16], scale[32];
     snprintf(version, sizeof version, "%d.%d", FORMAT_MAJOR, FORMAT_MINOR);
     snprintf(width, sizeof width, "%d", bp_net_size(net, 0));
-    bp_st_meta keys[16];
+    bp_st_meta *keys = bp_calloc((size_t)(16 + n_extra_meta), sizeof *keys);
+    if (!keys) {
+        bp_free(tensors);
+        bp_free(data);
+        bp_free(e);
+        return bp_fail(BP_ENOMEM, "model '%s': no memory for its metadata", path);
+    }
     int k = 0;
     keys[k++] = (bp_st_meta){KEY_FORMAT, FORMAT_NAME};
     keys[k++] = (bp_st_meta){KEY_VERSION, version};
@@ -249,8 +266,11 @@ bp_status bp_model_save(const bp_net *net, const char *path, const bp_model_meta
     if (meta->training)
         keys[k++] = (bp_st_meta){KEY_TRAINING, meta->training};
     keys[k++] = (bp_st_meta){KEY_LIBRARY, bp_version()};
+    for (int i = 0; i < n_extra_meta; i++)
+        keys[k++] = extra_meta[i];
 
-    st = bp_st_write(path, tensors, n, keys, k);
+    st = bp_st_write(path, tensors, n + n_extra, keys, k);
+    bp_free(keys);
     bp_free(tensors);
     bp_free(data);
     bp_free(e);
@@ -420,8 +440,12 @@ static int find_entry(const entry *e, int n, const char *name)
 static bp_status match_tensors(const bp_st_file *f, const entry *e, int n)
 {
     const char *name = bp_st_name(f);
+    /* A checkpoint (io/checkpoint.c) is a model file with the trainer's state beside it. */
+    int checkpoint = bp_st_meta_get(f, "checkpoint") != NULL;
     for (int i = 0; i < bp_st_count(f); i++) {
         const bp_st_tensor *t = bp_st_at(f, i);
+        if (checkpoint && strncmp(t->name, "trainer.", 8) == 0)
+            continue;
         if (find_entry(e, n, t->name) < 0)
             return bp_fail(BP_EFORMAT, "model file '%s': tensor '%s' is not one of the "
                            "architecture's", name, t->name);
@@ -508,6 +532,24 @@ bp_status bp_model_load(bp_net **out, const char *path, const bp_net_config *cfg
     bp_st_file *f;
     if ((st = bp_st_read(&f, path)) != BP_OK)
         return st;
+    bp_net *net = NULL;
+    st = bp_model_read(f, cfg, meta, &net);
+    bp_st_free(f);
+    if (st != BP_OK)
+        return st;
+    *out = net;
+    return BP_OK;
+}
+
+bp_status bp_model_read(const bp_st_file *f, const bp_net_config *cfg, bp_model_meta *meta,
+                        bp_net **out)
+{
+    if (meta)
+        memset(meta, 0, sizeof *meta);
+    *out = NULL;
+    bp_status st = check_caller_config(cfg);
+    if (st != BP_OK)
+        return st;
     header h;
     bp_net *net = NULL;
     entry *e = NULL;
@@ -527,7 +569,6 @@ bp_status bp_model_load(bp_net **out, const char *path, const bp_net_config *cfg
     if (st == BP_OK && meta)
         st = keep_strings(net, f, &h, meta);
     bp_free(e);
-    bp_st_free(f);
     if (st != BP_OK) {
         if (meta)
             memset(meta, 0, sizeof *meta);

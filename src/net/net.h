@@ -56,10 +56,11 @@ struct bp_net {
     double *reduce;
     size_t reduce_stride;
 
-    /* The key of the randomness drawn inside a training step (dropout masks): the seed the net
-     * was created with and the step number, which the trainer sets before each step (and a
-     * caller of bp_net_sgd_step advances by one per call), so a step's masks depend on neither
-     * the thread count nor on anything drawn before. */
+    /* The key of the randomness drawn inside a training step (dropout masks): a seed (the
+     * net's own at creation; a trainer sets its run's, bp_train_config.seed) and the step
+     * number, which the trainer sets before each step (and a caller of bp_net_sgd_step
+     * advances by one per call), so a step's masks depend on neither the thread count nor on
+     * anything drawn before. */
     uint64_t seed, step;
 };
 

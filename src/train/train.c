@@ -477,9 +477,10 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         int batch = t->n - start < (size_t)t->batch ? (int)(t->n - start) : t->batch;
         gather_job gather = {t->train, t->order + start, net->x_batch, net->y_batch, n_in, n_out};
         const bp_batch_fill fill = {gather_columns, &gather};
-        /* The step's number keys the randomness drawn inside it (net.h), so a resumed run
-         * draws the same masks. */
+        /* The run's seed and the step's number key the randomness drawn inside it (net.h),
+         * so a resumed run, whose net was made again from a file, draws the same masks. */
         t->steps++;
+        net->seed = t->seed;
         net->step = t->steps;
         double c = bp_train_step(net, &t->opt, t->state, t->steps, net->x_batch, n_in,
                                  net->y_batch, n_out, batch, &fill);
