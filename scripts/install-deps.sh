@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(gcc g++ meson ninja-build pkg-config libopenblas-dev liblapacke-dev zlib1g-dev check
-          python3)
+          libcjson-dev python3)
 # Extra packages for a purpose, named by the caller (e.g. valgrind for the perf suite).
 packages+=("$@")
 

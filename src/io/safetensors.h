@@ -16,6 +16,13 @@
 
 #include "backprop.h"
 
+/* The reader refuses a header longer than this before allocating for it: the reference
+ * implementation's own cap, so any header it reads passes this check. */
+#define BP_ST_MAX_HEADER 100000000
+/* Shape entries and data offsets are integers up to 2^53 - 1: cJSON holds numbers as doubles,
+ * which are exact only that far. */
+#define BP_ST_MAX_INT ((INT64_C(1) << 53) - 1)
+
 typedef enum bp_st_dtype {
     BP_ST_F32 = 0, /* "F32": parameters, buffers, optimiser state */
     BP_ST_I64,     /* "I64": counters and sample orders (checkpoints) */
@@ -23,8 +30,9 @@ typedef enum bp_st_dtype {
 } bp_st_dtype;
 
 /* One tensor. Writing: data points at `bytes` bytes in the file's byte order (little-endian,
- * row-major for the shape: the caller has already laid them out). Reading: data is a view into
- * the loaded file, valid until bp_st_free. */
+ * row-major for the shape: the caller has already laid them out); it may be NULL when bytes is
+ * 0. Reading: data is a view into the loaded file, valid until bp_st_free, aligned for its
+ * dtype (never NULL, even for zero bytes). */
 typedef struct bp_st_tensor {
     const char *name;
     bp_st_dtype dtype;
@@ -40,9 +48,14 @@ typedef struct bp_st_meta {
 
 /* Write the tensors in the order given (their data offsets follow that order) and the metadata
  * to path through the library's atomic writer. The writer adds the integrity keys
- * ("crc32.header" over the other metadata, "crc32.<tensor>" per tensor; docs/FORMAT.md says
+ * ("crc32.header" over the rest of the header, "crc32.<tensor>" per tensor; docs/FORMAT.md says
  * exactly over what): callers' keys must not start with "crc32.". Names must be unique,
- * non-empty and not "__metadata__". */
+ * non-empty and not "__metadata__"; names, keys and values valid UTF-8 (the reader requires a
+ * UTF-8 header). Each tensor must begin at a multiple of its dtype's size, so that a reader's
+ * views are aligned: contiguous offsets make that a constraint on the order (an I64 tensor
+ * after an odd number of F32 elements is refused; put the I64 tensors first). Any violation is
+ * BP_EINVAL before anything is written; a write failure BP_EIO naming path, with path left as
+ * it was. */
 bp_status bp_st_write(const char *path, const bp_st_tensor *tensors, int n_tensors,
                       const bp_st_meta *meta, int n_meta);
 
@@ -57,12 +70,15 @@ bp_status bp_st_read_memory(bp_st_file **out, const void *data, size_t n, const 
 void bp_st_free(bp_st_file *f);
 
 int bp_st_count(const bp_st_file *f);
-const bp_st_tensor *bp_st_at(const bp_st_file *f, int index);   /* in data-offset order */
+/* In data-offset order: by begin, then end, then name (which orders zero-size tensors that
+ * share an offset), so a file written by bp_st_write comes back in its writing order except
+ * within such a run of empty tensors. */
+const bp_st_tensor *bp_st_at(const bp_st_file *f, int index);
 const bp_st_tensor *bp_st_find(const bp_st_file *f, const char *name); /* NULL if absent */
 /* A metadata value by key, NULL if absent (the crc32 keys are readable too). */
 const char *bp_st_meta_get(const bp_st_file *f, const char *key);
 int bp_st_meta_count(const bp_st_file *f);
-const bp_st_meta *bp_st_meta_at(const bp_st_file *f, int index);
+const bp_st_meta *bp_st_meta_at(const bp_st_file *f, int index); /* in the header's order */
 /* The name messages use for the file. */
 const char *bp_st_name(const bp_st_file *f);
 
