@@ -402,6 +402,43 @@ START_TEST(test_empty_files)
 }
 END_TEST
 
+/* The format does not align offsets: an I64 tensor after an odd number of F32 elements sits at
+ * 4 mod 8 in the file. Written in that order, it still reads back into a view aligned for
+ * int64_t (dereferenced as one here, which UBSan would flag if it were not). */
+START_TEST(test_misaligned_offsets)
+{
+    float f3[3] = {1, 2, 3};
+    int64_t k[2] = {-5, INT64_C(1) << 50};
+    float f1[1] = {4};
+    const bp_st_tensor in[] = {
+        {.name = "f3", .dtype = BP_ST_F32, .ndim = 1, .shape = {3}, .data = f3, .bytes = 12},
+        {.name = "k", .dtype = BP_ST_I64, .ndim = 1, .shape = {2}, .data = k, .bytes = 16},
+        {.name = "f1", .dtype = BP_ST_F32, .ndim = 0, .data = f1, .bytes = 4},
+    };
+    const char *path = tmp_path("misaligned.safetensors");
+    ck_assert_int_eq(bp_st_write(path, in, 3, NULL, 0), BP_OK);
+    size_t n;
+    unsigned char *bytes = read_whole(path, &n);
+    for (int pass = 0; pass < 2; pass++) {
+        bp_st_file *f;
+        if (pass == 0)
+            ck_assert_int_eq(bp_st_read(&f, path), BP_OK);
+        else
+            ck_assert_int_eq(bp_st_read_memory(&f, bytes, n, "m"), BP_OK);
+        const bp_st_tensor *t = bp_st_find(f, "k");
+        ck_assert_ptr_eq(t, bp_st_at(f, 1));
+        ck_assert_uint_eq((uintptr_t)t->data % 8, 0);
+        const int64_t *v = t->data;
+        ck_assert_int_eq(v[0], -5);
+        ck_assert_int_eq(v[1], INT64_C(1) << 50);
+        ck_assert_mem_eq(bp_st_find(f, "f3")->data, f3, 12);
+        ck_assert_mem_eq(bp_st_find(f, "f1")->data, f1, 4);
+        bp_st_free(f);
+    }
+    free(bytes);
+}
+END_TEST
+
 /* ---- the writer's arguments ------------------------------------------------------------ */
 
 START_TEST(test_write_arguments)
@@ -444,9 +481,6 @@ START_TEST(test_write_arguments)
            .bytes = 16}}, 1, {{0}}, 0, "data is NULL"},
         {{{.name = "x\xff", .dtype = BP_ST_F32, .ndim = 0, .data = x, .bytes = 4}}, 1, {{0}}, 0,
          "not UTF-8"},
-        {{{.name = "f", .dtype = BP_ST_F32, .ndim = 1, .shape = {1}, .data = x, .bytes = 4},
-          {.name = "k", .dtype = BP_ST_I64, .ndim = 1, .shape = {1}, .data = k, .bytes = 8}},
-         2, {{0}}, 0, "not a multiple of 8"},
         {{ok}, 1, {{"crc32.x", "00000000"}}, 1, "the writer's own"},
         {{ok}, 1, {{"k", "1"}, {"k", "2"}}, 2, "'k' is given twice"},
         {{ok}, 1, {{"k", NULL}}, 1, "NULL value"},
@@ -464,7 +498,6 @@ START_TEST(test_write_arguments)
     ck_assert_int_eq(bp_st_write(path, NULL, 1, NULL, 0), BP_EINVAL);
     ck_assert_int_eq(bp_st_write(path, &ok, -1, NULL, 0), BP_EINVAL);
     ck_assert_int_eq(access(path, F_OK), -1);
-    /* The same tensors in an aligned order are fine. */
     const bp_st_tensor good[] = {
         {.name = "k", .dtype = BP_ST_I64, .ndim = 1, .shape = {1}, .data = k, .bytes = 8},
         {.name = "f", .dtype = BP_ST_F32, .ndim = 1, .shape = {1}, .data = x, .bytes = 4},
@@ -686,10 +719,6 @@ START_TEST(test_tensor_fields)
                    zeros, 8, "shape [2] needs 16 bytes but data_offsets span 8");
     expect_refused("{" MD ",\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,8]}}",
                    zeros, 8, "shape [] needs 4 bytes but data_offsets span 8");
-    /* An I64 tensor must sit on a multiple of 8 so its view is aligned. */
-    expect_refused("{" MD2 ",\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                   "\"b\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[4,12]}}", zeros, 12,
-                   "tensor 'b': data_offsets begin at 4, not a multiple of 8");
 }
 END_TEST
 
@@ -997,6 +1026,7 @@ Suite *bp_suite_safetensors(void)
     tcase_add_test(rt, test_header_crc_is_documented_text);
     tcase_add_test(rt, test_hand_made_valid);
     tcase_add_test(rt, test_empty_files);
+    tcase_add_test(rt, test_misaligned_offsets);
     tcase_add_test(rt, test_write_arguments);
     tcase_add_test(rt, test_replace);
     suite_add_tcase(s, rt);

@@ -138,6 +138,7 @@ typedef struct entry {
     int ndim;
     int64_t shape[BP_TENSOR_MAX_DIMS];
     uint64_t begin, end;
+    uint64_t slot;     /* reader: where its bytes go in the data block */
     uint32_t crc;      /* reader: the value of its crc32 key */
     int has_crc;
 } entry;
@@ -305,11 +306,6 @@ static bp_status check_write_args(const char *path, const bp_st_tensor *t, int n
         if (need && !t[i].data)
             return bp_fail(BP_EINVAL, "%s: tensor '%.*s': data is NULL", path,
                            NAME_IN_MESSAGE, name);
-        if (offset % size != 0)
-            return bp_fail(BP_EINVAL, "%s: tensor '%.*s' (%s) would begin at byte %llu of the "
-                           "data, not a multiple of %zu, so no reader could view it aligned: "
-                           "write the %zu-byte tensors first", path, NAME_IN_MESSAGE, name,
-                           dtypes[t[i].dtype].name, (unsigned long long)offset, size, size);
         if (need > (uint64_t)BP_ST_MAX_INT - offset)
             return bp_fail(BP_EINVAL, "%s: the tensors hold more than 2^53-1 bytes", path);
         e[i] = (entry){.name = name, .dtype = t[i].dtype, .ndim = t[i].ndim,
@@ -770,10 +766,6 @@ static bp_status check_tensor(reader *r, const cJSON *t, entry *e)
         return bad(r, "tensor '%.*s': shape %s needs %llu bytes but data_offsets span %llu",
                    NAME_IN_MESSAGE, name, text, (unsigned long long)need,
                    (unsigned long long)(e->end - e->begin));
-    if (e->begin % size != 0)
-        return bad(r, "tensor '%.*s': data_offsets begin at %llu, not a multiple of %zu, the "
-                   "size of %s", NAME_IN_MESSAGE, name, (unsigned long long)e->begin, size,
-                   dtypes[e->dtype].name);
     return BP_OK;
 }
 
@@ -1015,7 +1007,7 @@ static bp_status make_handle(const reader *r, unsigned char *data, bp_st_file **
         const entry *e = r->order[i];
         bp_st_tensor *t = &f->tensors[i];
         *t = (bp_st_tensor){.name = copy_string(&arena, e->name), .dtype = e->dtype,
-                            .ndim = e->ndim, .data = data + e->begin,
+                            .ndim = e->ndim, .data = data + e->slot,
                             .bytes = (size_t)(e->end - e->begin)};
         memcpy(t->shape, e->shape, sizeof t->shape);
         f->by_name[i] = i;
@@ -1050,7 +1042,7 @@ static bp_status finish(reader *r, unsigned char *data, bp_st_file **out)
 {
     for (int i = 0; i < r->n_tensors; i++) {
         const entry *e = r->order[i];
-        uint32_t crc = data_crc(data + e->begin, (size_t)(e->end - e->begin));
+        uint32_t crc = data_crc(data + e->slot, (size_t)(e->end - e->begin));
         if (crc != e->crc) {
             bp_free(data);
             return bad(r, "tensor '%.*s': its bytes have CRC-32 %08x but %s%.*s says %08x (a "
@@ -1061,16 +1053,27 @@ static bp_status finish(reader *r, unsigned char *data, bp_st_file **out)
     return make_handle(r, data, out);
 }
 
-/* The data block: 64-byte aligned (bp_alloc), at least one byte so every view is a real
- * pointer. The size is the file's own, proven equal to the header's offsets. */
-static bp_status alloc_data(const reader *r, size_t bytes, unsigned char **out)
+/* The data block: 64-byte aligned (bp_alloc), each tensor at a multiple of its dtype's size
+ * within it. The format does not align the offsets themselves (an I64 tensor may follow an
+ * odd number of F32 elements), so the block is the data section with at most 7 bytes of
+ * padding before such a tensor; for files whose offsets are aligned, ours among them, it is
+ * the data section exactly. At least one byte, so that every view is a real pointer. The
+ * size is the file's own (proven equal to the offsets) plus that padding. */
+static bp_status alloc_data(const reader *r, unsigned char **out)
 {
+    uint64_t at = 0;
+    for (int i = 0; i < r->n_tensors; i++) {
+        entry *e = r->order[i];
+        uint64_t size = dtypes[e->dtype].size;
+        e->slot = (at + size - 1) / size * size;
+        at = e->slot + (e->end - e->begin);
+    }
     bp_status st;
-    if (bytes > CHECK_MEMORY_ABOVE && (st = bp_memory_check(bytes, "the data section")) != BP_OK)
+    if (at > CHECK_MEMORY_ABOVE && (st = bp_memory_check(at, "the data section")) != BP_OK)
         return bp_fail_context(st, "%s", r->name);
-    if (!(*out = bp_alloc(bytes ? bytes : 1)))
-        return bp_fail(BP_ENOMEM, "%s: cannot allocate %zu bytes for the data section",
-                       r->name, bytes);
+    if (at > SIZE_MAX || !(*out = bp_alloc(at ? (size_t)at : 1)))
+        return bp_fail(BP_ENOMEM, "%s: cannot allocate %llu bytes for the data section",
+                       r->name, (unsigned long long)at);
     return BP_OK;
 }
 
@@ -1117,10 +1120,13 @@ bp_status bp_st_read_memory(bp_st_file **out, const void *data, size_t n, const 
         return st;
     reader r = {.name = name, .text = bytes + 8, .n = (size_t)header_len, .file_bytes = n};
     unsigned char *block = NULL;
-    size_t data_len = n - 8 - r.n;
-    if ((st = check_header(&r)) == BP_OK && (st = alloc_data(&r, data_len, &block)) == BP_OK) {
-        if (data_len)
-            memcpy(block, bytes + 8 + r.n, data_len);
+    if ((st = check_header(&r)) == BP_OK && (st = alloc_data(&r, &block)) == BP_OK) {
+        const unsigned char *section = bytes + 8 + r.n;
+        for (int i = 0; i < r.n_tensors; i++) {
+            const entry *e = r.order[i];
+            if (e->end > e->begin)
+                memcpy(block + e->slot, section + e->begin, (size_t)(e->end - e->begin));
+        }
         st = finish(&r, block, out);
     }
     reader_free(&r);
@@ -1215,11 +1221,16 @@ bp_status bp_st_read(bp_st_file **out, const char *path)
     r.text = text;
     if ((st = check_header(&r)) != BP_OK)
         goto done;
-    size_t data_len = (size_t)(file_bytes - 8 - r.n);
-    if ((st = alloc_data(&r, data_len, &block)) != BP_OK)
+    if ((st = alloc_data(&r, &block)) != BP_OK)
         goto done;
-    if (data_len && (st = read_exact(fd, path, block, data_len)) != BP_OK)
-        goto done;
+    /* The ranges tile the section in data order, so reading them one after another reads it
+     * whole, each into its place in the block. */
+    for (int i = 0; i < r.n_tensors; i++) {
+        const entry *e = r.order[i];
+        if (e->end > e->begin &&
+            (st = read_exact(fd, path, block + e->slot, (size_t)(e->end - e->begin))) != BP_OK)
+            goto done;
+    }
     unsigned char extra;
     size_t got;
     if ((st = read_fully(fd, path, &extra, 1, &got)) != BP_OK)

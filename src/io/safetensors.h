@@ -31,8 +31,8 @@ typedef enum bp_st_dtype {
 
 /* One tensor. Writing: data points at `bytes` bytes in the file's byte order (little-endian,
  * row-major for the shape: the caller has already laid them out); it may be NULL when bytes is
- * 0. Reading: data is a view into the loaded file, valid until bp_st_free, aligned for its
- * dtype (never NULL, even for zero bytes). */
+ * 0. Reading: data is a view into the loaded file's data, valid until bp_st_free, aligned for
+ * its dtype whatever its offset in the file (never NULL, even for zero bytes). */
 typedef struct bp_st_tensor {
     const char *name;
     bp_st_dtype dtype;
@@ -51,11 +51,8 @@ typedef struct bp_st_meta {
  * ("crc32.header" over the rest of the header, "crc32.<tensor>" per tensor; docs/FORMAT.md says
  * exactly over what): callers' keys must not start with "crc32.". Names must be unique,
  * non-empty and not "__metadata__"; names, keys and values valid UTF-8 (the reader requires a
- * UTF-8 header). Each tensor must begin at a multiple of its dtype's size, so that a reader's
- * views are aligned: contiguous offsets make that a constraint on the order (an I64 tensor
- * after an odd number of F32 elements is refused; put the I64 tensors first). Any violation is
- * BP_EINVAL before anything is written; a write failure BP_EIO naming path, with path left as
- * it was. */
+ * UTF-8 header). Any violation is BP_EINVAL before anything is written; a write failure
+ * BP_EIO naming path, with path left as it was. */
 bp_status bp_st_write(const char *path, const bp_st_tensor *tensors, int n_tensors,
                       const bp_st_meta *meta, int n_meta);
 
