@@ -57,8 +57,8 @@ def read_labels(path):
 def cli_can_save(cli):
     if not cli:
         return False
-    r = subprocess.run([cli, "--help"], capture_output=True, text=True)
-    return "--save" in r.stdout + r.stderr
+    r = subprocess.run([cli, "train", "--help"], capture_output=True, text=True)
+    return "--save FILE" in r.stdout + r.stderr
 
 
 def main():
@@ -82,10 +82,11 @@ def main():
         model = os.path.join(tmp, "mnist.safetensors")
         if cli_can_save(cli):
             how = "backprop train --save"
-            train = [cli, "train", "--data", data, "--train-size", "10000", "--epochs", "2",
-                     "--layers", "784,64,32,10", "--hidden-act", "relu", "--output", "softmax",
-                     "--cost", "log-likelihood", "--batchnorm", "--dropout", "0.2",
-                     "--eta", "0.05", "--batch", "32", "--save", model]
+            # Batch norm and dropout after each hidden layer: every mapping of FORMAT.md.
+            train = [cli, "train", "--data", data, "--epochs", "1", "--layers", "784,64,32,10",
+                     "--hidden-act", "relu", "--output", "softmax", "--cost", "log-likelihood",
+                     "--init", "he", "--batchnorm", "--dropout", "0.2", "--eta", "0.1",
+                     "--batch", "32", "--save", model]
         else:
             how = "model_outputs train"
             train = [tool, "train", data, model]
