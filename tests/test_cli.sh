@@ -1019,6 +1019,63 @@ else
     not_ok "--dropout 0.5: exit $rc"
 fi
 
+# ---- model files: train --save -------------------------------------------------------------
+MDIR=$TMP/models
+mkdir -p "$MDIR"
+MODEL=$MDIR/m.st
+
+if "$BIN" train --help | grep -q '^  --save FILE '; then
+    ok "train --help documents --save"
+else
+    not_ok "train --help lacks --save"
+fi
+expect_fail 2 "train --save ''" "--save: empty file name" train --save ''
+expect_fail 2 "train --save and --summary-json the same file" \
+    "--save and --summary-json name the same file '$MDIR/x'" \
+    train --data "$DATA" --layers 16,8,10 --save "$MDIR/x" --summary-json "$MDIR/x"
+run train --data "$DATA" --layers 16,8,10 --epochs 1 --save "$TMP/no/such/dir/m.st"
+if [[ $rc -eq 1 ]] && has_message "--save: " && has_message "'$TMP/no/such/dir' does not exist" &&
+    no_training; then
+    ok "a --save in a missing directory exits 1 before training"
+else
+    not_ok "--save in a missing directory: exit $rc"
+fi
+
+run train --data "$DATA" --layers 16,8,10 --epochs 3 --eta 0.5 --threads 1 --save "$MODEL" \
+    --summary-json "$MDIR/train.json"
+train_acc=$(sed -n 's/^test accuracy \(.*\)$/\1/p' "$TMP/out")
+if [[ $rc -eq 0 && -s $MODEL ]] && grep -q "^saved the net to $MODEL\$" "$TMP/out" &&
+    [[ $(ls -A "$MDIR") == $'m.st\ntrain.json' ]]; then
+    ok "train --save writes the model, says so and leaves no temporary file"
+else
+    not_ok "train --save: exit $rc, files: $(ls -A "$MDIR" | tr '\n' ' ')"
+fi
+
+# A save that fails after training (the file outgrows RLIMIT_FSIZE, SIGXFSZ ignored: EFBIG, as
+# on a full disk) exits 1 naming the file, and the old model is still there, whole.
+mkdir -p "$MDIR/full"
+cp "$MODEL" "$MDIR/full/m.st"
+(ulimit -f 1 && trap '' XFSZ && exec "$BIN" train --data "$DATA" --layers 16,8,10 --epochs 1 \
+    --threads 1 --save "$MDIR/full/m.st" >"$TMP/out" 2>"$TMP/err")
+rc=$?
+if [[ $rc -eq 1 ]] && has_message "--save: " && has_message "$MDIR/full/m.st" &&
+    grep -q '^test accuracy' "$TMP/out" && cmp -s "$MODEL" "$MDIR/full/m.st" &&
+    [[ $(ls -A "$MDIR/full") == m.st ]]; then
+    ok "a --save that fails after training exits 1 naming the file; the old model stays"
+else
+    not_ok "failing --save: exit $rc, files: $(ls -A "$MDIR/full" | tr '\n' ' ')"
+fi
+
+# --early-stop: the net saved is the best epoch's, and the line says so.
+run train --data "$DATA" --layers 16,8,10 --epochs 200 --eta 0.1 --threads 1 \
+    --optimizer adam --early-stop 2 --save "$MDIR/best.st"
+if [[ $rc -eq 0 ]] && grep -q "^saved the best epoch's net (epoch [0-9]*) to $MDIR/best.st\$" \
+    "$TMP/out"; then
+    ok "train --early-stop --save saves the best epoch's net and says which"
+else
+    not_ok "--early-stop --save: exit $rc, $(grep saved "$TMP/out")"
+fi
+
 # ---- the memory limit ---------------------------------------------------------------------
 # A net whose plan exceeds --max-memory is refused before anything is allocated, with the bytes.
 run train --data "$DATA" --layers 16,30000,30000,10 --epochs 1 --max-memory 1G

@@ -597,7 +597,7 @@ int check_output_path(const char *flag, const char *path)
 /* Formatted in memory and handed to the library's atomic write in one piece, so no temporary
  * file exists during the work, and then only for as long as the write takes. */
 int write_output_file(const char *flag, const char *path,
-                      void (*format)(FILE *f, const void *arg), const void *arg)
+                      int (*format)(FILE *f, const void *arg), const void *arg)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -606,7 +606,11 @@ int write_output_file(const char *flag, const char *path,
         print_error("%s: %s", flag, strerror(errno));
         return -1;
     }
-    format(f, arg);
+    if (format(f, arg) != 0) {
+        fclose(f);
+        free(buf);
+        return -1;
+    }
     int failed = ferror(f);
     if (fclose(f) != 0 || failed) {
         print_error("%s: cannot format the output in memory: %s", flag, strerror(ENOMEM));

@@ -101,9 +101,10 @@ void critical_end(critical *c);
 int check_output_path(const char *flag, const char *path);
 
 /* Format into memory with format(f, arg) and replace path with it atomically, signals held off
- * for the write. Failures are said as "flag: why". 0 or -1. */
+ * for the write. format returns 0, or -1 when it failed and has said why (path is then left
+ * as it was). Other failures are said as "flag: why". 0 or -1. */
 int write_output_file(const char *flag, const char *path,
-                      void (*format)(FILE *f, const void *arg), const void *arg);
+                      int (*format)(FILE *f, const void *arg), const void *arg);
 
 /* ---- data sets --------------------------------------------------------------------------- */
 

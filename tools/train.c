@@ -1,6 +1,6 @@
 /*
  * train.c - `backprop train`: the network and training flags, progress lines and the optional
- * per-epoch log and the run summary. Everything numeric happens in libbackprop
+ * per-epoch log, the run summary and the saved model. Everything numeric happens in libbackprop
  * through the public header only.
  */
 #include "cli.h"
@@ -163,6 +163,7 @@ typedef struct options {
     const char *optim_flag[OPTIM_FLAGS]; /* the optimiser flags given, by OPTIM_* index */
     const char *summary;
     const char *log;     /* --log FILE: .jsonl or .csv */
+    const char *save;    /* --save FILE: the model file */
     int norm_samples_given;
 } options;
 
@@ -196,6 +197,7 @@ enum {
     OPT_DROPOUT,
     OPT_LOG,
     OPT_NORM_SAMPLES,
+    OPT_SAVE,
 };
 
 static const struct option train_longopts[] = {
@@ -228,6 +230,7 @@ static const struct option train_longopts[] = {
     {"clip-norm", required_argument, NULL, OPT_CLIP_NORM},
     {"schedule", required_argument, NULL, OPT_SCHEDULE},
     {"early-stop", required_argument, NULL, OPT_EARLY_STOP},
+    {"save", required_argument, NULL, OPT_SAVE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -333,6 +336,7 @@ static void parse_train_args(int argc, char **argv, options *o)
         case OPT_BATCHNORM: o->net.batchnorm = 1; break;
         case OPT_DROPOUT: o->net.dropout = parse_probability("--dropout", optarg); break;
         case OPT_SUMMARY: o->summary = parse_path("--summary-json", optarg); break;
+        case OPT_SAVE: o->save = parse_path("--save", optarg); break;
         case OPT_LOG:
             if (log_format_of(optarg) == LOG_UNKNOWN)
                 usage_error("--log: '%s' must end in .jsonl (JSON Lines) or .csv: the extension "
@@ -366,6 +370,11 @@ static void parse_train_args(int argc, char **argv, options *o)
         o->train.norm_samples = LOG_NORM_SAMPLES;
     if (o->log && o->summary && strcmp(o->log, o->summary) == 0)
         usage_error("--log and --summary-json name the same file '%s'", o->log);
+    if (o->save && ((o->summary && strcmp(o->save, o->summary) == 0) ||
+                    (o->log && strcmp(o->save, o->log) == 0)))
+        usage_error("--save and %s name the same file '%s'",
+                    o->summary && strcmp(o->save, o->summary) == 0 ? "--summary-json" : "--log",
+                    o->save);
 }
 
 /* ---- usage ------------------------------------------------------------------------------ */
@@ -475,7 +484,12 @@ void train_usage(FILE *f)
           "  --summary-json FILE        write the results as JSON to FILE, replacing it whole\n"
           "                             (checked before training; FILE may not be a device, "
           "FIFO,\n"
-          "                             directory or symbolic link)\n", f);
+          "                             directory or symbolic link)\n"
+          "  --save FILE                write the trained net to FILE, a model file (safetensors)\n"
+          "                             with the data's image shape, input scale, class names and\n"
+          "                             this configuration; with --early-stop it is the best\n"
+          "                             epoch's net; checked before training like --summary-json\n"
+          "                             [none]\n", f);
     fprintf(f, "  --log FILE.jsonl|FILE.csv  one record per epoch, written as it ends: epoch, "
             "eta,\n"
             "                             costs, validation accuracy, seconds, samples/s and "
@@ -496,11 +510,11 @@ void train_usage(FILE *f)
           "\n"
           "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current "
           "epoch;\n"
-          "the test accuracy and the summary are still produced and the exit status is 0. A "
-          "second\n"
-          "one, or SIGHUP, ends the process at once. Either way the summary file is whole: the "
-          "old\n"
-          "one or the new one, with no temporary file left behind.\n"
+          "the test accuracy, the summary and the model are still produced and the exit status "
+          "is 0.\n"
+          "A second one, or SIGHUP, ends the process at once. Either way the summary and model "
+          "files\n"
+          "are whole: the old one or the new one, with no temporary file left behind.\n"
           "\n"
           "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command "
           "line\n", f);
@@ -632,8 +646,9 @@ typedef struct summary {
     const char *data_dir;
 } summary;
 
-/* The run's configuration as a JSON object (the summary's "config"), its members indented by
- * `in` plus two spaces. */
+/* The run's configuration as a JSON object, its members indented by `in` plus two spaces:
+ * the summary's "config" and the model file's training record are this one text, so they
+ * cannot drift apart. */
 static void write_config_json(FILE *f, const options *o, int threads, const char *dir,
                               const char *in)
 {
@@ -692,7 +707,7 @@ typedef struct summary_job {
     const summary *s;
 } summary_job;
 
-static void write_summary_json(FILE *f, const void *arg)
+static int write_summary_json(FILE *f, const void *arg)
 {
     const summary_job *job = arg;
     const summary *s = job->s;
@@ -718,6 +733,48 @@ static void write_summary_json(FILE *f, const void *arg)
     fputs(",\n  \"config\": ", f);
     write_config_json(f, job->o, s->threads, s->data_dir, "  ");
     fputs("\n}\n", f);
+    return 0;
+}
+
+/* The trained net with what a later eval or predict needs to feed it as it was trained: the
+ * image shape, the bytes' scale, the class names of a known data set (only when the outputs
+ * are exactly its classes: the names are the outputs') and the configuration. */
+static int save_model(const options *o, const bp_net *net, const bp_idx_info *images,
+                      int threads, const char *dir)
+{
+    char *training = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&training, &len);
+    if (!f) {
+        print_error("--save: %s", strerror(errno));
+        return -1;
+    }
+    write_config_json(f, o, threads, dir, "");
+    int failed = ferror(f);
+    if (fclose(f) != 0 || failed) {
+        print_error("--save: cannot format the configuration in memory: %s", strerror(ENOMEM));
+        free(training);
+        return -1;
+    }
+    const char *names = data_class_names(o->data);
+    int n_out = o->sizes[o->net.n_sizes - 1], n_names = 0;
+    for (const char *p = names; p && *p; p++)
+        n_names += *p == ',';
+    bp_model_meta meta = {
+        .input_rows = images->rows,
+        .input_cols = images->cols,
+        .input_scale = 1.0f / 255.0f, /* what bp_dataset_gather multiplies IDX bytes by */
+        .class_names = names && n_names + 1 == n_out ? names : NULL,
+        .training = training,
+    };
+    critical c;
+    critical_begin(&c);
+    bp_status st = bp_model_save(net, o->save, &meta);
+    if (st != BP_OK)
+        print_error("--save: %s", bp_last_error());
+    critical_end(&c);
+    free(training);
+    return st == BP_OK ? 0 : -1;
 }
 
 /* ---- train ------------------------------------------------------------------------------- */
@@ -791,6 +848,8 @@ int cmd_train(int argc, char **argv)
     if (o.summary && check_output_path("--summary-json", o.summary) != 0)
         return 1;
     if (o.log && check_output_path("--log", o.log) != 0)
+        return 1;
+    if (o.save && check_output_path("--save", o.save) != 0)
         return 1;
     if (find_data(o.data, &dd, DATA_ALL_FILES, path) != 0)
         return 1;
@@ -945,6 +1004,17 @@ int cmd_train(int argc, char **argv)
     if (stdout_failed())
         goto out;
 
+    if (o.save) {
+        if (save_model(&o, net, &train_info, bp_net_threads(net), dd.path) != 0)
+            goto out;
+        /* bp_train has put the best epoch's parameters back: that is the net saved. */
+        if (o.train.early_stop > 0 && res.best_epoch > 0)
+            printf("saved the best epoch's net (epoch %d) to %s\n", res.best_epoch, o.save);
+        else
+            printf("saved the net to %s\n", o.save);
+        if (stdout_failed())
+            goto out;
+    }
 
     if (o.summary) {
         /* The library's accuracies pass through float; snap them back to count/n so the file
