@@ -1041,6 +1041,7 @@ else
     not_ok "--save in a missing directory: exit $rc"
 fi
 
+# The model the later sections judge: its test accuracy is printed here.
 run train --data "$DATA" --layers 16,8,10 --epochs 3 --eta 0.5 --threads 1 --save "$MODEL" \
     --summary-json "$MDIR/train.json"
 train_acc=$(sed -n 's/^test accuracy \(.*\)$/\1/p' "$TMP/out")
@@ -1075,6 +1076,128 @@ if [[ $rc -eq 0 ]] && grep -q "^saved the best epoch's net (epoch [0-9]*) to $MD
 else
     not_ok "--early-stop --save: exit $rc, $(grep saved "$TMP/out")"
 fi
+
+# check_help CMD FLAG...: `backprop help CMD` and `CMD --help` print the same usage, and each
+# FLAG has its line with a [default] on it or the next one (--help excepted).
+check_help() {
+    local cmd=$1 flag missing='' help_rc
+    shift
+    "$BIN" help "$cmd" >"$TMP/help-$cmd" 2>/dev/null
+    help_rc=$?
+    run "$cmd" --help
+    for flag in "$@"; do
+        if ! grep -q -- "^  $flag\( \|$\)" "$TMP/help-$cmd"; then
+            missing+=" $flag"
+        elif [[ $flag != --help ]] &&
+            ! grep -A1 -- "^  $flag\( \|$\)" "$TMP/help-$cmd" | tr '\n' ' ' | grep -q '\['; then
+            missing+=" $flag (default)"
+        fi
+    done
+    if [[ $help_rc -eq 0 && $rc -eq 0 && -z $missing ]] && cmp -s "$TMP/out" "$TMP/help-$cmd" &&
+        grep -q "^usage: backprop $cmd " "$TMP/out" && "$BIN" --help | grep -q "^  $cmd "; then
+        ok "backprop help $cmd = $cmd --help: every flag with its default; --help lists $cmd"
+    else
+        not_ok "help $cmd: exit $help_rc / $rc, undocumented:$missing"
+    fi
+}
+
+# flip_last_bit MODEL COPY: COPY is MODEL with the last bit of its last tensor flipped.
+flip_last_bit() {
+    local size last
+    cp "$1" "$2"
+    size=$(wc -c <"$1")
+    last=$(tail -c 1 "$1" | od -An -tu1 | tr -d ' ')
+    set_byte "$2" $((size - 1)) $((last ^ 1))
+}
+
+# ---- eval ------------------------------------------------------------------------------------
+check_help eval --model --data --set --summary-json --threads --help
+expect_fail 2 "help of an unknown command" "help: unknown command 'frob'" help frob
+expect_fail 2 "eval --bogus" "unknown option '--bogus'" eval --bogus
+if grep -q '^usage: backprop eval ' "$TMP/err"; then
+    ok "an eval usage error shows eval's usage"
+else
+    not_ok "eval usage error without eval's usage"
+fi
+expect_fail 2 "eval without --model" "--model: which model?" eval --data "$DATA"
+expect_fail 2 "eval without --data" "--data: which data?" eval --model "$MODEL"
+expect_fail 2 "eval --set bogus" "--set: unknown set 'bogus' (known: test, validation, train)" \
+    eval --model "$MODEL" --data "$DATA" --set bogus
+expect_fail 2 "eval --threads 0" "--threads: 0 is out of range (1..4096)" \
+    eval --model "$MODEL" --data "$DATA" --threads 0
+expect_fail 2 "eval --model with no value" "--model needs a value" eval --model
+expect_fail 2 "eval extra argument" "unexpected argument 'x'" eval --model "$MODEL" --data "$DATA" x
+
+# The model a run saves is the net it tested: eval's test accuracy is train's.
+run eval --model "$MODEL" --data "$DATA" --threads 1 --summary-json "$MDIR/eval.json"
+eval_acc=$(sed -n 's/^accuracy \(.*\)  cost .*$/\1/p' "$TMP/out")
+if [[ $rc -eq 0 && -n $train_acc && $eval_acc == "$train_acc" ]] &&
+    grep -q '^data .*: test set, 50 samples$' "$TMP/out" &&
+    grep -q '^true\\pred  0  1  2  3  4  5  6  7  8  9$' "$TMP/out"; then
+    ok "eval prints train's test accuracy ($eval_acc) and the confusion table"
+else
+    not_ok "eval: exit $rc, accuracy '$eval_acc', train's '$train_acc'"
+fi
+if [[ $(grep -cE '^ {8}[0-9]( +[0-9]+){10}$' "$TMP/out") -eq 10 ]]; then
+    ok "the confusion table has a row of ten counts per true class"
+else
+    not_ok "confusion table: $(grep -A11 '^confusion' "$TMP/out" | head -3)"
+fi
+run eval --model "$MODEL" --data "$DATA" --set validation --threads 1
+if [[ $rc -eq 0 ]] && grep -q ': validation set, 40 samples$' "$TMP/out" &&
+    grep -q '^accuracy [0-9.]*% ([0-9]*/40)' "$TMP/out"; then
+    ok "eval --set validation takes the last 1/6 of the training file (40 images)"
+else
+    not_ok "eval --set validation: exit $rc"
+fi
+run eval --model "$MODEL" --data "$DATA" --set train --threads 1
+if [[ $rc -eq 0 ]] && grep -q ': train set, 200 samples$' "$TMP/out"; then
+    ok "eval --set train takes the first 5/6 (200 images)"
+else
+    not_ok "eval --set train: exit $rc"
+fi
+if command -v python3 >/dev/null 2>&1; then
+    if check_py "$MDIR/eval.json" '
+d, t = json.load(open(f)), json.load(open(a[1]))
+assert d["accuracy"] == t["test_accuracy"], (d["accuracy"], t["test_accuracy"])
+assert d["count"] == 50 and d["set"] == "test" and d["model"] == a[0], d
+assert d["cost"] > 0 and d["correct"] == round(d["accuracy"] * 50), d
+c = d["confusion"]
+assert len(c) == 10 and all(len(r) == 10 and sum(r) == 5 for r in c), c
+assert sum(c[i][i] for i in range(10)) == d["correct"], c
+' "$MODEL" "$MDIR/train.json"; then
+        ok "eval's JSON: the train summary's test accuracy, count, set, model, confusion"
+    else
+        not_ok "eval JSON: $(tr -d '\n' <"$MDIR/eval.json" | head -c 300)"
+    fi
+fi
+
+# A model that does not fit the data: status 1, naming both.
+expect_fail 1 "eval on images of another shape" \
+    "'$TMP/shapes/t10k-images-idx3-ubyte' holds 16x1 images but the model '$MODEL' was trained" \
+    eval --model "$MODEL" --data "$TMP/shapes"
+d=$(labels_copy)
+set_byte "$d/train-labels-idx1-ubyte" $((8 + 5)) 10
+expect_fail 1 "eval on a set with more classes than the model has outputs" \
+    "'$d/train-labels-idx1-ubyte' has 11 classes but the model '$MODEL' has 10 outputs" \
+    eval --model "$MODEL" --data "$d" --set train
+
+# Missing and corrupt model files: status 1, the file named.
+expect_fail 1 "eval --model of a missing file" "--model: '$MDIR/none.st': no such file" \
+    eval --model "$MDIR/none.st" --data "$DATA"
+expect_fail 1 "eval --model of a directory" "--model: '$MDIR' is a directory" \
+    eval --model "$MDIR" --data "$DATA"
+flip_last_bit "$MODEL" "$MDIR/flipped.st"
+run eval --model "$MDIR/flipped.st" --data "$DATA"
+if [[ $rc -eq 1 ]] && has_message "$MDIR/flipped.st" && has_message "CRC" && [[ ! -s $TMP/out ]]
+then
+    ok "eval refuses a model with one bit flipped (its CRC), naming the file (exit 1)"
+else
+    not_ok "eval on a flipped model: exit $rc"
+fi
+head -c $(($(wc -c <"$MODEL") / 2)) "$MODEL" >"$MDIR/half.st"
+expect_fail 1 "a truncated model file is refused, named" "$MDIR/half.st" \
+    eval --model "$MDIR/half.st" --data "$DATA"
 
 # ---- the memory limit ---------------------------------------------------------------------
 # A net whose plan exceeds --max-memory is refused before anything is allocated, with the bytes.

@@ -626,3 +626,125 @@ int write_output_file(const char *flag, const char *path,
     critical_end(&c);
     return st == BP_OK ? 0 : -1;
 }
+
+/* ---- models ------------------------------------------------------------------------------ */
+
+int open_model(const char *path, int threads, int max_batch, bp_net **net, bp_model_meta *meta)
+{
+    char why[PATH_BUF + 256];
+    /* The library's reader would say "cannot open" for all of these alike. */
+    if (describe_node(path, 0, why, sizeof why) != 0) {
+        print_error("--model: '%s'%s", path, why);
+        return -1;
+    }
+    bp_net_config cfg;
+    bp_net_config_init(&cfg);
+    cfg.threads = threads;
+    cfg.max_batch = max_batch;
+    bp_status st = bp_model_load(net, path, &cfg, meta);
+    if (st != BP_OK) {
+        print_lib_error(st); /* the library's message names the file and the field */
+        return -1;
+    }
+    return 0;
+}
+
+int argmax(const float *a, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (a[i] > a[best])
+            best = i;
+    return best;
+}
+
+int forward_set(bp_net *net, const bp_dataset *ds, size_t limit, int per_pass,
+                int (*each)(void *user, size_t first, int batch, const float *out, int n_out),
+                void *user)
+{
+    size_t n = bp_dataset_count(ds);
+    if (limit < n)
+        n = limit;
+    int dim = bp_dataset_dim(ds), n_out = bp_net_size(net, bp_net_layers(net));
+    size_t chunk = n < (size_t)per_pass ? n : (size_t)per_pass;
+    float *x = malloc(sizeof(float) * (chunk ? chunk : 1) * (size_t)dim);
+    float *out = malloc(sizeof(float) * (chunk ? chunk : 1) * (size_t)n_out);
+    size_t *idx = malloc(sizeof(size_t) * (chunk ? chunk : 1));
+    int rc = 0;
+    if (!x || !out || !idx) {
+        print_error("%s", strerror(ENOMEM));
+        rc = -1;
+    }
+    for (size_t first = 0; rc == 0 && first < n; first += chunk) {
+        int batch = (int)(n - first < chunk ? n - first : chunk);
+        for (int j = 0; j < batch; j++)
+            idx[j] = first + (size_t)j;
+        bp_status st;
+        if ((st = bp_dataset_gather(ds, idx, batch, x, NULL, n_out)) != BP_OK ||
+            (st = bp_net_forward(net, x, dim, batch, out, n_out)) != BP_OK) {
+            print_lib_error(st);
+            rc = -1;
+        } else if (each(user, first, batch, out, n_out) != 0) {
+            rc = -1;
+        }
+    }
+    free(x);
+    free(out);
+    free(idx);
+    return rc;
+}
+
+int load_set_for_model(const char *spec, const data_dir *dd, data_set set, const bp_net *net,
+                       const bp_model_meta *meta, const char *model_path, data *d,
+                       const bp_dataset **out)
+{
+    char path[DATA_FILES][PATH_BUF];
+    unsigned files = set == SET_TEST ? DATA_TEST_FILES : DATA_TRAIN_FILES;
+    int images = set == SET_TEST ? TEST_IMAGES : TRAIN_IMAGES;
+    if (find_data(spec, dd, files, path) != 0)
+        return -1;
+    bp_idx_info info;
+    bp_status st = bp_idx_info_read(path[images], &info);
+    if (st != BP_OK) {
+        print_lib_error(st);
+        return -1;
+    }
+    int width = bp_net_size(net, 0);
+    /* The shape, not just the pixel count: 784x1 images are not 28x28 ones. */
+    if (meta->input_rows > 0 &&
+        (info.rows != meta->input_rows || info.cols != meta->input_cols)) {
+        print_error("'%s' holds %dx%d images but the model '%s' was trained on %dx%d images",
+                    path[images], info.rows, info.cols, model_path, meta->input_rows,
+                    meta->input_cols);
+        return -1;
+    }
+    if ((long long)info.rows * info.cols != width) {
+        print_error("'%s' has %d %s per sample (%dx%d images) but the model '%s' takes %d",
+                    path[images], info.rows * info.cols,
+                    plural((long)info.rows * info.cols, "input", "inputs"), info.rows,
+                    info.cols, model_path, width);
+        return -1;
+    }
+    const bp_idx_expect shape = {.rows = info.rows, .cols = info.cols};
+    if (load_data(path, files, &shape, d) != 0 || check_labels(spec, d, path) != 0)
+        return -1;
+    const bp_dataset *ds = set == SET_TEST ? d->test : set == SET_TRAIN ? d->train : d->valid;
+    if (!ds) {
+        print_error("'%s' has too few images (%zu) to split a validation set off: --set "
+                    "validation needs 6 or more", path[TRAIN_IMAGES], bp_dataset_count(d->all));
+        return -1;
+    }
+    if (bp_dataset_count(ds) == 0) {
+        print_error("'%s' holds no images", path[images]);
+        return -1;
+    }
+    int classes = bp_dataset_classes(ds), outputs = bp_net_size(net, bp_net_layers(net));
+    if (classes > outputs) {
+        print_error("'%s' has %d classes but the model '%s' has %d %s",
+                    path[set == SET_TEST ? TEST_LABELS : TRAIN_LABELS], classes, model_path,
+                    outputs, plural(outputs, "output", "outputs"));
+        return -1;
+    }
+    *out = ds;
+    return 0;
+}

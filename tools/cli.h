@@ -1,13 +1,13 @@
 /*
  * cli.h - what the `backprop` commands share: the error and usage conventions, the strict
  * number parsers, output that must not be lost (standard output, files replaced atomically),
- * the data-set lookup and loading. Each command lives in a file of its own (train.c so far);
- * backprop.c dispatches to them.
+ * the data-set lookup and loading, and opening a model file. Each command lives in a file of
+ * its own (train.c, eval.c); backprop.c dispatches to them.
  *
  * Exit status, for every command: 0 success; 1 the library or the file system failed (bad or
- * corrupt data files, too little memory, an unwritable output file or standard output); 2 the
- * command line is wrong (a bad flag, a configuration the library refuses, --layers that do not
- * fit the data).
+ * corrupt data or model files, a model that does not fit the data or image, too little memory,
+ * an unwritable output file or standard output); 2 the command line is wrong (a bad flag, a
+ * configuration the library refuses, --layers that do not fit the data).
  */
 #ifndef BP_TOOLS_CLI_H
 #define BP_TOOLS_CLI_H
@@ -40,7 +40,9 @@ enum {
 /* Each takes its own argv (argv[0] is the command's name) and returns the exit status; each
  * usage documents every flag of its command with its default. */
 int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 void train_usage(FILE *f);
+void eval_usage(FILE *f);
 
 /* ---- errors and usage -------------------------------------------------------------------- */
 
@@ -158,5 +160,41 @@ const char *data_class_names(const char *spec);
 typedef enum data_set { SET_TEST = 0, SET_VALIDATION, SET_TRAIN, SET_COUNT } data_set;
 data_set parse_set(const char *flag, const char *s);
 const char *set_name(data_set s);
+
+/* ---- models ------------------------------------------------------------------------------ */
+
+/* Open a model file for eval: path checked as a regular file first (so a
+ * missing file, a directory or a dangling link is said as for a data file), then read by
+ * bp_model_load with threads (0: the library's default) and buffers planned for max_batch
+ * columns. -1 (said, naming the file) on failure. */
+int open_model(const char *path, int threads, int max_batch, bp_net **net, bp_model_meta *meta);
+
+/* The set `set` of the data set spec (resolved to dd), for the model in model_path: the image
+ * files' shape held to the model's (its metadata's, else its input width) before any payload
+ * is read, the labels checked and within the model's outputs. *out is a view into d (which the
+ * caller frees with data_free). -1 (said) on failure, all status 1: the files do not fit each
+ * other. */
+int load_set_for_model(const char *spec, const data_dir *dd, data_set set, const bp_net *net,
+                       const bp_model_meta *meta, const char *model_path, data *d,
+                       const bp_dataset **out);
+
+/* The index of the largest of a[0 .. n), the first one on a tie: how bp_evaluate counts a
+ * sample as right. */
+int argmax(const float *a, int n);
+
+/* Forward passes over the first `limit` samples of ds (all when limit is larger), `per_pass`
+ * samples a pass (1 .. FORWARD_CHUNK), calling each(user, first, batch, out, n_out) with the
+ * outputs of samples first .. first+batch-1 (column-major, n_out a column). A non-zero return
+ * from each stops it. 0, or -1 (said or, for each's failure, its own).
+ *
+ * The outputs of a sample can differ in their last bits with the batch it is computed in (the
+ * matrix products block and round differently for different widths; one column goes through a
+ * matrix-vector product). FORWARD_CHUNK is bp_evaluate's own batch: in chunks of it the outputs,
+ * and the accuracy counted from them, are the ones bp_evaluate gave train. In chunks of 1 they
+ * depend on the sample and the model alone. */
+enum { FORWARD_CHUNK = 256 };
+int forward_set(bp_net *net, const bp_dataset *ds, size_t limit, int per_pass,
+                int (*each)(void *user, size_t first, int batch, const float *out, int n_out),
+                void *user);
 
 #endif
