@@ -1,7 +1,8 @@
 /*
  * model_outputs.c - the library's side of the PyTorch comparison (tests/test_torch.py):
  *
- *   model_outputs train MNIST_DIR MODEL     train a small net on real MNIST and save it
+ *   model_outputs train MNIST_DIR MODEL     train a small net on real MNIST and save it,
+ *                                           printing its accuracy on the test set
  *   model_outputs predict MODEL IMAGES FIRST COUNT OUT.csv
  *                                           the loaded model's outputs for images
  *                                           FIRST .. FIRST+COUNT-1, one CSV line each
@@ -50,6 +51,17 @@ static int train(const char *dir, const char *model)
     tc.eta = 0.05f;
     if (bp_train(net, part, NULL, &tc, NULL) != BP_OK)
         return fail("train");
+    /* The trained net's own figure, before any file: what the loaded model must reproduce. */
+    bp_dataset *test;
+    snprintf(images, sizeof images, "%s/t10k-images-idx3-ubyte", dir);
+    snprintf(labels, sizeof labels, "%s/t10k-labels-idx1-ubyte", dir);
+    float accuracy;
+    if (bp_dataset_load_idx(&test, images, labels) != BP_OK)
+        return fail(images);
+    if (bp_evaluate(net, test, &accuracy, NULL) != BP_OK)
+        return fail("evaluate");
+    printf("test_accuracy %.4f\n", (double)accuracy);
+    bp_dataset_free(test);
     bp_model_meta meta = {.input_rows = 28, .input_cols = 28, .input_scale = 1.0f / 255.0f,
                           .class_names = "0,1,2,3,4,5,6,7,8,9",
                           .training = "{\"epochs\": 2, \"batch\": 32, \"eta\": 0.05, "

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """test_torch.py - a model trained by the library on real MNIST, opened in PyTorch by
 examples/load_in_torch.py, gives the library's predictions on 1,000 test images: the same
-argmax for every image and every output within 1e-5.
+argmax for every image and every output within 1e-5. The file itself must hold the net that was
+trained: loaded by the library it scores on the test set exactly what the net scored before it
+was saved.
 
     test_torch.py MODEL_OUTPUTS LOAD_IN_TORCH_PY [BACKPROP_CLI]
 
@@ -11,6 +13,7 @@ PyTorch runs under Debian's /usr/bin/python3 (python3-torch; BACKPROP_TORCH_PYTH
 which need not be the python3 that runs this script. TAP on stdout; a skip with its reason
 when torch cannot be imported there.
 """
+import json
 import os
 import subprocess
 import sys
@@ -73,20 +76,21 @@ def main():
 
     data = mnist_dir()
     images = os.path.join(data, "t10k-images-idx3-ubyte")
-    print("1..4")
+    print("1..5")
     if not os.path.exists(images):
         print(f"not ok 1 - MNIST is not in {data}: run scripts/fetch-mnist.sh")
         return 1
 
     with tempfile.TemporaryDirectory(prefix="bp-torch-") as tmp:
         model = os.path.join(tmp, "mnist.safetensors")
+        summary = os.path.join(tmp, "summary.json")
         if cli_can_save(cli):
             how = "backprop train --save"
             # Batch norm and dropout after each hidden layer: every mapping of FORMAT.md.
             train = [cli, "train", "--data", data, "--epochs", "1", "--layers", "784,64,32,10",
                      "--hidden-act", "relu", "--output", "softmax", "--cost", "log-likelihood",
                      "--init", "he", "--batchnorm", "--dropout", "0.2", "--eta", "0.1",
-                     "--batch", "32", "--save", model]
+                     "--batch", "32", "--summary-json", summary, "--save", model]
         else:
             how = "model_outputs train"
             train = [tool, "train", data, model]
@@ -94,9 +98,20 @@ def main():
         print(f"{'ok' if r.returncode == 0 else 'not ok'} 1 - a model trained on MNIST by {how}")
         if r.returncode != 0:
             return 1
+        # The trained net's test accuracy, measured before it went to a file.
+        if how.startswith("backprop"):
+            with open(summary) as f:
+                trained = json.load(f)["test_accuracy"]
+        else:
+            trained = float(r.stdout.split("test_accuracy")[1].split()[0])
 
+        # The library's outputs for the whole test set from the file, PyTorch's for COUNT of
+        # them: the first ties the file to the net that was trained (a writer and a reader
+        # that garbled the tensors in the same way would agree with PyTorch and still lose
+        # the net), the second is the comparison.
         ours, theirs = os.path.join(tmp, "library.csv"), os.path.join(tmp, "torch.csv")
-        r1 = run([tool, "predict", model, images, str(FIRST), str(COUNT), ours])
+        labels = read_labels(os.path.join(data, "t10k-labels-idx1-ubyte"))
+        r1 = run([tool, "predict", model, images, "0", str(len(labels)), ours])
         r2 = run([TORCH_PYTHON, example, model, "--images", images, "--first", str(FIRST),
                   "--count", str(COUNT), "--out", theirs])
         ok = r1.returncode == 0 and r2.returncode == 0
@@ -105,14 +120,20 @@ def main():
         if not ok:
             return 1
 
-        a, b = read_csv(ours), read_csv(theirs)
+        every = read_csv(ours)
+        right = sum(every[i][0] == labels[i] for i in every)
+        print(f"# test accuracy: {trained:.4f} trained, {right / len(labels):.4f} loaded from "
+              f"the file")
+        loaded_ok = len(every) == len(labels) and right == round(trained * len(labels))
+        print(f"{'ok' if loaded_ok else 'not ok'} 3 - the loaded model scores as the trained "
+              f"net did")
+
+        a = {i: every[i] for i in range(FIRST, FIRST + COUNT)}
+        b = read_csv(theirs)
         same_rows = sorted(a) == sorted(b) == list(range(FIRST, FIRST + COUNT))
         agree = sum(a[i][0] == b[i][0] for i in a) if same_rows else 0
         print(f"# argmax agrees on {agree} of {COUNT} images")
-        labels = read_labels(os.path.join(data, "t10k-labels-idx1-ubyte"))
-        right = sum(a[i][0] == labels[i] for i in a)
-        print(f"# the model's accuracy on them: {right / len(a):.3f} (so it did learn)")
-        print(f"{'ok' if same_rows and agree == COUNT else 'not ok'} 3 - argmax identical")
+        print(f"{'ok' if same_rows and agree == COUNT else 'not ok'} 4 - argmax identical")
 
         worst, where = 0.0, None
         for i in a if same_rows else []:
@@ -124,8 +145,8 @@ def main():
                     worst, where = abs(x - y), (i, k)
         print(f"# largest |library - torch| = {worst:.3g} (image, output {where})")
         ok = same_rows and worst <= TOLERANCE
-        print(f"{'ok' if ok else 'not ok'} 4 - every output within {TOLERANCE:g}")
-        return 0 if ok and agree == COUNT else 1
+        print(f"{'ok' if ok else 'not ok'} 5 - every output within {TOLERANCE:g}")
+        return 0 if ok and agree == COUNT and loaded_ok else 1
 
 
 if __name__ == "__main__":
