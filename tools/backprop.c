@@ -1,12 +1,12 @@
 /*
  * backprop.c - the `backprop` command-line tool's entry: picks the command and hands it its
- * arguments. Each command is a file of its own (train.c, eval.c) on what
+ * arguments. Each command is a file of its own (train.c, eval.c, predict.c) on what
  * cli.c shares; everything numeric happens in libbackprop through the public header only, and
  * the tool owns what the library must never do: print, read the environment and exit.
  *
- * Exit status: 0 success; 1 the library or the file system failed (bad or corrupt data or
- * model files, a model that does not fit the data, too little memory, an unwritable summary,
- * model or standard output); 2 the command line is wrong (the user
+ * Exit status: 0 success; 1 the library or the file system failed (bad or corrupt data, model
+ * or image files, a model that does not fit the data or an image, too little memory, an
+ * unwritable summary, model, CSV or standard output); 2 the command line is wrong (the user
  * must change it: a bad flag, a configuration the library refuses, --layers that do not fit
  * the data).
  */
@@ -27,6 +27,7 @@ typedef struct command {
 static const command commands[] = {
     {"train", cmd_train, train_usage, "train a network on IDX data (its options are below)"},
     {"eval", cmd_eval, eval_usage, "a model's accuracy, cost and confusion matrix on a data set"},
+    {"predict", cmd_predict, predict_usage, "a model's outputs for a data set or PGM images"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -21,6 +21,16 @@
 
 /* ---- JSON values ----------------------------------------------------------------------- */
 
+/* The shortest %g that reads back as the float v; v finite. */
+static void shortest_float(char *buf, size_t size, float v)
+{
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, size, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v)
+            break;
+    }
+}
+
 void json_float(FILE *f, float v)
 {
     char buf[32];
@@ -28,11 +38,7 @@ void json_float(FILE *f, float v)
         fputs("null", f);
         return;
     }
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
-        if (strtof(buf, NULL) == v)
-            break;
-    }
+    shortest_float(buf, sizeof buf, v);
     fputs(buf, f);
 }
 
@@ -143,8 +149,7 @@ static void free_log(epoch_log *log)
     free(log);
 }
 
-/* A CSV cell as RFC 4180 has it: quoted, with quotes doubled, only when it needs to be. */
-static void csv_text(FILE *f, const char *s)
+void csv_text(FILE *f, const char *s)
 {
     if (!strpbrk(s, ",\"\r\n")) {
         fputs(s, f);
@@ -172,6 +177,17 @@ static void csv_number(FILE *f, double v)
         shortest_double(buf, sizeof buf, v);
         fputs(buf, f);
     }
+}
+
+void csv_float(FILE *f, float v)
+{
+    char buf[32];
+    if (!isfinite(v)) {
+        csv_number(f, v);
+        return;
+    }
+    shortest_float(buf, sizeof buf, v);
+    fputs(buf, f);
 }
 
 /* Write len bytes whole, or cut the file back to the last whole record and fail. */

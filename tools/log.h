@@ -1,6 +1,7 @@
 /*
  * log.h - the CLI's machine-readable output: the per-epoch log of `backprop train --log FILE`
- * (JSON Lines or CSV, by FILE's extension) and the JSON writers it shares with the summary.
+ * (JSON Lines or CSV, by FILE's extension) and the JSON and CSV writers it shares with the
+ * summary and the other commands' output.
  * Nothing here prints to the terminal: failures come back as a message for the caller to show.
  */
 #ifndef BP_TOOLS_LOG_H
@@ -23,6 +24,13 @@ void json_double(FILE *f, double v);
 void json_string(FILE *f, const char *s);
 /* Whether s is well-formed UTF-8 (RFC 3629), as a JSON string must be. */
 int is_utf8(const char *s);
+
+/* ---- CSV cells --------------------------------------------------------------------------- */
+
+/* A text cell as RFC 4180 has it: quoted, with quotes doubled, only when it needs to be. */
+void csv_text(FILE *f, const char *s);
+/* A float cell: the shortest decimal that reads back as v (as json_float), nan, inf or -inf. */
+void csv_float(FILE *f, float v);
 
 /* ---- the epoch log --------------------------------------------------------------------- */
 
