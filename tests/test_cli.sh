@@ -1302,6 +1302,73 @@ else
     not_ok "predict on a flipped model: exit $rc"
 fi
 
+# ---- inspect ---------------------------------------------------------------------------------
+check_help inspect --model --json --summary-json --help
+expect_fail 2 "inspect --json=1" "option '--json' takes no value" inspect --model "$MODEL" --json=1
+expect_fail 2 "inspect --mod (a prefix) without a value" "--mod needs a value" inspect --mod
+expect_fail 2 "inspect without --model" "--model: which model?" inspect --json
+if command -v python3 >/dev/null 2>&1; then
+    run inspect --model "$MODEL" --json
+    if [[ $rc -eq 0 ]] && check_py "$TMP/out" '
+d = json.load(open(f))
+assert d["parameters"] == 16 * 8 + 8 + 8 * 10 + 10 == 226, d["parameters"]
+assert [l["parameters"] for l in d["layers"]] == [136, 90], d["layers"]
+assert [l["spec"] for l in d["layers"]] == ["dense:8:sigmoid", "dense:10:sigmoid"], d["layers"]
+assert d["spec"] == "dense:8:sigmoid,dense:10:sigmoid" and d["input_width"] == 16
+assert d["cost"] == "cross-entropy" and d["outputs"] == 10 and d["buffers"] == 0
+m = d["metadata"]
+assert m["input_rows"] == 4 and m["input_cols"] == 4 and abs(m["input_scale"] - 1 / 255) < 1e-9
+assert m["class_names"] is None, m
+assert m["training"]["epochs"] == 3 and m["training"]["layers"] == [16, 8, 10], m
+t = json.load(open(a[0]))
+assert m["training"] == t["config"], (m["training"], t["config"])
+s = d["spectra"]
+assert [x["tensor"] for x in s] == ["layers.0.weight", "layers.1.weight"], s
+assert [x["shape"] for x in s] == [[8, 16], [10, 8]], s
+for x in s:
+    assert x["largest"] >= x["smallest"] > 0, x
+    assert abs(x["condition"] - x["largest"] / x["smallest"]) <= 1e-6 * x["condition"], x
+' "$MDIR/train.json"; then
+        ok "inspect --json: 226 parameters by layer, the metadata and training config, spectra"
+    else
+        not_ok "inspect --json: exit $rc, $(head -c 300 "$TMP/out")"
+    fi
+fi
+"$BIN" inspect --model "$MODEL" --json >"$MDIR/inspect-stdout.json" 2>/dev/null
+run inspect --model "$MODEL" --summary-json "$MDIR/inspect.json"
+if [[ $rc -eq 0 ]] && cmp -s "$MDIR/inspect.json" "$MDIR/inspect-stdout.json"; then
+    ok "inspect --summary-json FILE holds what --json prints"
+else
+    not_ok "inspect --summary-json: exit $rc"
+fi
+if [[ $rc -eq 0 ]] && grep -qE '^total +226$' "$TMP/out" &&
+    grep -qE '^layers\.0\.weight +8x16 ' "$TMP/out" && grep -q '"epochs": 3' "$TMP/out"; then
+    ok "inspect prints the parameter total, the spectra and the training configuration"
+else
+    not_ok "inspect: exit $rc"
+fi
+
+# Fashion-MNIST's names are recorded (the data set's own, not digits).
+BACKPROP_FASHION_DIR=$DATA run train --data fashion --layers 16,8,10 --epochs 1 \
+    --save "$MDIR/f.st"
+run inspect --model "$MDIR/f.st"
+if [[ $rc -eq 0 ]] && grep -q '^classes  *T-shirt/top,Trouser,Pullover,.*,Ankle boot$' "$TMP/out"
+then
+    ok "a model trained with --data fashion records Fashion-MNIST's class names"
+else
+    not_ok "fashion class names: exit $rc, $(grep classes "$TMP/out")"
+fi
+expect_fail 1 "inspect --model of a directory" "--model: '$MDIR' is a directory" \
+    inspect --model "$MDIR"
+flip_last_bit "$MODEL" "$MDIR/flipped.st"
+run inspect --model "$MDIR/flipped.st"
+if [[ $rc -eq 1 ]] && has_message "$MDIR/flipped.st" && has_message "CRC" && [[ ! -s $TMP/out ]]
+then
+    ok "inspect refuses a model with one bit flipped (its CRC), naming the file (exit 1)"
+else
+    not_ok "inspect on a flipped model: exit $rc"
+fi
+
 # ---- the memory limit ---------------------------------------------------------------------
 # A net whose plan exceeds --max-memory is refused before anything is allocated, with the bytes.
 run train --data "$DATA" --layers 16,30000,30000,10 --epochs 1 --max-memory 1G

@@ -1,6 +1,6 @@
 /*
  * backprop.c - the `backprop` command-line tool's entry: picks the command and hands it its
- * arguments. Each command is a file of its own (train.c, eval.c, predict.c) on what
+ * arguments. Each command is a file of its own (train.c, eval.c, predict.c, inspect.c) on what
  * cli.c shares; everything numeric happens in libbackprop through the public header only, and
  * the tool owns what the library must never do: print, read the environment and exit.
  *
@@ -28,6 +28,8 @@ static const command commands[] = {
     {"train", cmd_train, train_usage, "train a network on IDX data (its options are below)"},
     {"eval", cmd_eval, eval_usage, "a model's accuracy, cost and confusion matrix on a data set"},
     {"predict", cmd_predict, predict_usage, "a model's outputs for a data set or PGM images"},
+    {"inspect", cmd_inspect, inspect_usage,
+     "a model's architecture, parameters, metadata and weight spectra"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

@@ -2,7 +2,7 @@
  * cli.h - what the `backprop` commands share: the error and usage conventions, the strict
  * number parsers, output that must not be lost (standard output, files replaced atomically),
  * the data-set lookup and loading, and opening a model file. Each command lives in a file of
- * its own (train.c, eval.c, predict.c); backprop.c dispatches to them.
+ * its own (train.c, eval.c, predict.c, inspect.c); backprop.c dispatches to them.
  *
  * Exit status, for every command: 0 success; 1 the library or the file system failed (bad or
  * corrupt data or model files, a model that does not fit the data or image, too little memory,
@@ -42,9 +42,11 @@ enum {
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 void train_usage(FILE *f);
 void eval_usage(FILE *f);
 void predict_usage(FILE *f);
+void inspect_usage(FILE *f);
 
 /* ---- errors and usage -------------------------------------------------------------------- */
 
@@ -165,7 +167,7 @@ const char *set_name(data_set s);
 
 /* ---- models ------------------------------------------------------------------------------ */
 
-/* Open a model file for eval and predict: path checked as a regular file first (so a
+/* Open a model file for eval, predict and inspect: path checked as a regular file first (so a
  * missing file, a directory or a dangling link is said as for a data file), then read by
  * bp_model_load with threads (0: the library's default) and buffers planned for max_batch
  * columns. -1 (said, naming the file) on failure. */
