@@ -1395,6 +1395,60 @@ if [[ $rc -eq 0 && ! -s $TMP/out ]]; then
 else
     not_ok "openblas-core with OPENBLAS_CORETYPE set: exit $rc"
 fi
+# ---- checkpoints, resume, rollback ------------------------------------------------------
+CK=$TMP/ckpt
+mkdir -p "$CK"
+ck_train=(train --data "$DATA" --layers 16,8,10 --threads 1 --optimizer adam --eta 0.01
+    --batch 4)
+# A run checkpointed after epoch 2 and resumed to epoch 4 ends as the straight 4-epoch run does:
+# the same figures to the last digit (one thread: bit for bit).
+run "${ck_train[@]}" --epochs 4 --summary-json "$CK/straight.json"
+straight_rc=$rc
+run "${ck_train[@]}" --epochs 2 --checkpoint "$CK/run.ckpt" --checkpoint-every 2
+first_rc=$rc
+run train --data "$DATA" --resume "$CK/run.ckpt" --epochs 4 --threads 1 \
+    --summary-json "$CK/resumed.json"
+if [[ $straight_rc -eq 0 && $first_rc -eq 0 && $rc -eq 0 ]] &&
+    grep -q "resumed from $CK/run.ckpt at epoch 2" "$TMP/out" &&
+    python3 -c 'import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+for k in ("test_accuracy", "validation_accuracy", "epochs"):
+    assert a[k] == b[k], (k, a[k], b[k])
+assert b["config"]["optimizer"] == "adam", b["config"]
+' "$CK/straight.json" "$CK/resumed.json"; then
+    ok "--checkpoint after epoch 2 and --resume to epoch 4 match the straight run"
+else
+    not_ok "checkpoint and resume: exit $straight_rc/$first_rc/$rc"
+fi
+# The checkpoint is a model file too.
+run eval --model "$CK/run.ckpt" --data "$DATA"
+if [[ $rc -eq 0 ]]; then ok "eval reads a checkpoint as its model"; else not_ok "eval of a checkpoint: exit $rc"; fi
+expect_fail 2 "--resume with a flag that changes the run" \
+    "--resume: --eta would change the resumed run" \
+    train --data "$DATA" --resume "$CK/run.ckpt" --eta 0.1
+expect_fail 2 "--checkpoint-every without --checkpoint" "give --checkpoint FILE too" \
+    train --data "$DATA" --checkpoint-every 2
+expect_fail 2 "--on-diverge with an unknown action" "--on-diverge: 'retry' is not stop or rollback" \
+    train --data "$DATA" --on-diverge retry
+expect_fail 2 "--checkpoint-every 0" "--checkpoint-every" train --data "$DATA" \
+    --checkpoint "$CK/x.ckpt" --checkpoint-every 0
+printf 'not a checkpoint' >"$CK/bad.ckpt"
+expect_fail 1 "--resume of a file that is not one" "bad.ckpt" \
+    train --data "$DATA" --resume "$CK/bad.ckpt"
+run "${ck_train[@]}" --epochs 1 --save "$CK/model.st"
+expect_fail 1 "--resume of a model file" "not a checkpoint" \
+    train --data "$DATA" --resume "$CK/model.st"
+# A run that diverges rolls back to its last good epoch with half the rate, three times at
+# most, then fails as it would have; the last checkpoint written stays whole.
+run train --data "$DATA" --layers 16,8,10 --hidden-act relu --output linear --cost quadratic \
+    --eta 1e30 --epochs 3 --threads 1 --on-diverge rollback --checkpoint "$CK/div.ckpt"
+if [[ $rc -eq 1 ]] && [[ $(grep -c '^rollback [123] of 3: ' "$TMP/out") -eq 3 ]] &&
+    has_message "diverged" && grep -q 'with eta 1.25e+29' "$TMP/out"; then
+    ok "--on-diverge rollback: three rollbacks halving eta, then the failure (exit 1)"
+else
+    not_ok "--on-diverge rollback: exit $rc, $(grep -c '^rollback' "$TMP/out") rollbacks"
+fi
+
 # Left to itself on a CPU with AVX2 and FMA, training never runs OpenBLAS's SSE or AVX-only
 # kernels: where OpenBLAS does not know the CPU, the tool restarts itself with fitting ones.
 flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "

@@ -165,6 +165,14 @@ typedef struct options {
     const char *log;     /* --log FILE: .jsonl or .csv */
     const char *save;    /* --save FILE: the model file */
     int norm_samples_given;
+    const char *checkpoint; /* --checkpoint FILE */
+    int checkpoint_every;   /* --checkpoint-every N epochs [1] */
+    const char *resume;     /* --resume FILE */
+    int rollback;           /* --on-diverge rollback */
+    int epochs_given;
+    /* The first flag given that sets the network or the training: a resumed run takes both from
+     * its checkpoint, and such a flag would silently not apply. */
+    const char *run_flag;
 } options;
 
 enum {
@@ -198,6 +206,10 @@ enum {
     OPT_LOG,
     OPT_NORM_SAMPLES,
     OPT_SAVE,
+    OPT_CHECKPOINT,
+    OPT_CHECKPOINT_EVERY,
+    OPT_RESUME,
+    OPT_ON_DIVERGE,
 };
 
 static const struct option train_longopts[] = {
@@ -231,6 +243,10 @@ static const struct option train_longopts[] = {
     {"schedule", required_argument, NULL, OPT_SCHEDULE},
     {"early-stop", required_argument, NULL, OPT_EARLY_STOP},
     {"save", required_argument, NULL, OPT_SAVE},
+    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"on-diverge", required_argument, NULL, OPT_ON_DIVERGE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -261,9 +277,21 @@ static void check_optimizer_flags(const options *o)
                         i == OPTIM_WEIGHT_DECAY ? "s" : "", bp_optimizer_name(k));
 }
 
+/* "--eta" for OPT_ETA: argv's last word may be the option's value, not its name. */
+static const char *long_name(int c)
+{
+    static char name[40];
+    for (const struct option *opt = train_longopts; opt->name; opt++)
+        if (opt->val == c) {
+            snprintf(name, sizeof name, "--%s", opt->name);
+            return name;
+        }
+    return "an option";
+}
+
 static void parse_train_args(int argc, char **argv, options *o)
 {
-    *o = (options){.data = "mnist"};
+    *o = (options){.data = "mnist", .checkpoint_every = 1};
     bp_net_config_init(&o->net);
     bp_train_config_init(&o->train);
     /* One --seed drives initialisation and shuffling alike, so the default is one number too:
@@ -279,6 +307,11 @@ static void parse_train_args(int argc, char **argv, options *o)
     int c;
     while ((c = getopt_long(argc, argv, ":h", train_longopts, NULL)) != -1) {
         const char *flag = argv[optind - 1];
+        /* Everything but where the data, the output and the threads go changes the run. */
+        if (!o->run_flag && c >= OPT_DATA && c != OPT_DATA && c != OPT_EPOCHS &&
+            c != OPT_THREADS && c != OPT_BACKEND && c != OPT_SUMMARY && c != OPT_MAX_MEMORY &&
+            c != OPT_SAVE && c != OPT_LOG && c < OPT_CHECKPOINT)
+            o->run_flag = long_name(c);
         switch (c) {
         case OPT_DATA:
             if (optarg[0] == '\0')
@@ -291,6 +324,7 @@ static void parse_train_args(int argc, char **argv, options *o)
         case OPT_COST: o->net.cost = parse_cost("--cost", optarg); break;
         case OPT_EPOCHS:
             o->train.epochs = (int)parse_uint("--epochs", optarg, 1, INT_MAX);
+            o->epochs_given = 1;
             break;
         case OPT_BATCH:
             o->train.batch = (int)parse_uint("--batch", optarg, 1, BP_MAX_BATCH);
@@ -337,6 +371,16 @@ static void parse_train_args(int argc, char **argv, options *o)
         case OPT_DROPOUT: o->net.dropout = parse_probability("--dropout", optarg); break;
         case OPT_SUMMARY: o->summary = parse_path("--summary-json", optarg); break;
         case OPT_SAVE: o->save = parse_path("--save", optarg); break;
+        case OPT_CHECKPOINT: o->checkpoint = parse_path("--checkpoint", optarg); break;
+        case OPT_CHECKPOINT_EVERY:
+            o->checkpoint_every = (int)parse_uint("--checkpoint-every", optarg, 1, INT_MAX);
+            break;
+        case OPT_RESUME: o->resume = parse_path("--resume", optarg); break;
+        case OPT_ON_DIVERGE:
+            if (strcmp(optarg, "stop") != 0 && strcmp(optarg, "rollback") != 0)
+                usage_error("--on-diverge: '%s' is not stop or rollback", optarg);
+            o->rollback = strcmp(optarg, "rollback") == 0;
+            break;
         case OPT_LOG:
             if (log_format_of(optarg) == LOG_UNKNOWN)
                 usage_error("--log: '%s' must end in .jsonl (JSON Lines) or .csv: the extension "
@@ -370,6 +414,18 @@ static void parse_train_args(int argc, char **argv, options *o)
         o->train.norm_samples = LOG_NORM_SAMPLES;
     if (o->log && o->summary && strcmp(o->log, o->summary) == 0)
         usage_error("--log and --summary-json name the same file '%s'", o->log);
+    if (o->resume && o->run_flag)
+        usage_error("--resume: %s would change the resumed run, whose network and training "
+                    "settings come from the checkpoint (only --epochs, --data, --threads, "
+                    "--backend, --max-memory and the output flags apply)", o->run_flag);
+    if (o->checkpoint_every != 1 && !o->checkpoint)
+        usage_error("--checkpoint-every: the checkpoints go to the --checkpoint file; give "
+                    "--checkpoint FILE too");
+    const char *outputs[] = {o->summary, o->log, o->save};
+    for (int i = 0; i < 3 && o->checkpoint; i++)
+        if (outputs[i] && strcmp(outputs[i], o->checkpoint) == 0)
+            usage_error("--checkpoint and another output flag name the same file '%s'",
+                        o->checkpoint);
     if (o->save && ((o->summary && strcmp(o->save, o->summary) == 0) ||
                     (o->log && strcmp(o->save, o->log) == 0)))
         usage_error("--save and %s name the same file '%s'",
@@ -489,7 +545,19 @@ void train_usage(FILE *f)
           "                             with the data's image shape, input scale, class names and\n"
           "                             this configuration; with --early-stop it is the best\n"
           "                             epoch's net; checked before training like --summary-json\n"
-          "                             [none]\n", f);
+          "                             [none]\n"
+          "  --checkpoint FILE          after every --checkpoint-every N epochs [1], write the\n"
+          "                             whole run to FILE (the model, the optimiser's state, the\n"
+          "                             sample order, the generator, the schedule), atomically;\n"
+          "                             it is also a model file for eval and predict [none]\n"
+          "  --resume FILE              continue the run FILE holds, to --epochs in all [the\n"
+          "                             run's own]; the net and the training settings come from\n"
+          "                             FILE, so flags that set them are refused; --data must\n"
+          "                             be the run's data. On one thread the result is the\n"
+          "                             uninterrupted run's, bit for bit\n"
+          "  --on-diverge stop|rollback when training diverges, stop with an error, or go back\n"
+          "                             to the last good epoch with half the rate and go on (at\n"
+          "                             most 3 times, each printed) [stop]\n", f);
     fprintf(f, "  --log FILE.jsonl|FILE.csv  one record per epoch, written as it ends: epoch, "
             "eta,\n"
             "                             costs, validation accuracy, seconds, samples/s and "
@@ -555,7 +623,89 @@ typedef struct progress {
     const bp_dataset *valid;
     float *x, *out; /* room for PROBE_SAMPLES inputs and outputs */
     int show_eta;   /* a schedule moves eta: the epoch line says what it was */
+    /* --checkpoint: the trainer, where and how often, and the model metadata to record. */
+    bp_trainer *trainer;
+    const char *checkpoint;
+    int checkpoint_every, checkpoint_failed;
+    const bp_model_meta *meta;
+    /* --on-diverge rollback: the state after the last good epoch. */
+    struct snapshot *snapshot;
 } progress;
+
+/* ---- rollback ------------------------------------------------------------------------------ */
+
+enum { MAX_ROLLBACKS = 3 };
+
+/* Everything a trainer and its net need to be put back as they were after an epoch: copies of
+ * the parameter and state arenas and of the trainer's state (its arrays included). */
+typedef struct snapshot {
+    int valid;
+    float *params, *net_state, *optimizer_state, *best;
+    size_t *order;
+    size_t n_params, n_state;
+    bp_trainer_state state;
+} snapshot;
+
+static void snapshot_free(snapshot *s)
+{
+    free(s->params);
+    free(s->net_state);
+    free(s->optimizer_state);
+    free(s->best);
+    free(s->order);
+    memset(s, 0, sizeof *s);
+}
+
+/* 0, or -1 when there is no memory for it (then there is nothing to roll back to). */
+static int snapshot_take(snapshot *s, bp_trainer *t)
+{
+    bp_net *net = bp_trainer_net(t);
+    bp_trainer_state st;
+    if (bp_trainer_get_state(t, &st) != BP_OK)
+        return -1;
+    size_t np, ns;
+    const float *params = bp_net_params(net, &np), *state = bp_net_state(net, &ns);
+    if (!s->params) {
+        s->params = malloc(sizeof(float) * (np ? np : 1));
+        s->net_state = malloc(sizeof(float) * (ns ? ns : 1));
+        s->optimizer_state = malloc(sizeof(float) * (st.optimizer_state_count + 1));
+        s->best = malloc(sizeof(float) * (np + ns + 1));
+        s->order = malloc(sizeof(size_t) * (st.n + 1));
+        if (!s->params || !s->net_state || !s->optimizer_state || !s->best || !s->order) {
+            snapshot_free(s);
+            return -1;
+        }
+    }
+    memcpy(s->params, params, sizeof(float) * np);
+    if (ns)
+        memcpy(s->net_state, state, sizeof(float) * ns);
+    memcpy(s->order, st.order, sizeof(size_t) * st.n);
+    if (st.optimizer_state_count)
+        memcpy(s->optimizer_state, st.optimizer_state,
+               sizeof(float) * st.optimizer_state_count);
+    if (st.best_params)
+        memcpy(s->best, st.best_params, sizeof(float) * st.best_count);
+    s->state = st;
+    s->state.order = s->order;
+    s->state.optimizer_state = st.optimizer_state_count ? s->optimizer_state : NULL;
+    s->state.best_params = st.best_params ? s->best : NULL;
+    s->n_params = np;
+    s->n_state = ns;
+    s->valid = 1;
+    return 0;
+}
+
+/* Put the trainer and its net back as they were, the learning rate halved. */
+static bp_status snapshot_restore(const snapshot *s, bp_trainer *t)
+{
+    bp_net *net = bp_trainer_net(t);
+    memcpy(bp_net_params(net, NULL), s->params, sizeof(float) * s->n_params);
+    if (s->n_state)
+        memcpy(bp_net_state(net, NULL), s->net_state, sizeof(float) * s->n_state);
+    bp_trainer_state st = s->state;
+    st.eta /= 2.0;
+    return bp_trainer_set_state(t, &st);
+}
 
 enum { PROBE_SAMPLES = 64 };
 /* Measured on the test's data: saturated nets spread their outputs by 5e-6 at most, nets that
@@ -633,6 +783,20 @@ static int print_epoch(const bp_epoch_report *r, void *user)
                 100.0 * r->validation_accuracy, p->classes, plural(p->classes, "class",
                                                                    "classes"));
     }
+    if (p->checkpoint && r->epoch % p->checkpoint_every == 0) {
+        critical c;
+        critical_begin(&c);
+        bp_status st = bp_checkpoint_save(p->trainer, p->checkpoint, p->meta);
+        critical_end(&c);
+        if (st != BP_OK) {
+            print_error("--checkpoint: %s", bp_last_error());
+            p->checkpoint_failed = 1;
+            return 1;
+        }
+    }
+    if (p->snapshot && snapshot_take(p->snapshot, p->trainer) != 0)
+        fprintf(stderr, "backprop: warning: no memory to keep epoch %d for --on-diverge "
+                "rollback\n", r->epoch);
     return stop_signal ? 1 : 0;
 }
 
@@ -739,42 +903,84 @@ static int write_summary_json(FILE *f, const void *arg)
 /* The trained net with what a later eval or predict needs to feed it as it was trained: the
  * image shape, the bytes' scale, the class names of a known data set (only when the outputs
  * are exactly its classes: the names are the outputs') and the configuration. */
-static int save_model(const options *o, const bp_net *net, const bp_idx_info *images,
-                      int threads, const char *dir)
+/* The model file's metadata for this run: the data's image shape and scaling, its class names
+ * when the outputs are exactly those classes, and the configuration as JSON (*training, which
+ * the caller frees). 0, or -1 with the reason printed (flag names the output). */
+static int model_meta(const options *o, int n_out, const bp_idx_info *images, int threads,
+                      const char *dir, const char *flag, bp_model_meta *meta, char **training)
 {
-    char *training = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&training, &len);
+    *training = NULL;
+    FILE *f = open_memstream(training, &len);
     if (!f) {
-        print_error("--save: %s", strerror(errno));
+        print_error("%s: %s", flag, strerror(errno));
         return -1;
     }
     write_config_json(f, o, threads, dir, "");
     int failed = ferror(f);
     if (fclose(f) != 0 || failed) {
-        print_error("--save: cannot format the configuration in memory: %s", strerror(ENOMEM));
-        free(training);
+        print_error("%s: cannot format the configuration in memory: %s", flag,
+                    strerror(ENOMEM));
+        free(*training);
+        *training = NULL;
         return -1;
     }
     const char *names = data_class_names(o->data);
-    int n_out = o->sizes[o->net.n_sizes - 1], n_names = 0;
+    int n_names = 0;
     for (const char *p = names; p && *p; p++)
         n_names += *p == ',';
-    bp_model_meta meta = {
+    *meta = (bp_model_meta){
         .input_rows = images->rows,
         .input_cols = images->cols,
         .input_scale = 1.0f / 255.0f, /* what bp_dataset_gather multiplies IDX bytes by */
         .class_names = names && n_names + 1 == n_out ? names : NULL,
-        .training = training,
+        .training = *training,
     };
+    return 0;
+}
+
+static int save_model(const options *o, const bp_net *net, const bp_model_meta *meta)
+{
     critical c;
     critical_begin(&c);
-    bp_status st = bp_model_save(net, o->save, &meta);
+    bp_status st = bp_model_save(net, o->save, meta);
     if (st != BP_OK)
         print_error("--save: %s", bp_last_error());
     critical_end(&c);
-    free(training);
     return st == BP_OK ? 0 : -1;
+}
+
+/* The options a resumed run's net stands for, read back from its spec ("dense:30:linear,
+ * batchnorm:sigmoid,dropout:0.5,dense:10:sigmoid"), so the header line and the recorded
+ * configuration describe the net actually trained. */
+static void options_from_net(options *o, const bp_net *net)
+{
+    const char *spec = bp_net_spec(net);
+    o->net.n_sizes = 1;
+    o->sizes[0] = bp_net_size(net, 0);
+    o->net.batchnorm = 0;
+    o->net.dropout = 0.0f;
+    for (const char *p = spec; p && *p;) {
+        size_t len = strcspn(p, ",");
+        char tok[64];
+        snprintf(tok, sizeof tok, "%.*s", (int)(len < sizeof tok ? len : sizeof tok - 1), p);
+        char *act = strrchr(tok, ':');
+        if (strncmp(tok, "dense:", 6) == 0 && o->net.n_sizes < BP_MAX_SIZES) {
+            o->sizes[o->net.n_sizes++] = atoi(tok + 6);
+            if (act)
+                bp_activation_parse(act + 1, &o->net.output);
+            if (o->net.output != BP_ACT_LINEAR || !o->net.batchnorm)
+                o->net.hidden = o->net.n_sizes == 2 ? o->net.output : o->net.hidden;
+        } else if (strncmp(tok, "batchnorm", 9) == 0) {
+            o->net.batchnorm = 1;
+            if (act)
+                bp_activation_parse(act + 1, &o->net.hidden);
+        } else if (strncmp(tok, "dropout:", 8) == 0) {
+            o->net.dropout = strtof(tok + 8, NULL);
+        }
+        p += len + (p[len] == ',');
+    }
+    o->net.cost = bp_net_cost(net);
 }
 
 /* ---- train ------------------------------------------------------------------------------- */
@@ -851,6 +1057,8 @@ int cmd_train(int argc, char **argv)
         return 1;
     if (o.save && check_output_path("--save", o.save) != 0)
         return 1;
+    if (o.checkpoint && check_output_path("--checkpoint", o.checkpoint) != 0)
+        return 1;
     if (find_data(o.data, &dd, DATA_ALL_FILES, path) != 0)
         return 1;
 
@@ -870,8 +1078,11 @@ int cmd_train(int argc, char **argv)
         return 1;
     }
     int dim = train_info.rows * train_info.cols;
+    bp_trainer *trainer = NULL;
+    snapshot snap = {0};
+    char *training_json = NULL;
     /* A wrong --layers for this data set is the user's to fix: status 2, like any bad flag. */
-    if (o.sizes[0] != dim) {
+    if (!o.resume && o.sizes[0] != dim) {
         print_error("--layers: the input layer has %d %s but '%s' has %d %s per sample (%dx%d "
                     "images; try --layers %d,...)", o.sizes[0],
                     plural(o.sizes[0], "neuron", "neurons"), dd.path, dim,
@@ -887,7 +1098,7 @@ int cmd_train(int argc, char **argv)
      * and should not wait for the payload. */
     o.net.sizes = o.sizes;
     o.net.max_batch = max_batch > 0 ? max_batch : 1;
-    if ((st = bp_net_create(&net, &o.net)) != BP_OK) {
+    if (!o.resume && (st = bp_net_create(&net, &o.net)) != BP_OK) {
         print_lib_error(st);
         /* The whole configuration comes from the command line, so a configuration the library
          * refuses is the user's to fix; running out of memory is not. */
@@ -895,6 +1106,9 @@ int cmd_train(int argc, char **argv)
         goto out;
     }
 
+    if (o.resume)
+        goto load;
+print_header:
     printf("backprop %s  layers ", bp_version());
     for (int i = 0; i < o.net.n_sizes; i++)
         printf("%s%d", i ? "," : "", o.sizes[i]);
@@ -907,14 +1121,42 @@ int cmd_train(int argc, char **argv)
     const char *fallback = getenv(FALLBACK_VAR);
     if (fallback && *fallback)
         printf(" (OpenBLAS chose %s for this CPU)", fallback);
+    if (o.resume)
+        printf("  resumed from %s at epoch %d", o.resume, bp_trainer_epochs_done(trainer));
     putchar('\n');
     if (stdout_failed())
         goto out;
+    if (o.resume)
+        goto loaded;
 
+load:;
     /* Both files held to the shape read above, should they have changed since. */
     const bp_idx_expect shape = {.rows = train_info.rows, .cols = train_info.cols};
     if (load_data(path, DATA_ALL_FILES, &shape, &d) != 0 || check_labels(o.data, &d, path) != 0)
         goto out;
+    if (o.resume) {
+        /* The net and the run come from the checkpoint; the data must be the run's. */
+        bp_net_config nc;
+        bp_net_config_init(&nc);
+        nc.backend = o.net.backend;
+        if ((st = bp_checkpoint_load(o.resume, d.train, &nc, &net, &trainer, NULL)) != BP_OK) {
+            print_error("--resume: %s", bp_last_error());
+            goto out;
+        }
+        if (bp_net_size(net, 0) != dim) {
+            print_error("--resume: the checkpoint's net has %d inputs but '%s' has %d per "
+                        "sample", bp_net_size(net, 0), dd.path, dim);
+            goto out;
+        }
+        int epochs = o.train.epochs;
+        bp_trainer_config(trainer, &o.train);
+        if (o.epochs_given)
+            o.train.epochs = epochs;
+        options_from_net(&o, net);
+        o.net.seed = o.train.seed;
+        goto print_header;
+    }
+loaded:;
 
     int classes = bp_dataset_classes(d.train), test_classes = bp_dataset_classes(d.test);
     if (test_classes > classes)
@@ -959,18 +1201,49 @@ int cmd_train(int argc, char **argv)
         print_error("%s", why);
         goto out;
     }
-    if (log && o.train.norm_samples > 0 && log_initial_net(log, net, &d, &o.train) != 0)
+    if (!o.resume && log && o.train.norm_samples > 0 &&
+        log_initial_net(log, net, &d, &o.train) != 0)
         goto out;
     prog.log = log;
-    install_stop_handlers();
-    o.train.on_epoch = print_epoch;
-    o.train.user = &prog;
-    bp_train_result res;
-    if ((st = bp_train(net, d.train, d.valid, &o.train, &res)) != BP_OK) {
+    bp_model_meta meta;
+    if ((o.save || o.checkpoint) &&
+        model_meta(&o, n_out, &train_info, bp_net_threads(net), dd.path,
+                   o.save ? "--save" : "--checkpoint", &meta, &training_json) != 0)
+        goto out;
+    if (!trainer && (st = bp_trainer_create(&trainer, net, d.train, &o.train)) != BP_OK) {
         print_lib_error(st);
         goto out;
     }
-    if (prog.output_failed || prog.log_failed)
+    prog.trainer = trainer;
+    prog.checkpoint = o.checkpoint;
+    prog.checkpoint_every = o.checkpoint_every;
+    prog.meta = &meta;
+    if (o.rollback) {
+        prog.snapshot = &snap;
+        if (snapshot_take(&snap, trainer) != 0) {
+            print_error("--on-diverge rollback: %s", strerror(ENOMEM));
+            goto out;
+        }
+    }
+    install_stop_handlers();
+    bp_train_result res;
+    /* A diverged run rolls back to its last good epoch with half the rate, at most
+     * MAX_ROLLBACKS times; the last good checkpoint, written only after good epochs, stays. */
+    for (int rollbacks = 0;; rollbacks++) {
+        st = bp_trainer_run(trainer, d.valid, o.train.epochs, print_epoch, &prog, &res);
+        if (st != BP_EDIVERGED || !o.rollback || rollbacks == MAX_ROLLBACKS || !snap.valid)
+            break;
+        printf("rollback %d of %d: %s; back to epoch %d with eta %g\n", rollbacks + 1,
+               MAX_ROLLBACKS, bp_last_error(), snap.state.epoch, snap.state.eta / 2.0);
+        if ((st = snapshot_restore(&snap, trainer)) != BP_OK)
+            break;
+        snap.state.eta /= 2.0; /* the rate a further rollback halves again */
+    }
+    if (st != BP_OK) {
+        print_lib_error(st);
+        goto out;
+    }
+    if (prog.output_failed || prog.log_failed || prog.checkpoint_failed)
         goto out;
     int log_closed = epoch_log_close(log, why, sizeof why);
     log = NULL;
@@ -1005,7 +1278,7 @@ int cmd_train(int argc, char **argv)
         goto out;
 
     if (o.save) {
-        if (save_model(&o, net, &train_info, bp_net_threads(net), dd.path) != 0)
+        if (save_model(&o, net, &meta) != 0)
             goto out;
         /* bp_train has put the best epoch's parameters back: that is the net saved. */
         if (o.train.early_stop > 0 && res.best_epoch > 0)
@@ -1051,6 +1324,9 @@ out:
     /* On a failed run the log keeps the epochs it has; a second error about it would add
      * nothing. */
     epoch_log_close(log, why, sizeof why);
+    bp_trainer_free(trainer);
+    snapshot_free(&snap);
+    free(training_json);
     free(probe_x);
     free(probe_out);
     bp_net_free(net);
