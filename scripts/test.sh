@@ -54,7 +54,12 @@ OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
     run_build build-tsan "--suite fast" --buildtype=debugoptimized -Db_sanitize=thread \
     -Db_lundef=false
 
-# Count the results meson recorded for the three builds.
+# The fuzz targets (fuzz/) under ASan and UBSan, about 30 s each from the seed corpus: one test
+# per target in the count below (scripts/fuzz.sh; skipped, and counted as neither, without
+# clang).
+scripts/fuzz.sh 30
+
+# Count the results meson recorded for the three builds, and the fuzz targets'.
 python3 - "$failed_builds" <<'PY'
 import json, sys
 passed = failed = 0
@@ -69,6 +74,13 @@ for d in ("build", "build-sanitize", "build-tsan"):
             passed += r != "SKIP"
         else:
             failed += 1
+try:
+    for line in open("build-fuzz/results").read().splitlines():
+        r = line.split()[-1]
+        passed += r == "OK"
+        failed += r == "FAIL"
+except OSError:
+    failed += 1  # fuzz.sh ended before it could say anything
 failed += int(sys.argv[1])
 print(f"tests: {passed} passed, {failed} failed")
 sys.exit(1 if failed or passed == 0 else 0)
