@@ -4,7 +4,8 @@
 # then fast and slow again in an address+undefined sanitizer build (instruction counts mean
 # nothing there, and the book's trainings would take an hour), and the fast suites in a
 # ThreadSanitizer build (they run training steps on 2 and 3 threads). Ends with the line
-# `tests: N passed, M failed`, counting every meson test of the three builds.
+# `tests: N passed, M failed`, counting every meson test of the three builds and one test per
+# fuzz target (scripts/fuzz.sh, run last).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
