@@ -188,6 +188,34 @@ static void idx_seeds(void)
     free(b);
 }
 
+/* Real model files: a dense net, one with batch norm and dropout, both with metadata. */
+static void model_seeds(void)
+{
+    static const char *const specs[] = {"dense:3:tanh,dense:2:softmax",
+                                        "dense:4:linear,batchnorm:relu,dropout:0.5,dense:2"};
+    static const bp_cost costs[] = {BP_COST_LOG_LIKELIHOOD, BP_COST_CROSS_ENTROPY};
+    for (int i = 0; i < 2; i++) {
+        int width = 5;
+        bp_net_config cfg;
+        bp_net_config_init(&cfg);
+        cfg.sizes = &width;
+        cfg.n_sizes = 1;
+        cfg.layers = specs[i];
+        cfg.cost = costs[i];
+        cfg.threads = 1;
+        bp_net *net;
+        if (bp_net_create(&net, &cfg) != BP_OK)
+            fail("a seed net");
+        const bp_model_meta meta = {.input_rows = 1, .input_cols = 5, .input_scale = 0.5f,
+                                    .class_names = "no,yes", .training = "{\"eta\": 0.5}"};
+        char name[32];
+        snprintf(name, sizeof name, "model-%d.safetensors", i);
+        if (bp_model_save(net, in_dir("model", name), &meta) != BP_OK)
+            fail("a seed model");
+        bp_net_free(net);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -202,7 +230,11 @@ int main(int argc, char **argv)
     snprintf(sub, sizeof sub, "%s/idx", dir);
     if (mkdir(sub, 0755) != 0 && errno != EEXIST)
         fail(sub);
+    snprintf(sub, sizeof sub, "%s/model", dir);
+    if (mkdir(sub, 0755) != 0 && errno != EEXIST)
+        fail(sub);
     safetensors_seeds();
     idx_seeds();
+    model_seeds();
     return 0;
 }

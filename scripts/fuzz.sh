@@ -20,8 +20,10 @@ cd "$(dirname "$0")/.."
 
 budget=${1:-30}
 out=build-fuzz
-targets=(fuzz_safetensors fuzz_idx)
-corpus_of() { case $1 in fuzz_safetensors) echo safetensors ;; fuzz_idx) echo idx ;; esac; }
+targets=(fuzz_safetensors fuzz_idx fuzz_model)
+corpus_of() {
+    case $1 in fuzz_safetensors) echo safetensors ;; fuzz_idx) echo idx ;; fuzz_model) echo model ;; esac
+}
 
 mkdir -p "$out"
 : >"$out/results"
