@@ -250,19 +250,14 @@ static void gather_columns(void *ctx, int c0, int c1)
 
 struct bp_trainer {
     bp_net *net;
-    bp_train_config cfg;  /* as given to create, callback cleared: what a checkpoint records */
+    /* The configuration as given to create, callback cleared: the run's settings (batch, seed,
+     * regularisation, schedule, eta0 = cfg.eta, cfg.epochs the length cosine anneals over)
+     * and what a checkpoint records. */
+    bp_train_config cfg;
     const bp_dataset *train;
     bp_optimizer opt;     /* the weights' hyper-parameters; opt.eta follows `eta` below */
-    int batch;
-    uint64_t seed;
     size_t n;
-    float lambda, l1;     /* the regularisation, as configured; n divides them */
-    bp_schedule schedule;
-    double eta0;          /* cfg->eta */
-    int epochs;           /* cfg->epochs: the length cosine anneals over */
-    int early_stop;
-    size_t norm_samples;
-    double *norms;        /* n_norms per-tensor gradient norms, when norm_samples > 0 */
+    double *norms;        /* n_norms per-tensor gradient norms, when cfg.norm_samples > 0 */
     int n_norms;
     /* The resumable state (bp_trainer_state): */
     int epoch;            /* epochs completed */
@@ -289,7 +284,7 @@ struct bp_trainer {
  * (lambda / 2n) sum w^2 + (l1 / n) sum |w|. */
 static double regularisation_cost(const bp_trainer *t)
 {
-    if (t->lambda == 0.0f && t->l1 == 0.0f)
+    if (t->cfg.lambda == 0.0f && t->cfg.l1 == 0.0f)
         return 0.0;
     double squares = 0.0, absolutes = 0.0;
     int n_tensors = bp_net_tensor_count(t->net);
@@ -304,8 +299,8 @@ static double regularisation_cost(const bp_trainer *t)
             absolutes += fabs((double)w[i]);
         }
     }
-    return (double)t->lambda / (2.0 * (double)t->n) * squares +
-           (double)t->l1 / (double)t->n * absolutes;
+    return (double)t->cfg.lambda / (2.0 * (double)t->n) * squares +
+           (double)t->cfg.l1 / (double)t->n * absolutes;
 }
 
 static int finite_nonnegative(float v) { return v >= 0.0f && isfinite(v); }
@@ -430,11 +425,8 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
     }
     for (size_t i = 0; i < n; i++)
         order[i] = i;
-    *t = (bp_trainer){.net = net, .train = train, .opt = opt, .batch = cfg->batch,
-                      .seed = cfg->seed, .n = n, .lambda = cfg->lambda, .l1 = cfg->l1,
-                      .schedule = cfg->schedule, .eta0 = cfg->eta, .epochs = cfg->epochs,
-                      .early_stop = cfg->early_stop, .norm_samples = (size_t)cfg->norm_samples,
-                      .norms = norms, .n_norms = n_norms, .order = order, .state = state,
+    *t = (bp_trainer){.net = net, .train = train, .opt = opt, .n = n, .norms = norms,
+                      .n_norms = n_norms, .order = order, .state = state,
                       .state_count = state_count, .eta = cfg->eta, .best_accuracy = -1.0,
                       .best_params = best, .cfg = *cfg};
     t->cfg.on_epoch = NULL;
@@ -474,13 +466,13 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
     for (long done = 0; t->position < t->n && (max_batches <= 0 || done < max_batches); done++) {
         size_t start = t->position;
         /* Nielsen keeps the last, shorter mini-batch; so do we. */
-        int batch = t->n - start < (size_t)t->batch ? (int)(t->n - start) : t->batch;
+        int batch = t->n - start < (size_t)t->cfg.batch ? (int)(t->n - start) : t->cfg.batch;
         gather_job gather = {t->train, t->order + start, net->x_batch, net->y_batch, n_in, n_out};
         const bp_batch_fill fill = {gather_columns, &gather};
         /* The run's seed and the step's number key the randomness drawn inside it (net.h),
          * so a resumed run, whose net was made again from a file, draws the same masks. */
         t->steps++;
-        net->seed = t->seed;
+        net->seed = t->cfg.seed;
         net->step = t->steps;
         double c = bp_train_step(net, &t->opt, t->state, t->steps, net->x_batch, n_in,
                                  net->y_batch, n_out, batch, &fill);
@@ -516,7 +508,7 @@ static bp_status finish_epoch(bp_trainer *t, bp_epoch_report *report)
     t->position = 0;
     bp_status st = BP_OK;
     if (t->n_norms)
-        st = bp_net_grad_norms(t->net, t->train, t->norm_samples, t->norms, t->n_norms);
+        st = bp_net_grad_norms(t->net, t->train, (size_t)t->cfg.norm_samples, t->norms, t->n_norms);
     if (report)
         *report = (bp_epoch_report){
             .epoch = t->epoch,
@@ -567,12 +559,12 @@ bp_status bp_trainer_batches(bp_trainer *t, long max_batches, int *epoch_finishe
  * keeps epoch E's rate after E: its formula reaches 0 at E + 1 and would climb again after. */
 static double scheduled_eta(const bp_trainer *t, int e)
 {
-    const bp_schedule *s = &t->schedule;
+    const bp_schedule *s = &t->cfg.schedule;
     if (s->kind == BP_SCHEDULE_STEP)
-        return t->eta0 * pow((double)s->factor, (double)((e - 1) / s->epochs));
+        return t->cfg.eta * pow((double)s->factor, (double)((e - 1) / s->epochs));
     if (s->kind == BP_SCHEDULE_COSINE) {
-        int k = e < t->epochs ? e : t->epochs;
-        return t->eta0 * (1.0 + cos(M_PI * (double)(k - 1) / (double)t->epochs)) / 2.0;
+        int k = e < t->cfg.epochs ? e : t->cfg.epochs;
+        return t->cfg.eta * (1.0 + cos(M_PI * (double)(k - 1) / (double)t->cfg.epochs)) / 2.0;
     }
     return t->eta;
 }
@@ -598,10 +590,10 @@ bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *sto
     if (!(acc == -1.0 || (acc >= 0.0 && acc <= 1.0)))
         return bp_fail(BP_EINVAL, "bp_trainer_observe: validation accuracy %g is neither in "
                        "[0, 1] nor -1 (none)", acc);
-    int needs_accuracy = t->early_stop > 0 || t->schedule.kind == BP_SCHEDULE_HALVE;
+    int needs_accuracy = t->cfg.early_stop > 0 || t->cfg.schedule.kind == BP_SCHEDULE_HALVE;
     if (acc < 0.0 && needs_accuracy)
         return bp_fail(BP_EINVAL, "bp_trainer_observe: %s needs a validation accuracy, got -1",
-                       t->early_stop > 0 ? "early stopping" : "the halve schedule");
+                       t->cfg.early_stop > 0 ? "early stopping" : "the halve schedule");
     t->observed = t->epoch;
     int improved = acc >= 0.0 && acc > t->best_accuracy, halt = 0;
     if (improved) {
@@ -613,13 +605,13 @@ bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *sto
     } else if (acc >= 0.0) {
         t->since_best++;
     }
-    if (t->schedule.kind == BP_SCHEDULE_HALVE) {
+    if (t->cfg.schedule.kind == BP_SCHEDULE_HALVE) {
         /* Every N epochs without improvement: since_best counts from the best epoch, so its
          * multiples of N are the halvings, each restarting the count of N. Nielsen stops when
          * eta has dropped to 1/128 of eta0: seven halvings, exact in binary. */
-        if (!improved && t->since_best % t->schedule.epochs == 0) {
+        if (!improved && t->since_best % t->cfg.schedule.epochs == 0) {
             t->eta /= 2.0;
-            halt = t->eta <= t->eta0 / 128.0;
+            halt = t->eta <= t->cfg.eta / 128.0;
         }
     } else {
         t->eta = scheduled_eta(t, t->epoch + 1);
@@ -629,10 +621,10 @@ bp_status bp_trainer_observe(bp_trainer *t, double validation_accuracy, int *sto
      * counts from the later of the best epoch and the last halving, since_best mod N. So
      * "halve:10 --early-stop 10" runs Nielsen's schedule to its end at eta0/128 and keeps the
      * best epoch; an early_stop below N stops before the first halving. */
-    int patience_used = t->schedule.kind == BP_SCHEDULE_HALVE
-                            ? t->since_best % t->schedule.epochs
+    int patience_used = t->cfg.schedule.kind == BP_SCHEDULE_HALVE
+                            ? t->since_best % t->cfg.schedule.epochs
                             : t->since_best;
-    if (t->early_stop > 0 && patience_used >= t->early_stop)
+    if (t->cfg.early_stop > 0 && patience_used >= t->cfg.early_stop)
         halt = 1;
     if (stop)
         *stop = halt;
@@ -809,9 +801,9 @@ bp_status bp_trainer_run(bp_trainer *t, const bp_dataset *validation, int epochs
         return bp_fail(BP_EINVAL, "bp_trainer_run: trainer is NULL");
     if (epochs < 1)
         return bp_fail(BP_EINVAL, "epochs must be at least 1 (got %d)", epochs);
-    if (!validation && (t->early_stop > 0 || t->schedule.kind == BP_SCHEDULE_HALVE))
+    if (!validation && (t->cfg.early_stop > 0 || t->cfg.schedule.kind == BP_SCHEDULE_HALVE))
         return bp_fail(BP_EINVAL, "%s needs a validation set (the validation set is NULL)",
-                       t->early_stop > 0 ? "early_stop" : "the halve schedule");
+                       t->cfg.early_stop > 0 ? "early_stop" : "the halve schedule");
     bp_net *net = t->net;
     bp_status st = validation ? check_data(net, validation, "validation") : BP_OK;
     if (st != BP_OK)
