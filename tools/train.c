@@ -1020,6 +1020,53 @@ static int log_initial_net(epoch_log *log, bp_net *net, const data *d,
     return rc;
 }
 
+/* The run's first line: what trains, on what, with which kernels. 0, or -1 when stdout fails. */
+static int print_header(const options *o, const bp_net *net, const bp_trainer *resumed)
+{
+    printf("backprop %s  layers ", bp_version());
+    for (int i = 0; i < o->net.n_sizes; i++)
+        printf("%s%d", i ? "," : "", o->sizes[i]);
+    printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
+           "  threads %d  seed %llu  openblas %s",
+           bp_activation_name(o->net.hidden), bp_activation_name(o->net.output),
+           bp_cost_name(o->net.cost), bp_init_name(o->net.init), (double)o->train.eta,
+           o->train.batch, o->train.epochs, bp_net_backend(net), bp_net_threads(net),
+           (unsigned long long)o->net.seed, bp_blas_core());
+    const char *fallback = getenv(FALLBACK_VAR);
+    if (fallback && *fallback)
+        printf(" (OpenBLAS chose %s for this CPU)", fallback);
+    if (resumed)
+        printf("  resumed from %s at epoch %d", o->resume, bp_trainer_epochs_done(resumed));
+    putchar('\n');
+    return stdout_failed() ? -1 : 0;
+}
+
+/* --resume: the net and the trainer from the checkpoint, and the options they stand for (the
+ * saved configuration, --epochs excepted when given). 0, or -1 with the reason printed. */
+static int resume_run(options *o, const data *d, int dim, const char *dir, bp_net **net,
+                      bp_trainer **trainer)
+{
+    bp_net_config nc;
+    bp_net_config_init(&nc);
+    nc.backend = o->net.backend;
+    if (bp_checkpoint_load(o->resume, d->train, &nc, net, trainer, NULL) != BP_OK) {
+        print_error("--resume: %s", bp_last_error());
+        return -1;
+    }
+    if (bp_net_size(*net, 0) != dim) {
+        print_error("--resume: the checkpoint's net has %d inputs but '%s' has %d per sample",
+                    bp_net_size(*net, 0), dir, dim);
+        return -1;
+    }
+    int epochs = o->train.epochs;
+    bp_trainer_config(*trainer, &o->train);
+    if (o->epochs_given)
+        o->train.epochs = epochs;
+    options_from_net(o, *net);
+    o->net.seed = o->train.seed;
+    return 0;
+}
+
 int cmd_train(int argc, char **argv)
 {
     options o;
@@ -1106,57 +1153,18 @@ int cmd_train(int argc, char **argv)
         goto out;
     }
 
-    if (o.resume)
-        goto load;
-print_header:
-    printf("backprop %s  layers ", bp_version());
-    for (int i = 0; i < o.net.n_sizes; i++)
-        printf("%s%d", i ? "," : "", o.sizes[i]);
-    printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
-           "  threads %d  seed %llu  openblas %s",
-           bp_activation_name(o.net.hidden), bp_activation_name(o.net.output),
-           bp_cost_name(o.net.cost), bp_init_name(o.net.init), (double)o.train.eta,
-           o.train.batch, o.train.epochs, bp_net_backend(net), bp_net_threads(net),
-           (unsigned long long)o.net.seed, bp_blas_core());
-    const char *fallback = getenv(FALLBACK_VAR);
-    if (fallback && *fallback)
-        printf(" (OpenBLAS chose %s for this CPU)", fallback);
-    if (o.resume)
-        printf("  resumed from %s at epoch %d", o.resume, bp_trainer_epochs_done(trainer));
-    putchar('\n');
-    if (stdout_failed())
+    if (!o.resume && print_header(&o, net, NULL) != 0)
         goto out;
-    if (o.resume)
-        goto loaded;
 
-load:;
     /* Both files held to the shape read above, should they have changed since. */
     const bp_idx_expect shape = {.rows = train_info.rows, .cols = train_info.cols};
     if (load_data(path, DATA_ALL_FILES, &shape, &d) != 0 || check_labels(o.data, &d, path) != 0)
         goto out;
-    if (o.resume) {
-        /* The net and the run come from the checkpoint; the data must be the run's. */
-        bp_net_config nc;
-        bp_net_config_init(&nc);
-        nc.backend = o.net.backend;
-        if ((st = bp_checkpoint_load(o.resume, d.train, &nc, &net, &trainer, NULL)) != BP_OK) {
-            print_error("--resume: %s", bp_last_error());
-            goto out;
-        }
-        if (bp_net_size(net, 0) != dim) {
-            print_error("--resume: the checkpoint's net has %d inputs but '%s' has %d per "
-                        "sample", bp_net_size(net, 0), dd.path, dim);
-            goto out;
-        }
-        int epochs = o.train.epochs;
-        bp_trainer_config(trainer, &o.train);
-        if (o.epochs_given)
-            o.train.epochs = epochs;
-        options_from_net(&o, net);
-        o.net.seed = o.train.seed;
-        goto print_header;
-    }
-loaded:;
+    /* A resumed run's net and settings come from its checkpoint, which needs the training set
+     * (the run's, checked by its size) to make the trainer. */
+    if (o.resume && (resume_run(&o, &d, dim, dd.path, &net, &trainer) != 0 ||
+                     print_header(&o, net, trainer) != 0))
+        goto out;
 
     int classes = bp_dataset_classes(d.train), test_classes = bp_dataset_classes(d.test);
     if (test_classes > classes)
