@@ -50,9 +50,9 @@ extern "C" {
 #define BP_API
 #endif
 
-#define BP_VERSION_MAJOR 0
-#define BP_VERSION_MINOR 1
-#define BP_VERSION_PATCH 0
+/* BP_VERSION_MAJOR, _MINOR, _PATCH and BP_VERSION_STRING ("0.2.0"): the version of these
+ * headers, generated from the project's version (meson.build) at build time. */
+#include "backprop_version.h"
 
 /* ---- status ---------------------------------------------------------------------------- */
 
@@ -73,7 +73,8 @@ BP_API const char *bp_status_str(bp_status status);
  * failing call on the same thread. */
 BP_API const char *bp_last_error(void);
 
-/* "0.1.0" */
+/* The version of the library running, "MAJOR.MINOR.PATCH": BP_VERSION_STRING as it was when
+ * the library was built, which a program built against other headers may find different. */
 BP_API const char *bp_version(void);
 
 /* ---- process-wide settings ------------------------------------------------------------- */

@@ -57,8 +57,17 @@ pkg_cflags=$(pkg-config --cflags "${deps[@]}") || skip_all "pkg-config lacks one
 pkg_libs=$(pkg-config --libs "${deps[@]}")
 # As meson.build compiles the library, less BP_CLONES (ifunc resolvers have no place here: the
 # targets run none of the kernels) and with every sanitizer report fatal, so it is a crash.
+# backprop.h includes the version header meson generates (include/meson.build): made here the
+# same way, from the project's version in meson.build.
+version=$(sed -n "s/^  version : '\([0-9]*\.[0-9]*\.[0-9]*\)',$/\1/p" meson.build | head -n 1)
+[[ -n $version ]] || { echo "fuzz: no project version found in meson.build"; exit 1; }
+IFS=. read -r v_major v_minor v_patch <<<"$version"
+mkdir -p "$out/include"
+sed -e "s/@BP_VERSION_MAJOR@/$v_major/" -e "s/@BP_VERSION_MINOR@/$v_minor/" \
+    -e "s/@BP_VERSION_PATCH@/$v_patch/" -e "s/@BP_VERSION_STRING@/$version/" \
+    include/backprop_version.h.in >"$out/include/backprop_version.h"
 cflags=(-std=c11 -g -O1 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DBP_NO_CLONES
-        -Iinclude -Isrc -fno-omit-frame-pointer -fsanitize=address,undefined
+        -Iinclude -I"$out/include" -Isrc -fno-omit-frame-pointer -fsanitize=address,undefined
         -fno-sanitize-recover=all $pkg_cflags)
 mapfile -t sources < <(sed -n '/^lib_sources = files(/,/^)/p' meson.build |
                        grep -o "'src/[^']*\.c'" | tr -d "'")

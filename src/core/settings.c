@@ -91,7 +91,7 @@ bp_status bp_memory_check(uint64_t bytes, const char *what)
                    need, source, have);
 }
 
-const char *bp_version(void) { return "0.1.0"; }
+const char *bp_version(void) { return BP_VERSION_STRING; }
 
 double bp_now(void)
 {
