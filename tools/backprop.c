@@ -30,6 +30,7 @@ static const command commands[] = {
     {"predict", cmd_predict, predict_usage, "a model's outputs for a data set or PGM images"},
     {"inspect", cmd_inspect, inspect_usage,
      "a model's architecture, parameters, metadata and weight spectra"},
+    {"bench", cmd_bench, bench_usage, "the benchmark harness: training and kernel speed here"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
