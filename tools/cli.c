@@ -3,11 +3,10 @@
  * statuses, strict numbers, output that must not be lost, the data sets and model files.
  */
 #include "cli.h"
+#include "options.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -50,6 +49,11 @@ void print_lib_error(bp_status st)
     print_error("%s: %s", bp_status_str(st), bp_last_error());
 }
 
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* getopt_long returns '?' for an unknown option, an ambiguous abbreviation and a value given
  * to a flag that takes none alike; the table tells them apart. */
 _Noreturn void bad_option(const struct option *table, const char *arg, int opt)
@@ -61,8 +65,9 @@ _Noreturn void bad_option(const struct option *table, const char *arg, int opt)
     }
     const char *name = arg + 2;
     size_t len = strcspn(name, "=");
-    char matches[256] = "";
-    size_t used = 0;
+    /* The candidates in alphabetical order: the table's order is the usage's, by group, and
+     * says nothing to someone who typed a prefix. */
+    const char *cand[256];
     int n = 0;
     const struct option *exact = NULL, *only = NULL;
     for (const struct option *op = table; op->name; op++) {
@@ -71,9 +76,15 @@ _Noreturn void bad_option(const struct option *table, const char *arg, int opt)
         if (op->name[len] == '\0')
             exact = op;
         only = op;
-        n++;
+        if (n < 256)
+            cand[n++] = op->name;
+    }
+    qsort(cand, (size_t)n, sizeof cand[0], compare_names);
+    char matches[512] = "";
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
         int w = snprintf(matches + used, sizeof matches - used, "%s--%s", used ? ", " : "",
-                         op->name);
+                         cand[i]);
         if (w > 0 && (size_t)w < sizeof matches - used)
             used += (size_t)w;
     }
@@ -96,136 +107,49 @@ _Noreturn void help_exit(void (*usage)(FILE *f))
 
 /* ---- strict value parsing ---------------------------------------------------------------- */
 
-/* One rule for every integer flag and every --layers entry: decimal digits and nothing else.
- * strtol alone would take a sign, leading blanks and (strtoull) negate "-1" into 2^64-1, so
- * flags disagreed about "+5"; a value is one plain number or a mistake. Returns 0, -1 for a
- * value that is not digits, or -2 for one above UINT64_MAX. */
+/* The old entry points, each one kind of value of the one parser (options.c). */
 int parse_digits(const char *s, uint64_t *out)
 {
-    if (!isdigit((unsigned char)s[0]))
-        return -1;
-    uint64_t v = 0;
-    for (; *s; s++) {
-        if (!isdigit((unsigned char)*s))
-            return -1;
-        unsigned d = (unsigned)(*s - '0');
-        if (v > (UINT64_MAX - d) / 10)
-            return -2;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
+    static const number_spec any = {.kind = NUMBER_WHOLE, .max = UINT64_MAX};
+    number v;
+    int r = read_number(s, &any, &v);
+    if (r == NUMBER_OK)
+        *out = v.whole;
+    return r == NUMBER_OK ? 0 : r == NUMBER_SYNTAX ? -1 : -2;
 }
 
-/* Decimal digits and an optional binary suffix: 512M, 4G. */
 uint64_t parse_bytes(const char *flag, const char *s)
 {
-    size_t len = strlen(s);
-    static const char suffixes[] = "kMGT";
-    const char *unit = len > 1 ? strchr(suffixes, s[len - 1]) : NULL;
-    char digits[32];
-    if (len == 0 || len >= sizeof digits || (!unit && !isdigit((unsigned char)s[len - 1])))
-        usage_error("%s: '%s' is not a size (decimal digits, optionally k, M, G or T)", flag, s);
-    memcpy(digits, s, len + 1);
-    if (unit)
-        digits[len - 1] = '\0';
-    uint64_t v = 0;
-    int r = parse_digits(digits, &v);
-    if (r == -1)
-        usage_error("%s: '%s' is not a size (decimal digits, optionally k, M, G or T)", flag, s);
-    int shift = unit ? 10 * (int)(unit - suffixes + 1) : 0;
-    if (r == -2 || v == 0 || (shift && v > UINT64_MAX >> shift))
-        usage_error("%s: %s is out of range (1 byte .. 16 EiB)", flag, s);
-    return v << shift;
+    static const number_spec bytes = {.kind = NUMBER_SIZE, .min = 1, .max = UINT64_MAX};
+    return parse_number(flag, s, &bytes).whole;
 }
 
 uint64_t parse_uint(const char *flag, const char *s, uint64_t min, uint64_t max)
 {
-    uint64_t v = 0;
-    int r = parse_digits(s, &v);
-    if (r == -1)
-        usage_error("%s: '%s' is not a whole number (decimal digits only)", flag, s);
-    if (r == -2 || v < min || v > max)
-        usage_error("%s: %s is out of range (%llu..%llu)", flag, s, (unsigned long long)min,
-                    (unsigned long long)max);
-    return v;
-}
-
-/* Digits with an optional fraction and exponent ("0.5", ".5", "3e-2"), and a leading '-' only
- * so that a negative rate is refused for what it is. strtof alone would also take hex, "inf",
- * "nan", a '+' and leading blanks. */
-int is_decimal(const char *s)
-{
-    const char *p = s + (*s == '-');
-    size_t int_digits = strspn(p, "0123456789");
-    p += int_digits;
-    size_t frac_digits = 0;
-    if (*p == '.') {
-        p++;
-        frac_digits = strspn(p, "0123456789");
-        p += frac_digits;
-    }
-    if (int_digits + frac_digits == 0)
-        return 0;
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        p += *p == '+' || *p == '-';
-        size_t exp_digits = strspn(p, "0123456789");
-        if (exp_digits == 0)
-            return 0;
-        p += exp_digits;
-    }
-    return *p == '\0';
+    const number_spec whole = {.kind = NUMBER_WHOLE, .min = min, .max = max};
+    return parse_number(flag, s, &whole).whole;
 }
 
 float parse_eta(const char *flag, const char *s)
 {
-    if (!is_decimal(s))
-        usage_error("%s: '%s' is not a decimal number (like 0.5 or 3e-2)", flag, s);
-    errno = 0;
-    float v = strtof(s, NULL);
-    /* ERANGE also flags underflow: a rate that rounds to (almost) zero is a typo, not a wish. */
-    if (errno == ERANGE || !isfinite(v) || !(v > 0.0f))
-        usage_error("%s: %s must be a finite number > 0", flag, s);
-    return v;
+    return parse_number(flag, s, &NUMBER_POSITIVE).decimal;
 }
 
-/* A regularisation strength: a decimal number >= 0 (0 turns it off). */
 float parse_strength(const char *flag, const char *s)
 {
-    if (!is_decimal(s) || s[0] == '-')
-        usage_error("%s: '%s' is not a decimal number >= 0 (like 5.0 or 1e-4)", flag, s);
-    errno = 0;
-    float v = strtof(s, NULL);
-    if ((errno == ERANGE && v != 0.0f) || !isfinite(v))
-        usage_error("%s: %s must be a finite number >= 0", flag, s);
-    return v;
+    return parse_number(flag, s, &NUMBER_NONNEGATIVE).decimal;
 }
 
-/* A drop probability: a decimal number in [0, 1). 1 would drop every unit, and 1 - 1e-9 rounds
- * to 1 in float, so the bound is checked on the float the library gets. */
 float parse_probability(const char *flag, const char *s)
 {
-    if (!is_decimal(s))
-        usage_error("%s: '%s' is not a decimal number (like 0.5)", flag, s);
-    errno = 0;
-    float v = strtof(s, NULL);
-    if ((errno == ERANGE && v != 0.0f) || !(v >= 0.0f && v < 1.0f))
-        usage_error("%s: %s is not a probability in [0, 1)", flag, s);
-    return v;
+    return parse_number(flag, s, &NUMBER_UNIT_INTERVAL).decimal;
 }
 
-/* A decay rate of an average (momentum, beta1, beta2): a decimal number in [0, 1), held to the
- * float the library gets, since 0.99999999 rounds to 1. */
 float parse_fraction(const char *flag, const char *s)
 {
-    if (!is_decimal(s) || s[0] == '-')
-        usage_error("%s: '%s' is not a decimal number in [0, 1) (like 0.9)", flag, s);
-    errno = 0;
-    float v = strtof(s, NULL);
-    if ((errno == ERANGE && v != 0.0f) || !(v >= 0.0f && v < 1.0f))
-        usage_error("%s: %s must be in [0, 1)", flag, s);
-    return v;
+    static const number_spec fraction = {.kind = NUMBER_DECIMAL, .low = 0.0f, .high = 1.0f,
+                                         .high_open = 1, .example = "0.9"};
+    return parse_number(flag, s, &fraction).decimal;
 }
 
 const char *parse_path(const char *flag, const char *s)

@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 #include "log.h"
+#include "options.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -21,45 +22,6 @@ enum {
 /* Nielsen's chapter-1 net. The library has no default sizes, so this one is the CLI's own. */
 static const int default_layers[] = {784, 30, 10};
 
-/* "784,30,10" -> sizes; every entry 1..BP_MAX_WIDTH, 2..BP_MAX_SIZES entries, no empty ones. */
-static int parse_layers(const char *flag, const char *s, int sizes[BP_MAX_SIZES])
-{
-    int n = 0;
-    const char *p = s;
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == 0)
-            usage_error("%s: empty entry %d in '%s'", flag, n + 1, s);
-        if (n == BP_MAX_SIZES)
-            usage_error("%s: more than %d layers in '%s'", flag, BP_MAX_SIZES, s);
-        char item[32];
-        if (len >= sizeof item)
-            usage_error("%s: entry %d of '%s' is not a whole number", flag, n + 1, s);
-        memcpy(item, p, len);
-        item[len] = '\0';
-        uint64_t v;
-        int r = parse_digits(item, &v);
-        if (r == -1)
-            usage_error("%s: entry %d ('%s') is not a whole number (decimal digits only)", flag,
-                        n + 1, item);
-        if (r == -2 || v < 1 || v > BP_MAX_WIDTH)
-            usage_error("%s: entry %d (%s) is out of range (1..%d)", flag, n + 1, item,
-                        BP_MAX_WIDTH);
-        sizes[n++] = (int)v;
-        if (!comma)
-            break;
-        p = comma + 1;
-    }
-    if (n < 2)
-        usage_error("%s: need at least an input and an output layer, got '%s'", flag, s);
-    return n;
-}
-
-static const char *act_name_i(int i) { return bp_activation_name((bp_activation)i); }
-static const char *cost_name_i(int i) { return bp_cost_name((bp_cost)i); }
-static const char *init_name_i(int i) { return bp_init_name((bp_init)i); }
-static const char *backend_name_i(int i) { return bp_backend_name(i); }
 static const char *optimizer_name_i(int i) { return bp_optimizer_name((bp_optimizer_kind)i); }
 
 static bp_activation parse_activation(const char *flag, const char *s, int hidden)
