@@ -64,6 +64,8 @@ typedef enum bp_status {
     BP_EFORMAT,    /* a file's contents are not what its format promises */
     BP_EDIVERGED,  /* training produced a non-finite cost, output or parameter */
     BP_ENOTSUP,    /* a valid request this build cannot serve */
+    BP_ESTOPPED,   /* not a failure: the caller's batch callback stopped training, which can
+                      go on from where it stopped (bp_batch_callback) */
     BP_STATUS_COUNT
 } bp_status;
 
@@ -503,6 +505,35 @@ typedef struct bp_epoch_report {
 /* Called after every epoch; return non-zero to stop training early. */
 typedef int (*bp_epoch_callback)(const bp_epoch_report *report, void *user);
 
+/* Where training is inside an epoch, after a mini-batch. */
+typedef struct bp_batch_report {
+    int epoch;             /* 1-based: the epoch the mini-batch belongs to */
+    size_t samples_done;   /* samples of this epoch trained, this mini-batch included */
+    size_t samples;        /* samples in an epoch: the training set's size */
+    long batches_done;     /* mini-batches of this epoch trained, this one included */
+    double mean_cost;      /* mean cost of those samples, each before its update (the
+                              regularisation term is added only at the epoch's end) */
+    double seconds;        /* wall time of this epoch's training steps so far; an epoch
+                              resumed from a checkpoint counts from the resume */
+    size_t samples_timed;  /* the samples trained in `seconds`: their ratio is the speed */
+} bp_batch_report;
+
+/* A mini-batch callback, for progress displays and for stopping between mini-batches (a
+ * Ctrl-C handler sets a flag, the callback returns it). The trainer calls it on the calling
+ * thread after every mini-batch, the epoch's last included; what it costs per mini-batch is one
+ * indirect call and one clock read, nothing when none is set. It must not call the trainer's
+ * functions (its state is between two updates, not yet one a checkpoint can hold).
+ * Non-zero stops the trainer before the next mini-batch. In the middle of an epoch that is a
+ * pause: bp_trainer_epoch, bp_trainer_batches, bp_trainer_run and bp_train return
+ * BP_ESTOPPED ("stopped by the batch callback at epoch 3, sample 12340 of 50000") with the
+ * trainer where it stopped and the net as trained so far (bp_trainer_run restores no best
+ * epoch then), so the trainer, or a checkpoint of it, goes on from there bit for bit. After an
+ * epoch's last mini-batch, the epoch ends as usual (bp_trainer_epoch returns BP_OK with its
+ * report) and bp_trainer_run stops after its evaluation, bp_trainer_observe and on_epoch,
+ * returning BP_ESTOPPED with the trainer at that epoch's end, unless that epoch ended the run
+ * anyway (then the run ends as it would have, BP_OK). */
+typedef int (*bp_batch_callback)(const bp_batch_report *report, void *user);
+
 typedef struct bp_train_config {
     int epochs;         /* default 30 */
     int batch;          /* default 10 */
@@ -531,15 +562,17 @@ typedef struct bp_train_config {
     int norm_samples;   /* per-epoch gradient norms over this many training samples (the
                            report's grad_norms); default 0 (off) */
     bp_epoch_callback on_epoch; /* may be NULL */
-    void *user;
+    void *user;                 /* handed to on_epoch and on_batch */
+    bp_batch_callback on_batch; /* bp_train: after every mini-batch; may be NULL (default) */
 } bp_train_config;
 
 BP_API void bp_train_config_init(bp_train_config *cfg);
 
 typedef struct bp_train_result {
     int epochs;                 /* epochs completed */
-    double train_seconds;       /* wall time spent in training steps */
-    double samples_per_second;
+    double train_seconds;       /* wall time spent in training steps (by this call, a
+                                   stopped epoch's part included) */
+    double samples_per_second;  /* samples those steps trained, per second */
     double validation_accuracy; /* after the last epoch; -1 without a validation set */
     double best_validation_accuracy; /* the best epoch's; -1 without a validation set */
     int best_epoch;             /* 1-based; 0 without a validation set */
@@ -567,7 +600,7 @@ BP_API bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset
  * the run needs to go on (the optimiser and its state, the epoch, the position inside it, the
  * sample order, the shuffle's generator), so it can stop anywhere between mini-batches and be
  * resumed, in this process or, through bp_trainer_state, in another. bp_train is a loop over
- * bp_trainer_epoch. Uses everything in cfg but the callback (epochs only as the length the
+ * bp_trainer_epoch. Uses everything in cfg but the callbacks (epochs only as the length the
  * cosine schedule anneals over; bp_train runs them).
  * The trainer keeps net and train (both must outlive it) and reserves the net's buffers. */
 typedef struct bp_trainer bp_trainer;
@@ -575,6 +608,11 @@ BP_API bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_datas
                                    const bp_train_config *cfg);
 BP_API void bp_trainer_free(bp_trainer *t);
 BP_API int bp_trainer_epochs_done(const bp_trainer *t);
+/* Call on_batch (NULL: nothing) after each mini-batch this trainer trains from now on, with
+ * user (bp_batch_callback says what it may do). A trainer starts with none: bp_trainer_create
+ * ignores cfg->on_batch as it ignores on_epoch, and bp_checkpoint_load makes one without. */
+BP_API bp_status bp_trainer_set_batch_callback(bp_trainer *t, bp_batch_callback on_batch,
+                                               void *user);
 
 /* Train the rest of the current epoch (all of it if it has not begun: that shuffles first) and
  * fill *report (may be NULL; validation_accuracy is -1: evaluating is the caller's). A
@@ -641,7 +679,8 @@ typedef struct bp_trainer_state {
     size_t best_count;            /* floats in best_params; 0 when it is NULL */
 } bp_trainer_state;
 BP_API bp_status bp_trainer_get_state(const bp_trainer *t, bp_trainer_state *out);
-/* The configuration the trainer was made with (on_epoch and user cleared), and its net. */
+/* The configuration the trainer was made with (on_epoch, on_batch and user cleared), and its
+ * net. */
 BP_API bp_status bp_trainer_config(const bp_trainer *t, bp_train_config *out);
 BP_API bp_net *bp_trainer_net(const bp_trainer *t);
 BP_API bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *state);

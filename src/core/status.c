@@ -12,6 +12,7 @@ static const char *const status_names[] = {
     [BP_EFORMAT] = "bad file format",
     [BP_EDIVERGED] = "training diverged",
     [BP_ENOTSUP] = "not supported",
+    [BP_ESTOPPED] = "stopped by the caller",
 };
 _Static_assert(sizeof status_names / sizeof status_names[0] == BP_STATUS_COUNT,
                "every bp_status needs a name");

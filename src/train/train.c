@@ -264,6 +264,11 @@ struct bp_trainer {
     size_t position;      /* samples of the current epoch trained; 0 before it is shuffled */
     double epoch_cost;    /* summed cost of the current epoch so far */
     double epoch_seconds; /* wall time of the current epoch so far (not part of the state) */
+    size_t epoch_timed;   /* samples trained in epoch_seconds (fewer than position when the
+                             epoch was resumed) */
+    bp_batch_callback on_batch; /* with batch_user; NULL: none */
+    void *batch_user;
+    int stop_asked;       /* on_batch asked to stop after the epoch's last mini-batch */
     bp_rng rng;           /* the shuffle's generator */
     size_t *order;        /* the current epoch's sample order */
     uint64_t steps;       /* optimiser steps taken */
@@ -430,6 +435,7 @@ bp_status bp_trainer_create(bp_trainer **out, bp_net *net, const bp_dataset *tra
                       .state_count = state_count, .eta = cfg->eta, .best_accuracy = -1.0,
                       .best_params = best, .cfg = *cfg};
     t->cfg.on_epoch = NULL;
+    t->cfg.on_batch = NULL;
     t->cfg.user = NULL;
     bp_rng_seed(&t->rng, cfg->seed);
     *out = t;
@@ -449,8 +455,34 @@ void bp_trainer_free(bp_trainer *t)
 
 int bp_trainer_epochs_done(const bp_trainer *t) { return t ? t->epoch : 0; }
 
+bp_status bp_trainer_set_batch_callback(bp_trainer *t, bp_batch_callback on_batch, void *user)
+{
+    if (!t)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_batch_callback: trainer is NULL");
+    t->on_batch = on_batch;
+    t->batch_user = on_batch ? user : NULL;
+    return BP_OK;
+}
+
+/* The batch callback's view of the epoch; false when it asks to stop. */
+static int batch_done(const bp_trainer *t, double epoch_start_seconds, double t0)
+{
+    long batch = t->cfg.batch;
+    bp_batch_report r = {
+        .epoch = t->epoch + 1,
+        .samples_done = t->position,
+        .samples = t->n,
+        .batches_done = (long)((t->position + (size_t)batch - 1) / (size_t)batch),
+        .mean_cost = t->epoch_cost / (double)t->position,
+        .seconds = epoch_start_seconds + (bp_now() - t0),
+        .samples_timed = t->epoch_timed,
+    };
+    return t->on_batch(&r, t->batch_user) == 0;
+}
+
 /* Mini-batches of the current epoch, up to max_batches of them (or all that are left when
- * max_batches <= 0), shuffling first when the epoch has not begun. *finished says whether the
+ * max_batches <= 0), shuffling first when the epoch has not begun, until the batch callback
+ * says stop (BP_ESTOPPED mid-epoch; at the epoch's end, stop_asked). *finished says whether the
  * epoch is complete; the epoch-end parameter check runs then. */
 static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
 {
@@ -460,7 +492,9 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         shuffle(t->order, t->n, &t->rng);
         t->epoch_cost = 0.0;
         t->epoch_seconds = 0.0;
+        t->epoch_timed = 0;
     }
+    t->stop_asked = 0;
     double t0 = bp_now();
     bp_status st = BP_OK;
     for (long done = 0; t->position < t->n && (max_batches <= 0 || done < max_batches); done++) {
@@ -485,6 +519,15 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         }
         t->epoch_cost += c;
         t->position += (size_t)batch;
+        t->epoch_timed += (size_t)batch;
+        if (t->on_batch && !batch_done(t, t->epoch_seconds, t0)) {
+            if (t->position < t->n)
+                st = bp_fail(BP_ESTOPPED, "stopped by the batch callback at epoch %d, sample "
+                             "%zu of %zu", t->epoch + 1, t->position, t->n);
+            else
+                t->stop_asked = 1;
+            break;
+        }
     }
     t->epoch_seconds += bp_now() - t0;
     *finished = st == BP_OK && t->position == t->n;
@@ -517,7 +560,7 @@ static bp_status finish_epoch(bp_trainer *t, bp_epoch_report *report)
             .validation_accuracy = -1.0,
             .validation_cost = -1.0,
             .seconds = t->epoch_seconds,
-            .samples_per_second = (double)t->n / t->epoch_seconds,
+            .samples_per_second = (double)t->epoch_timed / t->epoch_seconds,
             .grad_norms = t->n_norms && st == BP_OK ? t->norms : NULL,
             .n_grad_norms = st == BP_OK ? t->n_norms : 0,
         };
@@ -771,6 +814,7 @@ bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
     t->position = in->position;
     t->epoch_cost = in->epoch_cost;
     t->epoch_seconds = 0.0;
+    t->epoch_timed = 0;
     t->steps = in->steps;
     if (t->state_count)
         memcpy(t->state, in->optimizer_state, sizeof(float) * t->state_count);
@@ -808,16 +852,27 @@ bp_status bp_trainer_run(bp_trainer *t, const bp_dataset *validation, int epochs
     bp_status st = validation ? check_data(net, validation, "validation") : BP_OK;
     if (st != BP_OK)
         return st;
+    /* What this call trains and how long it takes, partial epochs included (a resumed epoch's
+     * earlier samples and seconds are not this call's). */
     double seconds_total = 0.0;
+    size_t samples_total = 0;
     float accuracy = -1.0f;
-    int stop = 0, first = t->epoch;
+    int stop = 0;
     if (result)
         result->epochs = t->epoch;
     while (t->epoch < epochs && !stop) {
         bp_epoch_report report;
-        if ((st = bp_trainer_epoch(t, &report)) != BP_OK)
+        size_t position = t->position;
+        double seconds = position ? t->epoch_seconds : 0.0;
+        st = bp_trainer_epoch(t, &report);
+        if (st == BP_ESTOPPED) {
+            seconds_total += t->epoch_seconds - seconds;
+            samples_total += t->position - position;
+        }
+        if (st != BP_OK)
             break;
-        seconds_total += report.seconds;
+        seconds_total += report.seconds - seconds;
+        samples_total += t->n - position;
         double validation_cost = -1.0;
         if (validation &&
             (st = bp_evaluate(net, validation, &accuracy, &validation_cost)) != BP_OK)
@@ -828,18 +883,27 @@ bp_status bp_trainer_run(bp_trainer *t, const bp_dataset *validation, int epochs
             break;
         if (result) {
             result->epochs = t->epoch;
-            result->train_seconds = seconds_total;
-            result->samples_per_second = (double)t->n * (t->epoch - first) / seconds_total;
             result->validation_accuracy = report.validation_accuracy;
             result->stopped_early = stop && t->epoch < epochs;
         }
         if (on_epoch && on_epoch(&report, user))
             break;
+        /* A stop asked at the end of the run's last epoch has nothing left to stop. */
+        if (t->stop_asked && !stop && t->epoch < epochs) {
+            st = bp_fail(BP_ESTOPPED, "stopped by the batch callback at the end of epoch %d",
+                         t->epoch);
+            break;
+        }
     }
-    /* Nielsen's early stopping keeps the best epoch's network, however the run ended. */
+    /* Nielsen's early stopping keeps the best epoch's network, however the run ended; a run
+     * the batch callback paused keeps the net it is training, to go on with. */
     if (st == BP_OK && t->best_params && t->best_epoch > 0)
         st = bp_trainer_restore_best(t);
     if (result) {
+        result->epochs = t->epoch;
+        result->train_seconds = seconds_total;
+        result->samples_per_second = seconds_total > 0.0 ? (double)samples_total / seconds_total
+                                                         : 0.0;
         result->best_validation_accuracy = t->best_accuracy;
         result->best_epoch = t->best_epoch;
         result->final_eta = t->eta;
@@ -869,6 +933,7 @@ bp_status bp_train(bp_net *net, const bp_dataset *train, const bp_dataset *valid
         st = bp_trainer_create(&t, net, train, cfg);
     if (st != BP_OK)
         return st;
+    bp_trainer_set_batch_callback(t, cfg->on_batch, cfg->user);
     st = bp_trainer_run(t, validation, cfg->epochs, cfg->on_epoch, cfg->user, result);
     bp_trainer_free(t);
     return st;
