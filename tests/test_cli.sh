@@ -1086,10 +1086,10 @@ check_help() {
     help_rc=$?
     run "$cmd" --help
     for flag in "$@"; do
-        if ! grep -q -- "^  $flag\( \|$\)" "$TMP/help-$cmd"; then
+        if ! grep -q -- "^  \(-., \)\?$flag\( \|$\)" "$TMP/help-$cmd"; then
             missing+=" $flag"
         elif [[ $flag != --help ]] &&
-            ! grep -A1 -- "^  $flag\( \|$\)" "$TMP/help-$cmd" | tr '\n' ' ' | grep -q '\['; then
+            ! grep -A1 -- "^  \(-., \)\?$flag\( \|$\)" "$TMP/help-$cmd" | tr '\n' ' ' | grep -q '\['; then
             missing+=" $flag (default)"
         fi
     done

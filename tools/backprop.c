@@ -11,6 +11,7 @@
  * the data).
  */
 #include "cli.h"
+#include "options.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,15 +23,20 @@ typedef struct command {
     int (*run)(int argc, char **argv);
     void (*usage)(FILE *f);
     const char *what;
+    const command_line *line; /* its option tables, for help --options */
 } command;
 
 static const command commands[] = {
-    {"train", cmd_train, train_usage, "train a network on IDX data (its options are below)"},
-    {"eval", cmd_eval, eval_usage, "a model's accuracy, cost and confusion matrix on a data set"},
-    {"predict", cmd_predict, predict_usage, "a model's outputs for a data set or PGM images"},
+    {"train", cmd_train, train_usage, "train a network on IDX data (its options are below)",
+     &train_line},
+    {"eval", cmd_eval, eval_usage, "a model's accuracy, cost and confusion matrix on a data set",
+     &eval_line},
+    {"predict", cmd_predict, predict_usage, "a model's outputs for a data set or PGM images",
+     &predict_line},
     {"inspect", cmd_inspect, inspect_usage,
-     "a model's architecture, parameters, metadata and weight spectra"},
-    {"bench", cmd_bench, bench_usage, "the benchmark harness: training and kernel speed here"},
+     "a model's architecture, parameters, metadata and weight spectra", &inspect_line},
+    {"bench", cmd_bench, bench_usage, "the benchmark harness: training and kernel speed here",
+     NULL},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -73,6 +79,33 @@ static void use_fitting_blas_kernels(char **argv)
     unsetenv(FALLBACK_VAR);
 }
 
+/* backprop help [COMMAND]; and backprop help --options COMMAND, the long options COMMAND
+ * accepts, one a line, from the table its parser uses: what a test holds to the usage and to
+ * docs/CLI.md, so a flag cannot be added undocumented. */
+static int help(int argc, char **argv)
+{
+    int list = argc > 2 && strcmp(argv[2], "--options") == 0;
+    int at = 2 + list;
+    if (argc > at + 1)
+        usage_error("help: one command at a time, got '%s' after '%s'", argv[at + 1], argv[at]);
+    if (list && argc == at)
+        usage_error("help --options: which command?");
+    const command *about = argc == at + 1 ? find_command(argv[at]) : NULL;
+    if (argc == at + 1 && !about)
+        usage_error("help: unknown command '%s'", argv[at]);
+    if (!list) {
+        (about ? about->usage : main_usage)(stdout);
+        return 0;
+    }
+    if (!about->line) {
+        print_error("help --options: %s does not describe its flags in option tables",
+                    about->name);
+        return 1;
+    }
+    print_option_names(stdout, about->line);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     cli_set_usage(main_usage);
@@ -86,13 +119,7 @@ int main(int argc, char **argv)
         use_fitting_blas_kernels(argv);
         rc = cmd->run(argc - 1, argv + 1);
     } else if (strcmp(name, "help") == 0) {
-        if (argc > 3)
-            usage_error("help: one command at a time, got '%s' after '%s'", argv[3], argv[2]);
-        const command *about = argc == 3 ? find_command(argv[2]) : NULL;
-        if (argc == 3 && !about)
-            usage_error("help: unknown command '%s'", argv[2]);
-        (about ? about->usage : main_usage)(stdout);
-        rc = 0;
+        rc = help(argc, argv);
     } else if (strcmp(name, "openblas-core") == 0) {
         /* For scripts that run other programs on the library (tests, benchmarks): the
          * OPENBLAS_CORETYPE they should export, or nothing. */

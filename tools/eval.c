@@ -5,8 +5,10 @@
  */
 #include "cli.h"
 #include "log.h"
+#include "options.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,82 +18,49 @@
 enum { CONFUSION_MAX = 1024, TABLE_MAX = 64 };
 
 typedef struct eval_options {
-    const char *model, *data, *summary;
-    data_set set;
-    int threads;
+    model_args model;
+    data_args data;
+    output_args output;
+    runtime_args runtime;
 } eval_options;
 
-enum { OPT_MODEL = 256, OPT_DATA, OPT_SET, OPT_SUMMARY, OPT_THREADS };
+static void eval_init(void *opts)
+{
+    eval_options *o = opts;
+    *o = (eval_options){0};
+    data_args_init(&o->data);
+    o->data.data_required = 1;
+    runtime_args_init(&o->runtime);
+}
 
-static const struct option eval_longopts[] = {
-    {"model", required_argument, NULL, OPT_MODEL},
-    {"data", required_argument, NULL, OPT_DATA},
-    {"set", required_argument, NULL, OPT_SET},
-    {"summary-json", required_argument, NULL, OPT_SUMMARY},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+const command_line eval_line = {
+    .name = "eval",
+    .synopsis = "usage: backprop eval --model FILE --data mnist|fashion|DIR [options]\n",
+    .about = "Judge a model saved by train --save on one set of a data set: its accuracy, its\n"
+             "mean cost (the model's own cost function, unregularised) and the confusion matrix\n"
+             "(rows: the true class, columns: the predicted one, the largest output).\n"
+             "--summary-json writes model, data, set, count, correct, accuracy, cost and\n"
+             "confusion.\n",
+    .notes = "The images must have the shape the model was trained on and no label may exceed\n"
+             "its outputs.\n"
+             "exit status: 0 ok, 1 runtime failure (model, data, memory, files, output; a model\n"
+             "and data that do not fit each other), 2 bad command line\n",
+    .size = sizeof(eval_options),
+    .init = eval_init,
+    .uses = {{&model_group, offsetof(eval_options, model), 0},
+             {&data_group, offsetof(eval_options, data), 1u << DATA_DATA | 1u << DATA_SET},
+             {&output_group, offsetof(eval_options, output), 1u << OUTPUT_SUMMARY},
+             {&runtime_group, offsetof(eval_options, runtime), 1u << RUNTIME_THREADS}},
 };
 
-void eval_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: backprop eval --model FILE --data mnist|fashion|DIR [options]\n"
-            "\n"
-            "Judge a model saved by train --save on one set of a data set: its accuracy, its\n"
-            "mean cost (the model's own cost function, unregularised) and the confusion matrix\n"
-            "(rows: the true class, columns: the predicted one, the largest output).\n"
-            "\n"
-            "options of eval (defaults in brackets):\n"
-            "  --model FILE               the model file [required]\n"
-            "  --data mnist|fashion|DIR   the data set, found as train finds it (backprop help\n"
-            "                             train) [required]\n"
-            "  --set test|validation|train\n"
-            "                             which images [test]: test is the t10k files; validation\n"
-            "                             and train are the last 1/6 and the rest of the training\n"
-            "                             file, as train splits it (MNIST: images 50,000..59,999\n"
-            "                             and 0..49,999)\n"
-            "  --summary-json FILE        also the figures as JSON to FILE [none], replacing it\n"
-            "                             whole: model, data, set, count, correct, accuracy,\n"
-            "                             cost, confusion (checked before the work)\n"
-            "  --threads T                threads of the forward passes, 1..%d [one per core]\n"
-            "  --help                     this text\n"
-            "\n"
-            "The images must have the shape the model was trained on and no label may exceed\n"
-            "its outputs.\n"
-            "exit status: 0 ok, 1 runtime failure (model, data, memory, files, output; a model\n"
-            "and data that do not fit each other), 2 bad command line\n",
-            MAX_THREADS);
-}
+void eval_usage(FILE *f) { print_usage(f, &eval_line); }
 
 static void parse_eval_args(int argc, char **argv, eval_options *o)
 {
-    *o = (eval_options){.set = SET_TEST};
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", eval_longopts, NULL)) != -1) {
-        const char *flag = argv[optind - 1];
-        switch (c) {
-        case OPT_MODEL: o->model = parse_path("--model", optarg); break;
-        case OPT_DATA:
-            if (optarg[0] == '\0')
-                usage_error("--data: empty value");
-            o->data = optarg;
-            break;
-        case OPT_SET: o->set = parse_set("--set", optarg); break;
-        case OPT_SUMMARY: o->summary = parse_path("--summary-json", optarg); break;
-        case OPT_THREADS: o->threads = (int)parse_uint("--threads", optarg, 1, MAX_THREADS); break;
-        case 'h': help_exit(eval_usage);
-        case ':': usage_error("%s needs a value", flag);
-        default: bad_option(eval_longopts, flag, optopt);
-        }
-    }
-    if (optind < argc)
-        usage_error("unexpected argument '%s'", argv[optind]);
-    if (!o->model)
+    parse_command_line(&eval_line, o, argc, argv);
+    if (!o->model.model)
         usage_error("--model: which model? (backprop eval --model FILE --data ...)");
-    if (!o->data)
+    if (!o->data.data)
         usage_error("--data: which data? (mnist, fashion or a directory)");
 }
 
@@ -184,11 +153,11 @@ static int write_eval_json(FILE *f, const void *arg)
 {
     const eval_result *r = arg;
     fputs("{\n  \"model\": ", f);
-    json_string(f, r->o->model);
+    json_string(f, r->o->model.model);
     fputs(",\n  \"data\": ", f);
     json_string(f, r->data_dir);
     fputs(",\n  \"set\": ", f);
-    json_string(f, set_name(r->o->set));
+    json_string(f, set_name(r->o->data.set));
     fprintf(f, ",\n  \"count\": %zu,\n  \"correct\": %zu,\n  \"accuracy\": ", r->count,
             r->t->correct);
     json_double(f, (double)r->t->correct / (double)r->count);
@@ -218,21 +187,21 @@ int cmd_eval(int argc, char **argv)
 
     bp_status st;
     data_dir dd;
-    if (o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) {
+    if (o.runtime.threads > 0 && (st = bp_set_threads(o.runtime.threads)) != BP_OK) {
         print_lib_error(st);
         return 1;
     }
-    if (resolve_data_dir(o.data, &dd) != 0)
+    if (resolve_data_dir(o.data.data, &dd) != 0)
         return 1;
     /* JSON strings are Unicode: a summary that misnames its model or data is worse than none. */
-    if (o.summary && (!is_utf8(o.model) || !is_utf8(dd.path))) {
+    if (o.output.summary && (!is_utf8(o.model.model) || !is_utf8(dd.path))) {
         print_error("--summary-json: the %s '%s' is not valid UTF-8, which a JSON string cannot "
                     "hold; rename it or reach it through a link with a UTF-8 name",
-                    is_utf8(o.model) ? "data directory" : "model file",
-                    is_utf8(o.model) ? dd.path : o.model);
+                    is_utf8(o.model.model) ? "data directory" : "model file",
+                    is_utf8(o.model.model) ? dd.path : o.model.model);
         return EXIT_USAGE;
     }
-    if (o.summary && check_output_path("--summary-json", o.summary) != 0)
+    if (o.output.summary && check_output_path("--summary-json", o.output.summary) != 0)
         return 1;
 
     int rc = 1;
@@ -241,8 +210,8 @@ int cmd_eval(int argc, char **argv)
     data d = {0};
     tally t = {0};
     const bp_dataset *ds;
-    if (open_model(o.model, 0, FORWARD_CHUNK, &net, &meta) != 0 ||
-        load_set_for_model(o.data, &dd, o.set, net, &meta, o.model, &d, &ds) != 0)
+    if (open_model(o.model.model, 0, FORWARD_CHUNK, &net, &meta) != 0 ||
+        load_set_for_model(o.data.data, &dd, o.data.set, net, &meta, o.model.model, &d, &ds) != 0)
         goto out;
 
     t.ds = ds;
@@ -261,9 +230,9 @@ int cmd_eval(int argc, char **argv)
         goto out;
     }
     size_t n = bp_dataset_count(ds);
-    printf("model %s  layers %s  inputs %d  cost %s\n", o.model, bp_net_spec(net),
+    printf("model %s  layers %s  inputs %d  cost %s\n", o.model.model, bp_net_spec(net),
            bp_net_size(net, 0), bp_cost_name(bp_net_cost(net)));
-    printf("data %s: %s set, %zu %s\n", dd.path, set_name(o.set), n,
+    printf("data %s: %s set, %zu %s\n", dd.path, set_name(o.data.set), n,
            plural((long)n, "sample", "samples"));
     printf("accuracy %.2f%% (%zu/%zu)  cost %.4f\n", 100.0 * (double)t.correct / (double)n,
            t.correct, n, cost);
@@ -277,9 +246,9 @@ int cmd_eval(int argc, char **argv)
     }
     if (stdout_failed())
         goto out;
-    if (o.summary) {
+    if (o.output.summary) {
         eval_result r = {.o = &o, .data_dir = dd.path, .t = &t, .count = n, .cost = cost};
-        if (write_output_file("--summary-json", o.summary, write_eval_json, &r) != 0)
+        if (write_output_file("--summary-json", o.output.summary, write_eval_json, &r) != 0)
             goto out;
     }
     rc = 0;

@@ -6,68 +6,46 @@
  */
 #include "cli.h"
 #include "log.h"
+#include "options.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct inspect_options {
-    const char *model, *summary;
-    int json;
+    model_args model;
+    output_args output;
 } inspect_options;
 
-enum { OPT_MODEL = 256, OPT_JSON, OPT_SUMMARY };
+static void inspect_init(void *opts) { *(inspect_options *)opts = (inspect_options){0}; }
 
-static const struct option inspect_longopts[] = {
-    {"model", required_argument, NULL, OPT_MODEL},
-    {"json", no_argument, NULL, OPT_JSON},
-    {"summary-json", required_argument, NULL, OPT_SUMMARY},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+const command_line inspect_line = {
+    .name = "inspect",
+    .synopsis = "usage: backprop inspect --model FILE [--json] [--summary-json FILE]\n",
+    .about = "What a model file holds: the architecture (the layers as train's spec strings, the\n"
+             "input width, the cost), the parameters of each layer and in all, the metadata\n"
+             "(input shape and scale, class names, the training configuration) and, for every\n"
+             "dense weight, its largest and smallest singular values and their ratio, the\n"
+             "condition number (LAPACK's sgesdd). --json and --summary-json give the same JSON\n"
+             "object.\n",
+    .notes = "exit status: 0 ok, 1 runtime failure (model file, memory, output), 2 bad command "
+             "line\n",
+    .size = sizeof(inspect_options),
+    .init = inspect_init,
+    .uses = {{&model_group, offsetof(inspect_options, model), 0},
+             {&output_group, offsetof(inspect_options, output),
+              1u << OUTPUT_JSON | 1u << OUTPUT_SUMMARY}},
 };
 
-void inspect_usage(FILE *f)
-{
-    fputs("usage: backprop inspect --model FILE [--json] [--summary-json FILE]\n"
-          "\n"
-          "What a model file holds: the architecture (the layers as train's spec strings, the\n"
-          "input width, the cost), the parameters of each layer and in all, the metadata (input\n"
-          "shape and scale, class names, the training configuration) and, for every dense\n"
-          "weight, its largest and smallest singular values and their ratio, the condition\n"
-          "number (LAPACK's sgesdd).\n"
-          "\n"
-          "options of inspect (defaults in brackets):\n"
-          "  --model FILE               the model file [required]\n"
-          "  --json                     the same as one JSON object on standard output [off]\n"
-          "  --summary-json FILE        that JSON object to FILE [none], replacing it whole\n"
-          "  --help                     this text\n"
-          "\n"
-          "exit status: 0 ok, 1 runtime failure (model file, memory, output), 2 bad command line\n",
-          f);
-}
+void inspect_usage(FILE *f) { print_usage(f, &inspect_line); }
 
 static void parse_inspect_args(int argc, char **argv, inspect_options *o)
 {
-    *o = (inspect_options){0};
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", inspect_longopts, NULL)) != -1) {
-        const char *flag = argv[optind - 1];
-        switch (c) {
-        case OPT_MODEL: o->model = parse_path("--model", optarg); break;
-        case OPT_JSON: o->json = 1; break;
-        case OPT_SUMMARY: o->summary = parse_path("--summary-json", optarg); break;
-        case 'h': help_exit(inspect_usage);
-        case ':': usage_error("%s needs a value", flag);
-        default: bad_option(inspect_longopts, flag, optopt);
-        }
-    }
-    if (optind < argc)
-        usage_error("unexpected argument '%s'", argv[optind]);
-    if (!o->model)
+    parse_command_line(&inspect_line, o, argc, argv);
+    if (!o->model.model)
         usage_error("--model: which model? (backprop inspect --model FILE)");
 }
 
@@ -323,25 +301,26 @@ int cmd_inspect(int argc, char **argv)
 {
     inspect_options o;
     parse_inspect_args(argc, argv, &o);
-    if ((o.json || o.summary) && !is_utf8(o.model)) {
+    if ((o.output.json || o.output.summary) && !is_utf8(o.model.model)) {
         print_error("%s: the model file '%s' is not valid UTF-8, which a JSON string cannot "
                     "hold; rename it or reach it through a link with a UTF-8 name",
-                    o.json ? "--json" : "--summary-json", o.model);
+                    o.output.json ? "--json" : "--summary-json", o.model.model);
         return EXIT_USAGE;
     }
-    if (o.summary && check_output_path("--summary-json", o.summary) != 0)
+    if (o.output.summary && check_output_path("--summary-json", o.output.summary) != 0)
         return 1;
-    model_info m = {.path = o.model};
+    model_info m = {.path = o.model.model};
     int rc = 1;
     /* One thread: the spectra are LAPACK calls on small matrices, and nothing else computes. */
-    if (open_model(o.model, 1, 1, &m.net, &m.meta) != 0 || gather(&m) != 0)
+    if (open_model(o.model.model, 1, 1, &m.net, &m.meta) != 0 || gather(&m) != 0)
         goto out;
-    if (o.json)
+    if (o.output.json)
         print_json(stdout, &m);
     else
         print_text(&m);
     if (stdout_failed() ||
-        (o.summary && write_output_file("--summary-json", o.summary, write_inspect_json, &m) != 0))
+        (o.output.summary &&
+         write_output_file("--summary-json", o.output.summary, write_inspect_json, &m) != 0))
         goto out;
     rc = 0;
 out:

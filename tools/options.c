@@ -284,7 +284,8 @@ static void print_option(FILE *f, const opt_spec *o, const opt_text *t)
     char left[256];
     const char *gap = t->arg[0] ? " " : "";
     int w = o->short_name
-                ? snprintf(left, sizeof left, "  -%c, --%s%s%s", o->short_name, o->name, gap, t->arg)
+                ? snprintf(left, sizeof left, "  -%c, --%s%s%s", o->short_name, o->name, gap,
+                           t->arg)
                 : snprintf(left, sizeof left, "  --%s%s%s", o->name, gap, t->arg);
     const char *help = t->help;
     size_t first = strcspn(help, "\n");
@@ -349,8 +350,7 @@ const char *backend_name_i(int i) { return bp_backend_name(i); }
 /* ---- model ------------------------------------------------------------------------------- */
 
 static const opt_spec model_opts[] = {
-    {"model", MODEL_MODEL, "FILE", "the model file (train --save or --checkpoint wrote it)", 0,
-     0},
+    {"model", MODEL_MODEL, "FILE", "the model file, from train --save or --checkpoint", 0, 0},
     {0},
 };
 
@@ -374,13 +374,15 @@ const opt_group model_group = {"model", model_opts, model_parse, model_describe}
 static const opt_spec data_opts[] = {
     {"data", DATA_DATA, "mnist|fashion|DIR",
      "the data set\n"
-     "  mnist:   $BACKPROP_MNIST_DIR, else ${BACKPROP_DATA_DIR:-$HOME/.cache/backprop}/mnist\n"
-     "  fashion: $BACKPROP_FASHION_DIR, else /usr/share/datasets/fashion-mnist\n"
-     "  DIR holds train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
-     "  t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz", 0, 0},
+     "mnist: $BACKPROP_MNIST_DIR, else\n"
+     "  ${BACKPROP_DATA_DIR:-$HOME/.cache/backprop}/mnist\n"
+     "fashion: $BACKPROP_FASHION_DIR, else /usr/share/datasets/fashion-mnist\n"
+     "DIR: holds train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
+     "  t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, raw or .gz", 0, 0},
     {"set", DATA_SET, "test|validation|train",
-     "which images: test is the t10k files; validation and train are\n"
-     "the last 1/6 and the rest of the training file, as train splits it\n"
+     "which images\n"
+     "test: the t10k files; validation and train: the last 1/6\n"
+     "and the rest of the training file, as train splits it\n"
      "(MNIST: images 50,000..59,999 and 0..49,999)", 0, 0},
     {"limit", DATA_LIMIT, "N", "only the first N samples of the set, 1..2^64-1", 0, 0},
     {0},
@@ -514,15 +516,14 @@ static const opt_spec net_opts[] = {
     {"hidden-act", NET_HIDDEN, "", "the hidden layers' activation", 0, OPT_CHANGES_RUN},
     {"output", NET_OUTPUT, "", "the output layer's activation", 0, OPT_CHANGES_RUN},
     {"cost", NET_COST, "", "the cost function", 0, OPT_CHANGES_RUN},
-    {"init", NET_INIT, "", "how the weights start (biases: gaussian, or 0 for he and orthogonal)",
-     0, OPT_CHANGES_RUN},
+    {"init", NET_INIT, "", "the weights' initialisation", 0, OPT_CHANGES_RUN},
     {"dropout", NET_DROPOUT, "P",
-     "drop each hidden unit with probability P in [0, 1) in\n"
-     "training, scaling the kept ones by 1/(1-P); 0: off", 0, OPT_CHANGES_RUN},
+     "drop hidden units in training, P in [0, 1)\n"
+     "each with probability P, the kept ones scaled by 1/(1-P)", 0, OPT_CHANGES_RUN},
     {"batchnorm", NET_BATCHNORM, NULL,
-     "batch normalisation between each hidden layer's linear\n"
-     "part and its activation: batch statistics in training,\n"
-     "running averages when evaluating", 0, OPT_CHANGES_RUN},
+     "batch normalisation in the hidden layers\n"
+     "between each one's linear part and its activation: batch\n"
+     "statistics in training, running averages when evaluating", 0, OPT_CHANGES_RUN},
     {0},
 };
 
@@ -589,9 +590,11 @@ const opt_group net_group = {"network", net_opts, net_parse, net_describe};
 
 static const opt_spec runtime_opts[] = {
     {"threads", RUNTIME_THREADS, "T", "", 0, 0},
-    {"backend", RUNTIME_BACKEND, "", "the kernels: blas (OpenBLAS) or the plain loops", 0, 0},
+    {"backend", RUNTIME_BACKEND, "", "the kernels\n"
+                                     "blas: OpenBLAS; naive: plain loops, the reference", 0, 0},
     {"max-memory", RUNTIME_MAX_MEMORY, "N[k|M|G|T]",
-     "refuse a net whose plan needs more bytes than this", 0, 0},
+     "the most bytes a net's plan may need\n"
+     "(a larger net is refused when it is planned)", 0, 0},
     {0},
 };
 
@@ -642,7 +645,7 @@ static void runtime_describe(const void *target, const opt_spec *o, opt_text *t)
         if (r->max_memory)
             snprintf(t->dflt, sizeof t->dflt, "%llu", (unsigned long long)r->max_memory);
         else
-            snprintf(t->dflt, sizeof t->dflt, "the memory available when it is planned");
+            snprintf(t->dflt, sizeof t->dflt, "the memory available");
         break;
     }
 }
@@ -653,11 +656,11 @@ const opt_group runtime_group = {"runtime", runtime_opts, runtime_parse, runtime
 
 static const opt_spec output_opts[] = {
     {"summary-json", OUTPUT_SUMMARY, "FILE",
-     "the results as JSON to FILE, replacing it whole (checked\n"
-     "before the work; FILE may not be a device, FIFO, directory\n"
-     "or symbolic link)", 0, 0},
-    {"out", OUTPUT_OUT, "FILE", "write the output to FILE, replacing it whole (checked\n"
-                                "before the work)", 'o', 0},
+     "the results as JSON, replacing FILE whole\n"
+     "(checked before the work; FILE may not be a device, a\n"
+     "FIFO, a directory or a symbolic link)", 0, 0},
+    {"out", OUTPUT_OUT, "FILE", "the output, replacing FILE whole\n"
+                                "(checked before the work)", 'o', 0},
     {"json", OUTPUT_JSON, NULL, "the output as one JSON object on standard output", 0, 0},
     {0},
 };

@@ -126,6 +126,9 @@ void print_usage(FILE *f, const command_line *cl);
  * document (tests hold the one to the other). */
 void print_option_names(FILE *f, const command_line *cl);
 
+/* Each command's flags, for its usage and for `backprop help --options COMMAND`. */
+extern const command_line train_line, eval_line, predict_line, inspect_line;
+
 /* ---- the shared groups ------------------------------------------------------------------- */
 
 /* --model FILE */

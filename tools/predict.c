@@ -5,123 +5,85 @@
  */
 #include "cli.h"
 #include "log.h"
+#include "options.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef struct predict_options {
-    const char *model, *data, *out, *summary;
-    data_set set;
-    int set_given;
-    size_t limit; /* SIZE_MAX: every sample */
-    int limit_given;
-    int threads;
+    model_args model;
+    data_args data;
+    output_args output;
+    runtime_args runtime;
     char **images;
     int n_images;
 } predict_options;
 
-enum { OPT_MODEL = 256, OPT_DATA, OPT_SET, OPT_OUT, OPT_LIMIT, OPT_THREADS, OPT_SUMMARY };
+static void predict_init(void *opts)
+{
+    predict_options *o = opts;
+    *o = (predict_options){0};
+    data_args_init(&o->data);
+    runtime_args_init(&o->runtime);
+    o->output.out_default = "standard output";
+}
 
-static const struct option predict_longopts[] = {
-    {"model", required_argument, NULL, OPT_MODEL},
-    {"data", required_argument, NULL, OPT_DATA},
-    {"set", required_argument, NULL, OPT_SET},
-    {"out", required_argument, NULL, OPT_OUT},
-    {"limit", required_argument, NULL, OPT_LIMIT},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"summary-json", required_argument, NULL, OPT_SUMMARY},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+const command_line predict_line = {
+    .name = "predict",
+    .synopsis = "usage: backprop predict --model FILE --data mnist|fashion|DIR [options]\n"
+                "       backprop predict --model FILE [options] IMAGE.pgm ...\n",
+    .about =
+        "A model's outputs as CSV. For a data set (--data): one row per sample with the header\n"
+        "index,label,predicted,out0,...,outK-1 (index within the set, its label, the largest\n"
+        "output's index, the K outputs). For images: file,predicted,out0,...,outK-1, one row\n"
+        "per image. An image is a binary PGM (P5) with maxval 255 and the model's input shape\n"
+        "(its training images', 28x28 for MNIST); its bytes are scaled by the model's input\n"
+        "scale (1/255 when the model records none), as the data set's are. --set and --limit\n"
+        "apply to --data only. --summary-json writes model, data, set, images, count, and for\n"
+        "--data the correct count and accuracy.\n",
+    .notes =
+        "Numbers are written as the shortest decimals that read back as the same floats.\n"
+        "Each sample goes through the net alone, so its outputs are the same bits whichever\n"
+        "set, --limit or image file it comes from (eval's and train's batches of 256 can\n"
+        "round the last bits differently).\n"
+        "exit status: 0 ok, 1 runtime failure (model, data or image files, memory, output; a\n"
+        "model and data or an image that do not fit each other), 2 bad command line\n",
+    .size = sizeof(predict_options),
+    .init = predict_init,
+    .uses = {{&model_group, offsetof(predict_options, model), 0},
+             {&data_group, offsetof(predict_options, data), 0},
+             {&output_group, offsetof(predict_options, output),
+              1u << OUTPUT_OUT | 1u << OUTPUT_SUMMARY},
+             {&runtime_group, offsetof(predict_options, runtime), 1u << RUNTIME_THREADS}},
+    .operands = 1,
 };
 
-void predict_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: backprop predict --model FILE --data mnist|fashion|DIR [options]\n"
-            "       backprop predict --model FILE [options] IMAGE.pgm ...\n"
-            "\n"
-            "A model's outputs as CSV. For a data set: one row per sample with the header\n"
-            "index,label,predicted,out0,...,outK-1 (index within the set, its label, the largest\n"
-            "output's index, the K outputs). For images: file,predicted,out0,...,outK-1, one row\n"
-            "per image. An image is a binary PGM (P5) with maxval 255 and the model's input shape\n"
-            "(its training images', 28x28 for MNIST); its bytes are scaled by the model's input\n"
-            "scale (1/255 when the model records none), as the data set's are.\n"
-            "\n"
-            "options of predict (defaults in brackets):\n"
-            "  --model FILE               the model file [required]\n"
-            "  --data mnist|fashion|DIR   the data set, found as train finds it (backprop help\n"
-            "                             train) [none: the images named instead]\n"
-            "  --set test|validation|train\n"
-            "                             which images of --data [test]; validation and train\n"
-            "                             split the training file as train does\n"
-            "  --limit N                  only the first N samples of the set, 1..2^64-1 [all]\n"
-            "  --out FILE.csv             write the CSV to FILE, replacing it whole (checked\n"
-            "                             before the work) [standard output]\n"
-            "  --summary-json FILE        also a summary as JSON to FILE [none], replacing it\n"
-            "                             whole: model, data, set, images, count, and for --data\n"
-            "                             the correct count and accuracy\n"
-            "  --threads T                threads of the forward passes, 1..%d [one per core]\n"
-            "  --help                     this text\n"
-            "\n"
-            "Numbers are written as the shortest decimals that read back as the same floats.\n"
-            "Each sample goes through the net alone, so its outputs are the same bits whichever\n"
-            "set, --limit or image file it comes from (eval's and train's batches of 256 can\n"
-            "round the last bits differently).\n"
-            "exit status: 0 ok, 1 runtime failure (model, data or image files, memory, output; a\n"
-            "model and data or an image that do not fit each other), 2 bad command line\n",
-            MAX_THREADS);
-}
+void predict_usage(FILE *f) { print_usage(f, &predict_line); }
 
 static void parse_predict_args(int argc, char **argv, predict_options *o)
 {
-    *o = (predict_options){.set = SET_TEST, .limit = SIZE_MAX};
-    opterr = 0;
-    optind = 1;
-    int c;
     /* getopt_long moves the image names after the flags, keeping their order. */
-    while ((c = getopt_long(argc, argv, ":h", predict_longopts, NULL)) != -1) {
-        const char *flag = argv[optind - 1];
-        switch (c) {
-        case OPT_MODEL: o->model = parse_path("--model", optarg); break;
-        case OPT_DATA:
-            if (optarg[0] == '\0')
-                usage_error("--data: empty value");
-            o->data = optarg;
-            break;
-        case OPT_SET:
-            o->set = parse_set("--set", optarg);
-            o->set_given = 1;
-            break;
-        case OPT_OUT: o->out = parse_path("--out", optarg); break;
-        case OPT_SUMMARY: o->summary = parse_path("--summary-json", optarg); break;
-        case OPT_LIMIT:
-            o->limit = (size_t)parse_uint("--limit", optarg, 1, SIZE_MAX);
-            o->limit_given = 1;
-            break;
-        case OPT_THREADS: o->threads = (int)parse_uint("--threads", optarg, 1, MAX_THREADS); break;
-        case 'h': help_exit(predict_usage);
-        case ':': usage_error("%s needs a value", flag);
-        default: bad_option(predict_longopts, flag, optopt);
-        }
-    }
-    o->images = argv + optind;
-    o->n_images = argc - optind;
-    if (!o->model)
+    parsed_args p = parse_command_line(&predict_line, o, argc, argv);
+    o->images = argv + p.operand;
+    o->n_images = argc - p.operand;
+    const char *model = o->model.model, *out = o->output.out, *summary = o->output.summary;
+    if (!model)
         usage_error("--model: which model? (backprop predict --model FILE ...)");
-    if (o->data && o->n_images > 0)
+    if (o->data.data && o->n_images > 0)
         usage_error("--data and images ('%s'): one or the other", o->images[0]);
-    if (!o->data && o->n_images == 0)
+    if (!o->data.data && o->n_images == 0)
         usage_error("nothing to predict: give --data D or IMAGE.pgm files");
-    if (!o->data && (o->set_given || o->limit_given))
+    if (!o->data.data && (o->data.set_given || o->data.limit_given))
         usage_error("%s: only with --data (images are predicted as named)",
-                    o->set_given ? "--set" : "--limit");
-    if (o->out && strcmp(o->out, o->model) == 0)
-        usage_error("--out and --model name the same file '%s'", o->out);
-    if (o->out && o->summary && strcmp(o->out, o->summary) == 0)
-        usage_error("--out and --summary-json name the same file '%s'", o->out);
+                    o->data.set_given ? "--set" : "--limit");
+    if (out && strcmp(out, model) == 0)
+        usage_error("--out and --model name the same file '%s'", out);
+    if (out && summary && strcmp(out, summary) == 0)
+        usage_error("--out and --summary-json name the same file '%s'", out);
 }
 
 /* ---- PGM --------------------------------------------------------------------------------- */
@@ -411,10 +373,10 @@ static int load_images(const predict_options *o, const bp_net *net, const bp_mod
             if (meta->input_rows > 0)
                 print_error("'%s' is %dx%d (width x height) but the model '%s' takes %dx%d "
                             "images, its training images' shape", o->images[i], img.cols,
-                            img.rows, o->model, meta->input_cols, meta->input_rows);
+                            img.rows, o->model.model, meta->input_cols, meta->input_rows);
             else
                 print_error("'%s' has %d pixels (%dx%d) but the model '%s' takes %d inputs",
-                            o->images[i], img.rows * img.cols, img.cols, img.rows, o->model,
+                            o->images[i], img.rows * img.cols, img.cols, img.rows, o->model.model,
                             dim);
             free(img.pixels);
             free(x);
@@ -440,7 +402,7 @@ static int write_predict_json(FILE *f, const void *arg)
     const predict_summary *s = arg;
     const predict_options *o = s->o;
     fputs("{\n  \"model\": ", f);
-    json_string(f, o->model);
+    json_string(f, o->model.model);
     fputs(",\n  \"data\": ", f);
     if (s->data_dir)
         json_string(f, s->data_dir);
@@ -448,7 +410,7 @@ static int write_predict_json(FILE *f, const void *arg)
         fputs("null", f);
     fputs(",\n  \"set\": ", f);
     if (s->data_dir)
-        json_string(f, set_name(o->set));
+        json_string(f, set_name(o->data.set));
     else
         fputs("null", f);
     fputs(",\n  \"images\": ", f);
@@ -472,8 +434,8 @@ static int write_predict_json(FILE *f, const void *arg)
     else
         fputs("null", f);
     fputs(",\n  \"out\": ", f);
-    if (o->out)
-        json_string(f, o->out);
+    if (o->output.out)
+        json_string(f, o->output.out);
     else
         fputs("null", f);
     fputs("\n}\n", f);
@@ -483,12 +445,12 @@ static int write_predict_json(FILE *f, const void *arg)
 /* The names a summary records, all of which a JSON string must be able to hold. */
 static const char *not_utf8(const predict_options *o, const char *dir)
 {
-    if (!is_utf8(o->model))
-        return o->model;
+    if (!is_utf8(o->model.model))
+        return o->model.model;
     if (dir && !is_utf8(dir))
         return dir;
-    if (o->out && !is_utf8(o->out))
-        return o->out;
+    if (o->output.out && !is_utf8(o->output.out))
+        return o->output.out;
     for (int i = 0; i < o->n_images; i++)
         if (!is_utf8(o->images[i]))
             return o->images[i];
@@ -502,21 +464,21 @@ int cmd_predict(int argc, char **argv)
 
     bp_status st;
     data_dir dd;
-    if (o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) {
+    if (o.runtime.threads > 0 && (st = bp_set_threads(o.runtime.threads)) != BP_OK) {
         print_lib_error(st);
         return 1;
     }
-    if (o.data && resolve_data_dir(o.data, &dd) != 0)
+    if (o.data.data && resolve_data_dir(o.data.data, &dd) != 0)
         return 1;
-    const char *bad = o.summary ? not_utf8(&o, o.data ? dd.path : NULL) : NULL;
+    const char *bad = o.output.summary ? not_utf8(&o, o.data.data ? dd.path : NULL) : NULL;
     if (bad) {
         print_error("--summary-json: '%s' is not valid UTF-8, which a JSON string cannot hold; "
                     "rename it or reach it through a link with a UTF-8 name", bad);
         return EXIT_USAGE;
     }
-    if (o.out && check_output_path("--out", o.out) != 0)
+    if (o.output.out && check_output_path("--out", o.output.out) != 0)
         return 1;
-    if (o.summary && check_output_path("--summary-json", o.summary) != 0)
+    if (o.output.summary && check_output_path("--summary-json", o.output.summary) != 0)
         return 1;
 
     int rc = 1;
@@ -525,26 +487,28 @@ int cmd_predict(int argc, char **argv)
     data d = {0};
     float *x = NULL;
     tally t = {0};
-    if (open_model(o.model, 0, 1, &net, &meta) != 0)
+    if (open_model(o.model.model, 0, 1, &net, &meta) != 0)
         goto out;
     int failed;
-    if (o.data) {
-        set_job job = {.net = net, .limit = o.limit, .f = stdout, .t = &t};
-        if (load_set_for_model(o.data, &dd, o.set, net, &meta, o.model, &d, &job.ds) != 0)
+    if (o.data.data) {
+        set_job job = {.net = net, .limit = o.data.limit, .f = stdout, .t = &t};
+        if (load_set_for_model(o.data.data, &dd, o.data.set, net, &meta, o.model.model, &d,
+                               &job.ds) != 0)
             goto out;
-        failed = o.out ? write_output_file("--out", o.out, write_set_csv, &job)
+        failed = o.output.out ? write_output_file("--out", o.output.out, write_set_csv, &job)
                        : write_set_csv(stdout, &job);
     } else {
         if (load_images(&o, net, &meta, &x) != 0)
             goto out;
         image_job job = {.net = net, .names = o.images, .x = x, .n = o.n_images, .t = &t};
-        failed = o.out ? write_output_file("--out", o.out, write_images_csv, &job)
+        failed = o.output.out ? write_output_file("--out", o.output.out, write_images_csv, &job)
                        : write_images_csv(stdout, &job);
     }
     if (failed || stdout_failed())
         goto out;
-    predict_summary s = {.o = &o, .data_dir = o.data ? dd.path : NULL, .t = &t};
-    if (o.summary && write_output_file("--summary-json", o.summary, write_predict_json, &s) != 0)
+    predict_summary s = {.o = &o, .data_dir = o.data.data ? dd.path : NULL, .t = &t};
+    if (o.output.summary &&
+        write_output_file("--summary-json", o.output.summary, write_predict_json, &s) != 0)
         goto out;
     rc = 0;
 

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,47 +20,7 @@ enum {
     LOG_NORM_SAMPLES = 1000, /* --norm-samples with --log: Nielsen's ch. 5 measures over 1000 */
 };
 
-/* Nielsen's chapter-1 net. The library has no default sizes, so this one is the CLI's own. */
-static const int default_layers[] = {784, 30, 10};
-
 static const char *optimizer_name_i(int i) { return bp_optimizer_name((bp_optimizer_kind)i); }
-
-static bp_activation parse_activation(const char *flag, const char *s, int hidden)
-{
-    bp_activation a;
-    char names[256];
-    if (bp_activation_parse(s, &a) != BP_OK) {
-        list_names(names, sizeof names, ", ", BP_ACT_COUNT,
-                   hidden ? (int)BP_ACT_SOFTMAX : -1, act_name_i);
-        usage_error("%s: unknown activation '%s' (known: %s)", flag, s, names);
-    }
-    /* Softmax normalises over a whole column, which only means something at the output. */
-    if (hidden && a == BP_ACT_SOFTMAX)
-        usage_error("%s: softmax is only allowed as --output", flag);
-    return a;
-}
-
-static bp_cost parse_cost(const char *flag, const char *s)
-{
-    bp_cost c;
-    char names[256];
-    if (bp_cost_parse(s, &c) != BP_OK) {
-        list_names(names, sizeof names, ", ", BP_COST_COUNT, -1, cost_name_i);
-        usage_error("%s: unknown cost '%s' (known: %s)", flag, s, names);
-    }
-    return c;
-}
-
-static bp_init parse_init(const char *flag, const char *s)
-{
-    bp_init i;
-    char names[256];
-    if (bp_init_parse(s, &i) != BP_OK) {
-        list_names(names, sizeof names, ", ", BP_INIT_COUNT, -1, init_name_i);
-        usage_error("%s: unknown initialisation '%s' (known: %s)", flag, s, names);
-    }
-    return i;
-}
 
 static bp_optimizer_kind parse_optimizer(const char *flag, const char *s)
 {
@@ -98,17 +59,6 @@ static void schedule_text(const bp_schedule *sc, char *buf, size_t size)
     }
 }
 
-/* Returns the library's own string, so the net config never points into argv by accident. */
-static const char *parse_backend(const char *flag, const char *s)
-{
-    for (int i = 0; i < bp_backend_count(); i++)
-        if (strcmp(s, bp_backend_name(i)) == 0)
-            return bp_backend_name(i);
-    char names[256];
-    list_names(names, sizeof names, ", ", bp_backend_count(), -1, backend_name_i);
-    usage_error("%s: unknown backend '%s' (known: %s)", flag, s, names);
-}
-
 /* ---- options ----------------------------------------------------------------------------- */
 
 /* The flags that only some optimisers read: given for another one, they would do nothing. */
@@ -116,14 +66,12 @@ enum { OPTIM_MOMENTUM, OPTIM_BETA1, OPTIM_BETA2, OPTIM_EPS, OPTIM_WEIGHT_DECAY, 
 
 /* The library's two configurations, starting from its defaults, and what only the CLI has. */
 typedef struct options {
-    const char *data;
-    int sizes[BP_MAX_SIZES];
-    bp_net_config net;   /* sizes and max_batch are set once the data is known */
+    data_args data;
+    net_args net;        /* cfg.sizes and cfg.max_batch are set once the data is known */
+    runtime_args runtime;
+    output_args output;  /* --summary-json */
     bp_train_config train;
-    int threads;         /* 0: leave the library's default */
-    uint64_t max_memory; /* 0: the library's default, the memory available */
     const char *optim_flag[OPTIM_FLAGS]; /* the optimiser flags given, by OPTIM_* index */
-    const char *summary;
     const char *log;     /* --log FILE: .jsonl or .csv */
     const char *save;    /* --save FILE: the model file */
     int norm_samples_given;
@@ -132,86 +80,258 @@ typedef struct options {
     const char *resume;     /* --resume FILE */
     int rollback;           /* --on-diverge rollback */
     int epochs_given;
-    /* The first flag given that sets the network or the training: a resumed run takes both from
-     * its checkpoint, and such a flag would silently not apply. */
-    const char *run_flag;
 } options;
 
+enum { MAX_ROLLBACKS = 3 };
+
+/* train's own flags: how it trains, and the files of a run. */
 enum {
-    OPT_DATA = 256,
-    OPT_LAYERS,
-    OPT_HIDDEN,
-    OPT_OUTPUT,
-    OPT_COST,
-    OPT_EPOCHS,
-    OPT_BATCH,
-    OPT_ETA,
-    OPT_INIT,
-    OPT_SEED,
-    OPT_THREADS,
-    OPT_BACKEND,
-    OPT_SUMMARY,
-    OPT_MAX_MEMORY,
-    OPT_LAMBDA,
-    OPT_L1,
-    OPT_OPTIMIZER,
-    OPT_MOMENTUM,
-    OPT_BETA1,
-    OPT_BETA2,
-    OPT_EPS,
-    OPT_WEIGHT_DECAY,
-    OPT_CLIP_NORM,
-    OPT_SCHEDULE,
-    OPT_EARLY_STOP,
-    OPT_BATCHNORM,
-    OPT_DROPOUT,
-    OPT_LOG,
-    OPT_NORM_SAMPLES,
-    OPT_SAVE,
-    OPT_CHECKPOINT,
-    OPT_CHECKPOINT_EVERY,
-    OPT_RESUME,
-    OPT_ON_DIVERGE,
+    TRAIN_EPOCHS, TRAIN_BATCH, TRAIN_ETA, TRAIN_LAMBDA, TRAIN_L1, TRAIN_OPTIMIZER,
+    TRAIN_MOMENTUM, TRAIN_BETA1, TRAIN_BETA2, TRAIN_EPS, TRAIN_WEIGHT_DECAY, TRAIN_CLIP_NORM,
+    TRAIN_SCHEDULE, TRAIN_EARLY_STOP, TRAIN_SEED,
+};
+enum {
+    RUN_SAVE, RUN_CHECKPOINT, RUN_CHECKPOINT_EVERY, RUN_RESUME, RUN_ON_DIVERGE, RUN_LOG,
+    RUN_NORM_SAMPLES,
 };
 
-static const struct option train_longopts[] = {
-    {"data", required_argument, NULL, OPT_DATA},
-    {"layers", required_argument, NULL, OPT_LAYERS},
-    {"hidden-act", required_argument, NULL, OPT_HIDDEN},
-    {"output", required_argument, NULL, OPT_OUTPUT},
-    {"cost", required_argument, NULL, OPT_COST},
-    {"epochs", required_argument, NULL, OPT_EPOCHS},
-    {"batch", required_argument, NULL, OPT_BATCH},
-    {"eta", required_argument, NULL, OPT_ETA},
-    {"init", required_argument, NULL, OPT_INIT},
-    {"seed", required_argument, NULL, OPT_SEED},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"backend", required_argument, NULL, OPT_BACKEND},
-    {"summary-json", required_argument, NULL, OPT_SUMMARY},
-    {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
-    {"lambda", required_argument, NULL, OPT_LAMBDA},
-    {"l1", required_argument, NULL, OPT_L1},
-    {"batchnorm", no_argument, NULL, OPT_BATCHNORM},
-    {"dropout", required_argument, NULL, OPT_DROPOUT},
-    {"log", required_argument, NULL, OPT_LOG},
-    {"norm-samples", required_argument, NULL, OPT_NORM_SAMPLES},
-    {"optimizer", required_argument, NULL, OPT_OPTIMIZER},
-    {"momentum", required_argument, NULL, OPT_MOMENTUM},
-    {"beta1", required_argument, NULL, OPT_BETA1},
-    {"beta2", required_argument, NULL, OPT_BETA2},
-    {"eps", required_argument, NULL, OPT_EPS},
-    {"weight-decay", required_argument, NULL, OPT_WEIGHT_DECAY},
-    {"clip-norm", required_argument, NULL, OPT_CLIP_NORM},
-    {"schedule", required_argument, NULL, OPT_SCHEDULE},
-    {"early-stop", required_argument, NULL, OPT_EARLY_STOP},
-    {"save", required_argument, NULL, OPT_SAVE},
-    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
-    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
-    {"resume", required_argument, NULL, OPT_RESUME},
-    {"on-diverge", required_argument, NULL, OPT_ON_DIVERGE},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+static const opt_spec training_opts[] = {
+    {"epochs", TRAIN_EPOCHS, "N", "passes over the training images (with --resume: in all)", 0,
+     0},
+    {"batch", TRAIN_BATCH, "B", "", 0, OPT_CHANGES_RUN},
+    {"eta", TRAIN_ETA, "X",
+     "learning rate, > 0\n"
+     "Nielsen ch. 1 uses 3.0 with the quadratic cost, ch. 3\n"
+     "uses 0.5 with cross-entropy", 0, OPT_CHANGES_RUN},
+    {"lambda", TRAIN_LAMBDA, "X", "L2 on the weights, Nielsen's (1 - eta lambda/n) W\n"
+                                  "ch. 3 uses 5.0", 0, OPT_CHANGES_RUN},
+    {"l1", TRAIN_L1, "X", "L1 on the weights, - (eta l1/n) sign(W)", 0, OPT_CHANGES_RUN},
+    {"optimizer", TRAIN_OPTIMIZER, "", "the update rule", 0, OPT_CHANGES_RUN},
+    {"momentum", TRAIN_MOMENTUM, "MU", "momentum, nesterov: v <- MU v - eta G; in [0, 1)", 0,
+     OPT_CHANGES_RUN},
+    {"beta1", TRAIN_BETA1, "B1", "adam, adamw: decay of the mean of G; in [0, 1)", 0,
+     OPT_CHANGES_RUN},
+    {"beta2", TRAIN_BETA2, "B2", "adam, adamw, rmsprop: decay of the mean of G^2", 0,
+     OPT_CHANGES_RUN},
+    {"eps", TRAIN_EPS, "E", "adam, adamw, rmsprop: added to sqrt(v); > 0", 0, OPT_CHANGES_RUN},
+    {"weight-decay", TRAIN_WEIGHT_DECAY, "X", "adamw: W <- (1 - eta X) W, weights only", 0,
+     OPT_CHANGES_RUN},
+    {"clip-norm", TRAIN_CLIP_NORM, "X", "scale the gradient down to norm X when longer; 0: off",
+     0, OPT_CHANGES_RUN},
+    {"schedule", TRAIN_SCHEDULE, "const|halve:N|step:E:F|cosine",
+     "eta between epochs: halved after N epochs without a\n"
+     "better validation accuracy, ending the run at eta/128;\n"
+     "times F every E epochs; cosine down to 0 over --epochs", 0, OPT_CHANGES_RUN},
+    {"early-stop", TRAIN_EARLY_STOP, "N",
+     "stop after N epochs without a better validation\n"
+     "accuracy and keep the best epoch's net; 0: never", 0, OPT_CHANGES_RUN},
+    {"seed", TRAIN_SEED, "S", "drives initialisation and shuffling", 0, OPT_CHANGES_RUN},
+    {0},
 };
+
+static const opt_spec run_opts[] = {
+    {"save", RUN_SAVE, "FILE",
+     "the trained net as a model file (safetensors)\n"
+     "with the data's image shape, input scale, class names and\n"
+     "this configuration; with --early-stop the best epoch's\n"
+     "net; checked before training like --summary-json", 0, 0},
+    {"checkpoint", RUN_CHECKPOINT, "FILE",
+     "the whole run, every --checkpoint-every epochs\n"
+     "(the model, the optimiser's state, the sample order, the\n"
+     "generator, the schedule), atomically; it is also a model\n"
+     "file for eval and predict", 0, 0},
+    {"checkpoint-every", RUN_CHECKPOINT_EVERY, "N", "epochs between checkpoints, with --checkpoint",
+     0, 0},
+    {"resume", RUN_RESUME, "FILE",
+     "continue the run FILE holds, to --epochs in all\n"
+     "the net and the training settings come from FILE, so\n"
+     "flags that set them are refused; --data must be the run's\n"
+     "data. On one thread the result is the uninterrupted run's,\n"
+     "bit for bit", 0, 0},
+    {"on-diverge", RUN_ON_DIVERGE, "stop|rollback", "", 0, 0},
+    {"log", RUN_LOG, "FILE.jsonl|FILE.csv",
+     "one record per epoch, written as it ends\n"
+     "(epoch, eta, costs, validation accuracy, seconds,\n"
+     "samples/s, each tensor's gradient norm); checked before\n"
+     "training like --summary-json", 0, 0},
+    {"norm-samples", RUN_NORM_SAMPLES, "N",
+     "the training samples the --log norms are over\n"
+     "(the mean cost's gradient over the first N); 0 leaves\n"
+     "them out; with norms the log opens with epoch 0, the net\n"
+     "as initialised", 0, OPT_CHANGES_RUN},
+    {0},
+};
+
+static void training_parse(void *target, const opt_spec *spec, const char *flag,
+                           const char *value)
+{
+    options *o = target;
+    bp_train_config *tc = &o->train;
+    /* Static names: the flag's text is the parser's and does not outlive the call. */
+    static const char *const optim_names[OPTIM_FLAGS] = {
+        "--momentum", "--beta1", "--beta2", "--eps", "--weight-decay"};
+    switch (spec->key) {
+    case TRAIN_EPOCHS:
+        tc->epochs = (int)parse_uint(flag, value, 1, INT_MAX);
+        o->epochs_given = 1;
+        break;
+    case TRAIN_BATCH: tc->batch = (int)parse_uint(flag, value, 1, BP_MAX_BATCH); break;
+    case TRAIN_ETA: tc->eta = parse_number(flag, value, &NUMBER_POSITIVE).decimal; break;
+    case TRAIN_LAMBDA: tc->lambda = parse_number(flag, value, &NUMBER_NONNEGATIVE).decimal; break;
+    case TRAIN_L1: tc->l1 = parse_number(flag, value, &NUMBER_NONNEGATIVE).decimal; break;
+    case TRAIN_OPTIMIZER: tc->optimizer = parse_optimizer(flag, value); break;
+    case TRAIN_MOMENTUM: tc->momentum = parse_fraction(flag, value); break;
+    case TRAIN_BETA1: tc->beta1 = parse_fraction(flag, value); break;
+    case TRAIN_BETA2: tc->beta2 = parse_fraction(flag, value); break;
+    case TRAIN_EPS: tc->eps = parse_number(flag, value, &NUMBER_POSITIVE).decimal; break;
+    case TRAIN_WEIGHT_DECAY:
+        tc->weight_decay = parse_number(flag, value, &NUMBER_NONNEGATIVE).decimal;
+        break;
+    case TRAIN_CLIP_NORM:
+        tc->clip_norm = parse_number(flag, value, &NUMBER_NONNEGATIVE).decimal;
+        break;
+    case TRAIN_SCHEDULE: tc->schedule = parse_schedule(flag, value); break;
+    case TRAIN_EARLY_STOP: tc->early_stop = (int)parse_uint(flag, value, 0, INT_MAX); break;
+    case TRAIN_SEED: o->net.cfg.seed = tc->seed = parse_uint(flag, value, 0, UINT64_MAX); break;
+    }
+    if (spec->key >= TRAIN_MOMENTUM && spec->key <= TRAIN_WEIGHT_DECAY)
+        o->optim_flag[spec->key - TRAIN_MOMENTUM] = optim_names[spec->key - TRAIN_MOMENTUM];
+}
+
+/* The defaults are the library's (bp_train_config_init), as options_init set them. */
+static void training_describe(const void *target, const opt_spec *spec, opt_text *t)
+{
+    const options *o = target;
+    const bp_train_config *tc = &o->train;
+    double value = 0;
+    switch (spec->key) {
+    case TRAIN_EPOCHS: value = tc->epochs; break;
+    case TRAIN_BATCH:
+        snprintf(t->help, sizeof t->help, "mini-batch size, 1..%d", BP_MAX_BATCH);
+        value = tc->batch;
+        break;
+    case TRAIN_ETA: value = tc->eta; break;
+    case TRAIN_LAMBDA: value = tc->lambda; break;
+    case TRAIN_L1: value = tc->l1; break;
+    case TRAIN_OPTIMIZER:
+        list_names(t->arg, sizeof t->arg, "|", BP_OPT_COUNT, -1, optimizer_name_i);
+        snprintf(t->dflt, sizeof t->dflt, "%s", bp_optimizer_name(tc->optimizer));
+        return;
+    case TRAIN_MOMENTUM: value = tc->momentum; break;
+    case TRAIN_BETA1: value = tc->beta1; break;
+    case TRAIN_BETA2: value = tc->beta2; break;
+    case TRAIN_EPS: value = tc->eps; break;
+    case TRAIN_WEIGHT_DECAY: value = tc->weight_decay; break;
+    case TRAIN_CLIP_NORM: value = tc->clip_norm; break;
+    case TRAIN_SCHEDULE: schedule_text(&tc->schedule, t->dflt, sizeof t->dflt); return;
+    case TRAIN_EARLY_STOP: value = tc->early_stop; break;
+    case TRAIN_SEED:
+        snprintf(t->dflt, sizeof t->dflt, "%llu", (unsigned long long)tc->seed);
+        return;
+    }
+    snprintf(t->dflt, sizeof t->dflt, "%g", value);
+}
+
+static void run_parse(void *target, const opt_spec *spec, const char *flag, const char *value)
+{
+    options *o = target;
+    switch (spec->key) {
+    case RUN_SAVE: o->save = parse_path(flag, value); break;
+    case RUN_CHECKPOINT: o->checkpoint = parse_path(flag, value); break;
+    case RUN_CHECKPOINT_EVERY:
+        o->checkpoint_every = (int)parse_uint(flag, value, 1, INT_MAX);
+        break;
+    case RUN_RESUME: o->resume = parse_path(flag, value); break;
+    case RUN_ON_DIVERGE:
+        if (strcmp(value, "stop") != 0 && strcmp(value, "rollback") != 0)
+            usage_error("%s: '%s' is not stop or rollback", flag, value);
+        o->rollback = strcmp(value, "rollback") == 0;
+        break;
+    case RUN_LOG:
+        if (log_format_of(value) == LOG_UNKNOWN)
+            usage_error("%s: '%s' must end in .jsonl (JSON Lines) or .csv: the extension "
+                        "chooses the format", flag, value);
+        o->log = value;
+        break;
+    case RUN_NORM_SAMPLES:
+        o->train.norm_samples = (int)parse_uint(flag, value, 0, INT_MAX);
+        o->norm_samples_given = 1;
+        break;
+    }
+}
+
+static void run_describe(const void *target, const opt_spec *spec, opt_text *t)
+{
+    const options *o = target;
+    switch (spec->key) {
+    case RUN_CHECKPOINT_EVERY:
+        snprintf(t->dflt, sizeof t->dflt, "%d", o->checkpoint_every);
+        break;
+    case RUN_ON_DIVERGE:
+        snprintf(t->help, sizeof t->help,
+                 "when training diverges, stop with an error, or go back\n"
+                 "to the last good epoch with half the rate and go on (at\n"
+                 "most %d times, each printed)", MAX_ROLLBACKS);
+        snprintf(t->dflt, sizeof t->dflt, "%s", o->rollback ? "rollback" : "stop");
+        break;
+    case RUN_NORM_SAMPLES:
+        snprintf(t->dflt, sizeof t->dflt, "%d with --log", LOG_NORM_SAMPLES);
+        break;
+    }
+}
+
+static const opt_group training_group = {"training", training_opts, training_parse,
+                                         training_describe};
+static const opt_group run_group = {"the run's files", run_opts, run_parse, run_describe};
+
+static void options_init(void *opts)
+{
+    options *o = opts;
+    *o = (options){.checkpoint_every = 1};
+    data_args_init(&o->data);
+    o->data.data = "mnist";
+    net_args_init(&o->net);
+    runtime_args_init(&o->runtime);
+    bp_train_config_init(&o->train);
+    /* One --seed drives initialisation and shuffling alike, so the default is one number too:
+     * the net's. */
+    o->train.seed = o->net.cfg.seed;
+}
+
+const command_line train_line = {
+    .name = "train",
+    .synopsis = "usage: backprop train [options]\n",
+    .about =
+        "Train a fully connected network with mini-batch SGD on MNIST-style IDX data.\n"
+        "When OpenBLAS does not know the CPU and falls back to narrower kernels than it has,\n"
+        "train restarts itself once with OPENBLAS_CORETYPE set to the fitting ones (unless\n"
+        "OPENBLAS_CORETYPE is already set) and names both in its first line.\n"
+        "The training file is split: the last 1/6 of its images validate each epoch\n"
+        "(50,000 / 10,000 for MNIST, as in Nielsen); the t10k files give the final test figure.\n",
+    .notes =
+        "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number such\n"
+        "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--epo 5).\n"
+        "\n"
+        "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current epoch;\n"
+        "the test accuracy, the summary and the model are still produced and the exit status "
+        "is 0.\n"
+        "A second one, or SIGHUP, ends the process at once. Either way the summary and model "
+        "files\n"
+        "are whole: the old one or the new one, with no temporary file left behind.\n"
+        "\n"
+        "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command "
+        "line\n",
+    .size = sizeof(options),
+    .init = options_init,
+    .uses = {{&data_group, offsetof(options, data), 1u << DATA_DATA},
+             {&net_group, offsetof(options, net), 0},
+             {&training_group, 0, 0},
+             {&runtime_group, offsetof(options, runtime), 0},
+             {&output_group, offsetof(options, output), 1u << OUTPUT_SUMMARY},
+             {&run_group, 0, 0}},
+};
+
+void train_usage(FILE *f) { print_usage(f, &train_line); }
 
 /* A hyper-parameter of another optimiser than the one chosen would be silently ignored. */
 static void check_optimizer_flags(const options *o)
@@ -239,134 +359,34 @@ static void check_optimizer_flags(const options *o)
                         i == OPTIM_WEIGHT_DECAY ? "s" : "", bp_optimizer_name(k));
 }
 
-/* "--eta" for OPT_ETA: argv's last word may be the option's value, not its name. */
-static const char *long_name(int c)
+/* Two output flags naming one file would have one write over the other. */
+static void check_output_names(const options *o)
 {
-    static char name[40];
-    for (const struct option *opt = train_longopts; opt->name; opt++)
-        if (opt->val == c) {
-            snprintf(name, sizeof name, "--%s", opt->name);
-            return name;
-        }
-    return "an option";
+    const char *summary = o->output.summary;
+    if (o->log && summary && strcmp(o->log, summary) == 0)
+        usage_error("--log and --summary-json name the same file '%s'", o->log);
+    const char *outputs[] = {summary, o->log, o->save};
+    for (int i = 0; i < 3 && o->checkpoint; i++)
+        if (outputs[i] && strcmp(outputs[i], o->checkpoint) == 0)
+            usage_error("--checkpoint and another output flag name the same file '%s'",
+                        o->checkpoint);
+    if (o->save && ((summary && strcmp(o->save, summary) == 0) ||
+                    (o->log && strcmp(o->save, o->log) == 0)))
+        usage_error("--save and %s name the same file '%s'",
+                    summary && strcmp(o->save, summary) == 0 ? "--summary-json" : "--log",
+                    o->save);
 }
 
 static void parse_train_args(int argc, char **argv, options *o)
 {
-    *o = (options){.data = "mnist", .checkpoint_every = 1};
-    bp_net_config_init(&o->net);
-    bp_train_config_init(&o->train);
-    /* One --seed drives initialisation and shuffling alike, so the default is one number too:
-     * the net's. */
-    o->train.seed = o->net.seed;
-    memcpy(o->sizes, default_layers, sizeof default_layers);
-    o->net.n_sizes = (int)(sizeof default_layers / sizeof default_layers[0]);
-
-    /* Our own messages instead of getopt's: one line, then the usage, then status 2.
-     * The leading ':' makes a missing value return ':' rather than '?'. */
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", train_longopts, NULL)) != -1) {
-        const char *flag = argv[optind - 1];
-        /* Everything but where the data, the output and the threads go changes the run. */
-        if (!o->run_flag && c >= OPT_DATA && c != OPT_DATA && c != OPT_EPOCHS &&
-            c != OPT_THREADS && c != OPT_BACKEND && c != OPT_SUMMARY && c != OPT_MAX_MEMORY &&
-            c != OPT_SAVE && c != OPT_LOG && c < OPT_CHECKPOINT)
-            o->run_flag = long_name(c);
-        switch (c) {
-        case OPT_DATA:
-            if (optarg[0] == '\0')
-                usage_error("--data: empty value");
-            o->data = optarg;
-            break;
-        case OPT_LAYERS: o->net.n_sizes = parse_layers("--layers", optarg, o->sizes); break;
-        case OPT_HIDDEN: o->net.hidden = parse_activation("--hidden-act", optarg, 1); break;
-        case OPT_OUTPUT: o->net.output = parse_activation("--output", optarg, 0); break;
-        case OPT_COST: o->net.cost = parse_cost("--cost", optarg); break;
-        case OPT_EPOCHS:
-            o->train.epochs = (int)parse_uint("--epochs", optarg, 1, INT_MAX);
-            o->epochs_given = 1;
-            break;
-        case OPT_BATCH:
-            o->train.batch = (int)parse_uint("--batch", optarg, 1, BP_MAX_BATCH);
-            break;
-        case OPT_ETA: o->train.eta = parse_eta("--eta", optarg); break;
-        case OPT_INIT: o->net.init = parse_init("--init", optarg); break;
-        case OPT_SEED:
-            o->net.seed = o->train.seed = parse_uint("--seed", optarg, 0, UINT64_MAX);
-            break;
-        case OPT_THREADS:
-            o->threads = (int)parse_uint("--threads", optarg, 1, MAX_THREADS);
-            break;
-        case OPT_BACKEND: o->net.backend = parse_backend("--backend", optarg); break;
-        case OPT_MAX_MEMORY: o->max_memory = parse_bytes("--max-memory", optarg); break;
-        case OPT_LAMBDA: o->train.lambda = parse_strength("--lambda", optarg); break;
-        case OPT_L1: o->train.l1 = parse_strength("--l1", optarg); break;
-        case OPT_OPTIMIZER: o->train.optimizer = parse_optimizer("--optimizer", optarg); break;
-        case OPT_MOMENTUM:
-            o->train.momentum = parse_fraction("--momentum", optarg);
-            o->optim_flag[OPTIM_MOMENTUM] = "--momentum";
-            break;
-        case OPT_BETA1:
-            o->train.beta1 = parse_fraction("--beta1", optarg);
-            o->optim_flag[OPTIM_BETA1] = "--beta1";
-            break;
-        case OPT_BETA2:
-            o->train.beta2 = parse_fraction("--beta2", optarg);
-            o->optim_flag[OPTIM_BETA2] = "--beta2";
-            break;
-        case OPT_EPS:
-            o->train.eps = parse_eta("--eps", optarg);
-            o->optim_flag[OPTIM_EPS] = "--eps";
-            break;
-        case OPT_WEIGHT_DECAY:
-            o->train.weight_decay = parse_strength("--weight-decay", optarg);
-            o->optim_flag[OPTIM_WEIGHT_DECAY] = "--weight-decay";
-            break;
-        case OPT_CLIP_NORM: o->train.clip_norm = parse_strength("--clip-norm", optarg); break;
-        case OPT_SCHEDULE: o->train.schedule = parse_schedule("--schedule", optarg); break;
-        case OPT_EARLY_STOP:
-            o->train.early_stop = (int)parse_uint("--early-stop", optarg, 0, INT_MAX);
-            break;
-        case OPT_BATCHNORM: o->net.batchnorm = 1; break;
-        case OPT_DROPOUT: o->net.dropout = parse_probability("--dropout", optarg); break;
-        case OPT_SUMMARY: o->summary = parse_path("--summary-json", optarg); break;
-        case OPT_SAVE: o->save = parse_path("--save", optarg); break;
-        case OPT_CHECKPOINT: o->checkpoint = parse_path("--checkpoint", optarg); break;
-        case OPT_CHECKPOINT_EVERY:
-            o->checkpoint_every = (int)parse_uint("--checkpoint-every", optarg, 1, INT_MAX);
-            break;
-        case OPT_RESUME: o->resume = parse_path("--resume", optarg); break;
-        case OPT_ON_DIVERGE:
-            if (strcmp(optarg, "stop") != 0 && strcmp(optarg, "rollback") != 0)
-                usage_error("--on-diverge: '%s' is not stop or rollback", optarg);
-            o->rollback = strcmp(optarg, "rollback") == 0;
-            break;
-        case OPT_LOG:
-            if (log_format_of(optarg) == LOG_UNKNOWN)
-                usage_error("--log: '%s' must end in .jsonl (JSON Lines) or .csv: the extension "
-                            "chooses the format", optarg);
-            o->log = optarg;
-            break;
-        case OPT_NORM_SAMPLES:
-            o->train.norm_samples = (int)parse_uint("--norm-samples", optarg, 0, INT_MAX);
-            o->norm_samples_given = 1;
-            break;
-        case 'h': help_exit(train_usage);
-        case ':':
-            usage_error("%s needs a value", flag);
-        default:
-            bad_option(train_longopts, flag, optopt);
-        }
-    }
+    parsed_args p = parse_command_line(&train_line, o, argc, argv);
+    o->net.cfg.backend = o->runtime.backend;
     check_optimizer_flags(o);
-    if (optind < argc)
-        usage_error("unexpected argument '%s'", argv[optind]);
     /* Both act behind hidden layers only: without one they would do nothing, silently. */
-    if (o->net.n_sizes < 3 && (o->net.batchnorm || o->net.dropout > 0.0f))
+    const bp_net_config *nc = &o->net.cfg;
+    if (nc->n_sizes < 3 && (nc->batchnorm || nc->dropout > 0.0f))
         usage_error("%s: the net has no hidden layer (--layers has %d sizes)",
-                    o->net.batchnorm ? "--batchnorm" : "--dropout", o->net.n_sizes);
+                    nc->batchnorm ? "--batchnorm" : "--dropout", nc->n_sizes);
     /* The norms cost a forward and backward pass over their samples every epoch, and only the
      * log shows them. */
     if (o->norm_samples_given && !o->log)
@@ -374,180 +394,16 @@ static void parse_train_args(int argc, char **argv, options *o)
                     "too");
     if (o->log && !o->norm_samples_given)
         o->train.norm_samples = LOG_NORM_SAMPLES;
-    if (o->log && o->summary && strcmp(o->log, o->summary) == 0)
-        usage_error("--log and --summary-json name the same file '%s'", o->log);
-    if (o->resume && o->run_flag)
-        usage_error("--resume: %s would change the resumed run, whose network and training "
+    /* A resumed run takes its network and training from its checkpoint: such a flag would
+     * silently not apply. */
+    if (o->resume && p.run_option)
+        usage_error("--resume: --%s would change the resumed run, whose network and training "
                     "settings come from the checkpoint (only --epochs, --data, --threads, "
-                    "--backend, --max-memory and the output flags apply)", o->run_flag);
+                    "--backend, --max-memory and the output flags apply)", p.run_option->name);
     if (o->checkpoint_every != 1 && !o->checkpoint)
         usage_error("--checkpoint-every: the checkpoints go to the --checkpoint file; give "
                     "--checkpoint FILE too");
-    const char *outputs[] = {o->summary, o->log, o->save};
-    for (int i = 0; i < 3 && o->checkpoint; i++)
-        if (outputs[i] && strcmp(outputs[i], o->checkpoint) == 0)
-            usage_error("--checkpoint and another output flag name the same file '%s'",
-                        o->checkpoint);
-    if (o->save && ((o->summary && strcmp(o->save, o->summary) == 0) ||
-                    (o->log && strcmp(o->save, o->log) == 0)))
-        usage_error("--save and %s name the same file '%s'",
-                    o->summary && strcmp(o->save, o->summary) == 0 ? "--summary-json" : "--log",
-                    o->save);
-}
-
-/* ---- usage ------------------------------------------------------------------------------ */
-
-/* "  --cost quadratic|cross-entropy|log-likelihood         [cross-entropy]" */
-static void print_choice(FILE *f, const char *flag, const char *names, const char *dflt)
-{
-    char left[256]; /* a flag, a space and list_names' 160 bytes at most */
-    snprintf(left, sizeof left, "%s %s", flag, names);
-    fprintf(f, "  %-53s [%s]\n", left, dflt);
-}
-
-/* The defaults and the names come from the library as it is linked, so the text cannot fall
- * behind it: bp_*_config_init for the defaults, the _COUNT enums and name functions for the
- * choices, BP_MAX_* for the limits. */
-void train_usage(FILE *f)
-{
-    bp_net_config nc;
-    bp_train_config tc;
-    bp_net_config_init(&nc);
-    bp_train_config_init(&tc);
-    char hidden[160], output[160], costs[160], inits[160], backends[160], layers[64] = "";
-    list_names(hidden, sizeof hidden, "|", BP_ACT_COUNT, BP_ACT_SOFTMAX, act_name_i);
-    list_names(output, sizeof output, "|", BP_ACT_COUNT, -1, act_name_i);
-    list_names(costs, sizeof costs, "|", BP_COST_COUNT, -1, cost_name_i);
-    list_names(inits, sizeof inits, "|", BP_INIT_COUNT, -1, init_name_i);
-    list_names(backends, sizeof backends, "|", bp_backend_count(), -1, backend_name_i);
-    size_t used = 0;
-    for (size_t i = 0; i < sizeof default_layers / sizeof default_layers[0]; i++)
-        used += (size_t)snprintf(layers + used, sizeof layers - used, "%s%d", i ? "," : "",
-                                 default_layers[i]);
-
-    fputs("usage: backprop train [options]\n"
-          "\n"
-          "Train a fully connected network with mini-batch SGD on MNIST-style IDX data.\n"
-          "When OpenBLAS does not know the CPU and falls back to narrower kernels than it has,\n"
-          "train restarts itself once with OPENBLAS_CORETYPE set to the fitting ones (unless\n"
-          "OPENBLAS_CORETYPE is already set) and names both in its first line.\n"
-          "The training file is split: the last 1/6 of its images validate each epoch\n"
-          "(50,000 / 10,000 for MNIST, as in Nielsen); the t10k files give the final test "
-          "figure.\n"
-          "\n"
-          "options of train (defaults in brackets):\n"
-          "  --data mnist|fashion|DIR   data set [mnist]\n"
-          "        mnist:   $BACKPROP_MNIST_DIR, else ${BACKPROP_DATA_DIR:-$HOME/.cache/backprop}"
-          "/mnist\n"
-          "        fashion: $BACKPROP_FASHION_DIR, else /usr/share/datasets/fashion-mnist\n"
-          "        DIR holds train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
-          "        t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz\n", f);
-    fprintf(f, "  --layers N0,N1,...,NL      neurons per layer, input first; 2..%d layers of\n"
-            "                             1..%d neurons [%s]\n", BP_MAX_SIZES, BP_MAX_WIDTH,
-            layers);
-    print_choice(f, "--hidden-act", hidden, bp_activation_name(nc.hidden));
-    print_choice(f, "--output", output, bp_activation_name(nc.output));
-    print_choice(f, "--cost", costs, bp_cost_name(nc.cost));
-    fprintf(f, "  --epochs N                 [%d]\n", tc.epochs);
-    fprintf(f, "  --batch B                  mini-batch size, 1..%d [%d]\n", BP_MAX_BATCH,
-            tc.batch);
-    fprintf(f, "  --eta X                    learning rate, > 0 [%g]; Nielsen ch. 1 uses 3.0 "
-            "with the\n"
-            "                             quadratic cost, ch. 3 uses 0.5 with cross-entropy\n",
-            (double)tc.eta);
-    fprintf(f, "  --lambda X                 L2 on the weights, Nielsen's (1 - eta lambda/n) W; "
-            "ch. 3\n"
-            "                             uses 5.0 [%g]\n"
-            "  --l1 X                     L1 on the weights, - (eta l1/n) sign(W) [%g]\n",
-            (double)tc.lambda, (double)tc.l1);
-    char optimizers[160];
-    list_names(optimizers, sizeof optimizers, "|", BP_OPT_COUNT, -1, optimizer_name_i);
-    print_choice(f, "--optimizer", optimizers, bp_optimizer_name(tc.optimizer));
-    fprintf(f, "  --momentum MU              momentum, nesterov: v <- MU v - eta G; in [0, 1) "
-            "[%g]\n"
-            "  --beta1 B1                 adam, adamw: decay of the mean of G; in [0, 1) [%g]\n"
-            "  --beta2 B2                 adam, adamw, rmsprop: decay of the mean of G^2 [%g]\n"
-            "  --eps E                    adam, adamw, rmsprop: added to sqrt(v); > 0 [%g]\n"
-            "  --weight-decay X           adamw: W <- (1 - eta X) W, weights only [%g]\n"
-            "  --clip-norm X              scale the gradient down to norm X when longer; 0: off "
-            "[%g]\n",
-            (double)tc.momentum, (double)tc.beta1, (double)tc.beta2, (double)tc.eps,
-            (double)tc.weight_decay, (double)tc.clip_norm);
-    char schedule[64];
-    schedule_text(&tc.schedule, schedule, sizeof schedule);
-    print_choice(f, "--schedule", "const|halve:N|step:E:F|cosine", schedule);
-    fprintf(f, "                             eta between epochs: halved after N epochs without a\n"
-            "                             better validation accuracy, ending the run at eta/128;\n"
-            "                             times F every E epochs; cosine down to 0 over --epochs\n"
-            "  --early-stop N             stop after N epochs with no better validation accuracy "
-            "[%d]\n"
-            "                             and keep the best epoch's net (0: never)\n",
-            tc.early_stop);
-    fputs("  --dropout P                drop each hidden unit with probability P in [0, 1) "
-          "in\n"
-          "                             training, scaling the kept ones by 1/(1-P) [0: off]\n"
-          "  --batchnorm                batch normalisation between each hidden layer's "
-          "linear\n"
-          "                             part and its activation: batch statistics in "
-          "training,\n"
-          "                             running averages when evaluating [off]\n", f);
-    print_choice(f, "--init", inits, bp_init_name(nc.init));
-    fprintf(f, "  --seed S                   drives initialisation and shuffling [%llu]\n",
-            (unsigned long long)nc.seed);
-    fprintf(f, "  --threads T                threads of a training step, 1..%d [one per "
-            "core]\n", MAX_THREADS);
-    print_choice(f, "--backend", backends, nc.backend);
-    fputs("  --max-memory N[k|M|G]      refuse a net whose plan needs more bytes than this\n"
-          "                             [the memory available when it is planned]\n"
-          "  --summary-json FILE        write the results as JSON to FILE, replacing it whole\n"
-          "                             (checked before training; FILE may not be a device, "
-          "FIFO,\n"
-          "                             directory or symbolic link)\n"
-          "  --save FILE                write the trained net to FILE, a model file (safetensors)\n"
-          "                             with the data's image shape, input scale, class names and\n"
-          "                             this configuration; with --early-stop it is the best\n"
-          "                             epoch's net; checked before training like --summary-json\n"
-          "                             [none]\n"
-          "  --checkpoint FILE          after every --checkpoint-every N epochs [1], write the\n"
-          "                             whole run to FILE (the model, the optimiser's state, the\n"
-          "                             sample order, the generator, the schedule), atomically;\n"
-          "                             it is also a model file for eval and predict [none]\n"
-          "  --resume FILE              continue the run FILE holds, to --epochs in all [the\n"
-          "                             run's own]; the net and the training settings come from\n"
-          "                             FILE, so flags that set them are refused; --data must\n"
-          "                             be the run's data. On one thread the result is the\n"
-          "                             uninterrupted run's, bit for bit\n"
-          "  --on-diverge stop|rollback when training diverges, stop with an error, or go back\n"
-          "                             to the last good epoch with half the rate and go on (at\n"
-          "                             most 3 times, each printed) [stop]\n", f);
-    fprintf(f, "  --log FILE.jsonl|FILE.csv  one record per epoch, written as it ends: epoch, "
-            "eta,\n"
-            "                             costs, validation accuracy, seconds, samples/s and "
-            "each\n"
-            "                             tensor's gradient norm (checked before training, like\n"
-            "                             --summary-json)\n"
-            "  --norm-samples N           the norms are of the mean cost's gradient over the "
-            "first\n"
-            "                             N training samples; 0 leaves them out [%d with --log];\n"
-            "                             with norms the log opens with epoch 0, the net as\n"
-            "                             initialised\n",
-            LOG_NORM_SAMPLES);
-    fputs("  --help                     this text\n"
-          "\n"
-          "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number "
-          "such\n"
-          "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--epo 5).\n"
-          "\n"
-          "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current "
-          "epoch;\n"
-          "the test accuracy, the summary and the model are still produced and the exit status "
-          "is 0.\n"
-          "A second one, or SIGHUP, ends the process at once. Either way the summary and model "
-          "files\n"
-          "are whole: the old one or the new one, with no temporary file left behind.\n"
-          "\n"
-          "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command "
-          "line\n", f);
+    check_output_names(o);
 }
 
 /* ---- signals ----------------------------------------------------------------------------- */
@@ -595,8 +451,6 @@ typedef struct progress {
 } progress;
 
 /* ---- rollback ------------------------------------------------------------------------------ */
-
-enum { MAX_ROLLBACKS = 3 };
 
 /* Everything a trainer and its net need to be put back as they were after an epoch: copies of
  * the parameter and state arenas and of the trainer's state (its arrays included). */
@@ -781,15 +635,15 @@ static void write_config_json(FILE *f, const options *o, int threads, const char
     fprintf(f, "{\n%s  \"data\": ", in);
     json_string(f, dir);
     fprintf(f, ",\n%s  \"layers\": [", in);
-    for (int i = 0; i < o->net.n_sizes; i++)
-        fprintf(f, "%s%d", i ? ", " : "", o->sizes[i]);
+    for (int i = 0; i < o->net.cfg.n_sizes; i++)
+        fprintf(f, "%s%d", i ? ", " : "", o->net.sizes[i]);
     fputs("]", f);
     const struct {
         const char *key, *value;
-    } names[] = {{"hidden_act", bp_activation_name(o->net.hidden)},
-                 {"output", bp_activation_name(o->net.output)},
-                 {"cost", bp_cost_name(o->net.cost)},
-                 {"init", bp_init_name(o->net.init)}};
+    } names[] = {{"hidden_act", bp_activation_name(o->net.cfg.hidden)},
+                 {"output", bp_activation_name(o->net.cfg.output)},
+                 {"cost", bp_cost_name(o->net.cfg.cost)},
+                 {"init", bp_init_name(o->net.cfg.init)}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         fprintf(f, ",\n%s  \"%s\": ", in, names[i].key);
         json_string(f, names[i].value);
@@ -819,12 +673,12 @@ static void write_config_json(FILE *f, const options *o, int threads, const char
     json_string(f, schedule);
     fprintf(f, ",\n%s  \"early_stop\": %d", in, o->train.early_stop);
     fprintf(f, ",\n%s  \"dropout\": ", in);
-    json_float(f, o->net.dropout);
-    fprintf(f, ",\n%s  \"batchnorm\": %s", in, o->net.batchnorm ? "true" : "false");
+    json_float(f, o->net.cfg.dropout);
+    fprintf(f, ",\n%s  \"batchnorm\": %s", in, o->net.cfg.batchnorm ? "true" : "false");
     /* A seed can exceed 2^53, where JSON readers lose digits: keep it exact as a string. */
     fprintf(f, ",\n%s  \"seed\": \"%llu\",\n%s  \"threads\": %d,\n%s  \"backend\": ", in,
-            (unsigned long long)o->net.seed, in, threads, in);
-    json_string(f, o->net.backend);
+            (unsigned long long)o->net.cfg.seed, in, threads, in);
+    json_string(f, o->net.cfg.backend);
     fprintf(f, "\n%s}", in);
 }
 
@@ -887,7 +741,7 @@ static int model_meta(const options *o, int n_out, const bp_idx_info *images, in
         *training = NULL;
         return -1;
     }
-    const char *names = data_class_names(o->data);
+    const char *names = data_class_names(o->data.data);
     int n_names = 0;
     for (const char *p = names; p && *p; p++)
         n_names += *p == ',';
@@ -918,31 +772,31 @@ static int save_model(const options *o, const bp_net *net, const bp_model_meta *
 static void options_from_net(options *o, const bp_net *net)
 {
     const char *spec = bp_net_spec(net);
-    o->net.n_sizes = 1;
-    o->sizes[0] = bp_net_size(net, 0);
-    o->net.batchnorm = 0;
-    o->net.dropout = 0.0f;
+    o->net.cfg.n_sizes = 1;
+    o->net.sizes[0] = bp_net_size(net, 0);
+    o->net.cfg.batchnorm = 0;
+    o->net.cfg.dropout = 0.0f;
     for (const char *p = spec; p && *p;) {
         size_t len = strcspn(p, ",");
         char tok[64];
         snprintf(tok, sizeof tok, "%.*s", (int)(len < sizeof tok ? len : sizeof tok - 1), p);
         char *act = strrchr(tok, ':');
-        if (strncmp(tok, "dense:", 6) == 0 && o->net.n_sizes < BP_MAX_SIZES) {
-            o->sizes[o->net.n_sizes++] = atoi(tok + 6);
+        if (strncmp(tok, "dense:", 6) == 0 && o->net.cfg.n_sizes < BP_MAX_SIZES) {
+            o->net.sizes[o->net.cfg.n_sizes++] = atoi(tok + 6);
             if (act)
-                bp_activation_parse(act + 1, &o->net.output);
-            if (o->net.output != BP_ACT_LINEAR || !o->net.batchnorm)
-                o->net.hidden = o->net.n_sizes == 2 ? o->net.output : o->net.hidden;
+                bp_activation_parse(act + 1, &o->net.cfg.output);
+            if (o->net.cfg.output != BP_ACT_LINEAR || !o->net.cfg.batchnorm)
+                o->net.cfg.hidden = o->net.cfg.n_sizes == 2 ? o->net.cfg.output : o->net.cfg.hidden;
         } else if (strncmp(tok, "batchnorm", 9) == 0) {
-            o->net.batchnorm = 1;
+            o->net.cfg.batchnorm = 1;
             if (act)
-                bp_activation_parse(act + 1, &o->net.hidden);
+                bp_activation_parse(act + 1, &o->net.cfg.hidden);
         } else if (strncmp(tok, "dropout:", 8) == 0) {
-            o->net.dropout = strtof(tok + 8, NULL);
+            o->net.cfg.dropout = strtof(tok + 8, NULL);
         }
         p += len + (p[len] == ',');
     }
-    o->net.cost = bp_net_cost(net);
+    o->net.cfg.cost = bp_net_cost(net);
 }
 
 /* ---- train ------------------------------------------------------------------------------- */
@@ -986,14 +840,14 @@ static int log_initial_net(epoch_log *log, bp_net *net, const data *d,
 static int print_header(const options *o, const bp_net *net, const bp_trainer *resumed)
 {
     printf("backprop %s  layers ", bp_version());
-    for (int i = 0; i < o->net.n_sizes; i++)
-        printf("%s%d", i ? "," : "", o->sizes[i]);
+    for (int i = 0; i < o->net.cfg.n_sizes; i++)
+        printf("%s%d", i ? "," : "", o->net.sizes[i]);
     printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
            "  threads %d  seed %llu  openblas %s",
-           bp_activation_name(o->net.hidden), bp_activation_name(o->net.output),
-           bp_cost_name(o->net.cost), bp_init_name(o->net.init), (double)o->train.eta,
+           bp_activation_name(o->net.cfg.hidden), bp_activation_name(o->net.cfg.output),
+           bp_cost_name(o->net.cfg.cost), bp_init_name(o->net.cfg.init), (double)o->train.eta,
            o->train.batch, o->train.epochs, bp_net_backend(net), bp_net_threads(net),
-           (unsigned long long)o->net.seed, bp_blas_core());
+           (unsigned long long)o->net.cfg.seed, bp_blas_core());
     const char *fallback = getenv(FALLBACK_VAR);
     if (fallback && *fallback)
         printf(" (OpenBLAS chose %s for this CPU)", fallback);
@@ -1010,7 +864,7 @@ static int resume_run(options *o, const data *d, int dim, const char *dir, bp_ne
 {
     bp_net_config nc;
     bp_net_config_init(&nc);
-    nc.backend = o->net.backend;
+    nc.backend = o->net.cfg.backend;
     if (bp_checkpoint_load(o->resume, d->train, &nc, net, trainer, NULL) != BP_OK) {
         print_error("--resume: %s", bp_last_error());
         return -1;
@@ -1025,7 +879,7 @@ static int resume_run(options *o, const data *d, int dim, const char *dir, bp_ne
     if (o->epochs_given)
         o->train.epochs = epochs;
     options_from_net(o, *net);
-    o->net.seed = o->train.seed;
+    o->net.cfg.seed = o->train.seed;
     return 0;
 }
 
@@ -1045,22 +899,22 @@ int cmd_train(int argc, char **argv)
     char why[PATH_BUF + 256];
     double t_start = bp_clock_seconds();
 
-    if ((o.threads > 0 && (st = bp_set_threads(o.threads)) != BP_OK) ||
-        (st = bp_set_memory_limit(o.max_memory)) != BP_OK) {
+    if ((o.runtime.threads > 0 && (st = bp_set_threads(o.runtime.threads)) != BP_OK) ||
+        (st = bp_set_memory_limit(o.runtime.max_memory)) != BP_OK) {
         print_lib_error(st);
         return 1;
     }
-    if (resolve_data_dir(o.data, &dd) != 0)
+    if (resolve_data_dir(o.data.data, &dd) != 0)
         return 1;
     /* JSON strings are Unicode: a path of other bytes cannot be recorded faithfully, and a
      * summary that misnames its data is worse than none. Refused now, before any work. */
-    if (o.summary && !is_utf8(dd.path)) {
+    if (o.output.summary && !is_utf8(dd.path)) {
         print_error("--summary-json: the data directory '%s' is not valid UTF-8, which a JSON "
                     "string cannot hold; rename it or reach it through a link with a UTF-8 "
                     "name", dd.path);
         return EXIT_USAGE;
     }
-    if (o.summary && check_output_path("--summary-json", o.summary) != 0)
+    if (o.output.summary && check_output_path("--summary-json", o.output.summary) != 0)
         return 1;
     if (o.log && check_output_path("--log", o.log) != 0)
         return 1;
@@ -1068,7 +922,7 @@ int cmd_train(int argc, char **argv)
         return 1;
     if (o.checkpoint && check_output_path("--checkpoint", o.checkpoint) != 0)
         return 1;
-    if (find_data(o.data, &dd, DATA_ALL_FILES, path) != 0)
+    if (find_data(o.data.data, &dd, DATA_ALL_FILES, path) != 0)
         return 1;
 
     /* The headers first: they cost a few bytes each, and what they say decides whether the
@@ -1091,10 +945,10 @@ int cmd_train(int argc, char **argv)
     snapshot snap = {0};
     char *training_json = NULL;
     /* A wrong --layers for this data set is the user's to fix: status 2, like any bad flag. */
-    if (!o.resume && o.sizes[0] != dim) {
+    if (!o.resume && o.net.sizes[0] != dim) {
         print_error("--layers: the input layer has %d %s but '%s' has %d %s per sample (%dx%d "
-                    "images; try --layers %d,...)", o.sizes[0],
-                    plural(o.sizes[0], "neuron", "neurons"), dd.path, dim,
+                    "images; try --layers %d,...)", o.net.sizes[0],
+                    plural(o.net.sizes[0], "neuron", "neurons"), dd.path, dim,
                     plural(dim, "input", "inputs"), train_info.rows, train_info.cols, dim);
         return EXIT_USAGE;
     }
@@ -1105,9 +959,9 @@ int cmd_train(int argc, char **argv)
 
     /* Build the net before loading data: the library's pairing and memory checks cost nothing
      * and should not wait for the payload. */
-    o.net.sizes = o.sizes;
-    o.net.max_batch = max_batch > 0 ? max_batch : 1;
-    if (!o.resume && (st = bp_net_create(&net, &o.net)) != BP_OK) {
+    o.net.cfg.sizes = o.net.sizes;
+    o.net.cfg.max_batch = max_batch > 0 ? max_batch : 1;
+    if (!o.resume && (st = bp_net_create(&net, &o.net.cfg)) != BP_OK) {
         print_lib_error(st);
         /* The whole configuration comes from the command line, so a configuration the library
          * refuses is the user's to fix; running out of memory is not. */
@@ -1120,7 +974,8 @@ int cmd_train(int argc, char **argv)
 
     /* Both files held to the shape read above, should they have changed since. */
     const bp_idx_expect shape = {.rows = train_info.rows, .cols = train_info.cols};
-    if (load_data(path, DATA_ALL_FILES, &shape, &d) != 0 || check_labels(o.data, &d, path) != 0)
+    if (load_data(path, DATA_ALL_FILES, &shape, &d) != 0 ||
+        check_labels(o.data.data, &d, path) != 0)
         goto out;
     /* A resumed run's net and settings come from its checkpoint, which needs the training set
      * (the run's, checked by its size) to make the trainer. */
@@ -1131,7 +986,7 @@ int cmd_train(int argc, char **argv)
     int classes = bp_dataset_classes(d.train), test_classes = bp_dataset_classes(d.test);
     if (test_classes > classes)
         classes = test_classes;
-    int n_out = o.sizes[o.net.n_sizes - 1];
+    int n_out = o.net.sizes[o.net.cfg.n_sizes - 1];
     if (n_out < classes) {
         print_error("--layers: the output layer has %d %s but '%s' has %d classes", n_out,
                     plural(n_out, "neuron", "neurons"), dd.path, classes);
@@ -1259,7 +1114,7 @@ int cmd_train(int argc, char **argv)
             goto out;
     }
 
-    if (o.summary) {
+    if (o.output.summary) {
         /* The library's accuracies pass through float; snap them back to count/n so the file
          * says 0.9542 rather than 0.95419999957084656. */
         double valid_acc = res.validation_accuracy, best_acc = res.best_validation_accuracy;
@@ -1285,7 +1140,7 @@ int cmd_train(int argc, char **argv)
             .data_dir = dd.path,
         };
         summary_job job = {.o = &o, .s = &s};
-        if (write_output_file("--summary-json", o.summary, write_summary_json, &job) != 0)
+        if (write_output_file("--summary-json", o.output.summary, write_summary_json, &job) != 0)
             goto out;
     }
     rc = 0;
