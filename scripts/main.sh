@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # main.sh - the main job on a fresh Debian 12 machine: install what the build needs, build,
 # fetch real MNIST (pinned SHA-256), train Nielsen's chapter-1 network and report.
-# Extra arguments go to `backprop train` and override the defaults below.
+# Extra arguments go to `backprop train` and override the defaults below; with `--data fashion`
+# the Fashion-MNIST package is installed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+# `--data fashion` trains on Fashion-MNIST, which Debian packages (dataset-fashion-mnist).
+extra=()
+prev=
+for a in "$@"; do
+    [[ $a == --data=fashion || ($prev == --data && $a == fashion) ]] && extra=(dataset-fashion-mnist)
+    prev=$a
+done
+scripts/install-deps.sh "${extra[@]}"
 [[ -f build/build.ninja ]] || meson setup build --buildtype=release >/dev/null
 meson compile -C build >/dev/null
 mnist_dir=$(scripts/fetch-mnist.sh | tail -n 1)

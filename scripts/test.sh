@@ -9,8 +9,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# valgrind for the perf suite; python3-torch for the torch suite (examples/load_in_torch.py).
-scripts/install-deps.sh valgrind python3-torch || exit 1
+# valgrind for the perf suite; python3-torch for the torch suite (examples/load_in_torch.py);
+# dataset-fashion-mnist for the install suite's --data fashion run.
+scripts/install-deps.sh valgrind python3-torch dataset-fashion-mnist || exit 1
 BACKPROP_MNIST_DIR=$(scripts/fetch-mnist.sh | tail -n 1) || exit 1
 export BACKPROP_MNIST_DIR
 

@@ -33,7 +33,9 @@ int bp_gemm_threads(bp_trans ta, bp_trans tb, int m, int n, int k, int max_threa
     return max_threads;
 }
 
-static int thread_count;
+/* Atomic: nets may be made on several threads at once, and the first bp_get_threads() of each
+ * may set it. */
+static atomic_int thread_count;
 
 /* The process-wide count: the default of nets made afterwards, and OpenBLAS's ceiling for calls
  * made outside a net's step. */
@@ -43,7 +45,7 @@ bp_status bp_set_threads(int n)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = cores > 0 ? (int)cores : 1;
     }
-    thread_count = n;
+    atomic_store(&thread_count, n);
     /* The blas backend chooses per GEMM (kernels/threads.c); this is the ceiling, and what
      * OpenBLAS uses for any call made outside our backend. */
     bp_blas_use_threads(n);
@@ -52,9 +54,12 @@ bp_status bp_set_threads(int n)
 
 int bp_get_threads(void)
 {
-    if (thread_count == 0)
+    int n = atomic_load(&thread_count);
+    if (n == 0) {
         bp_set_threads(0);
-    return thread_count;
+        n = atomic_load(&thread_count);
+    }
+    return n;
 }
 
 static _Thread_local int thread_budget;
