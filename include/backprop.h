@@ -33,6 +33,32 @@
  *   one sample per column.
  * - Whoever creates a handle frees it; pointers a getter returns are views into the handle and
  *   live as long as it does.
+ *
+ * Threads
+ * - Distinct nets on distinct threads are safe: each net (with its trainer, its buffers and its
+ *   own team of threads) trains, evaluates and saves independently of the others, with the
+ *   results it would have alone (tests/test_concurrent.c). One net, trainer or file writer
+ *   belongs to one thread at a time, read-only-looking calls included (bp_net_forward and
+ *   bp_evaluate write the net's buffers); it may move to another thread between calls.
+ * - A bp_dataset is never written after it is made: any number of threads and nets may read
+ *   one at once, and views of it may be made and freed on any thread (the last one frees it).
+ * - bp_last_error() is per thread. bp_set_threads and bp_set_memory_limit are process-wide and
+ *   may be called from any thread: the thread count applies to nets made afterwards (never to
+ *   one that exists), the limit to plans made afterwards (a new net, a bp_net_reserve). The
+ *   allocation counters (bp_alloc_stats_get) count every thread's allocations.
+ * - cJSON's allocation hooks are process-wide and the application's (the library never sets
+ *   them): if it sets them, it does so before any thread reads or writes a model file.
+ * - OpenBLAS has one thread pool and one thread count per process. A step of at least 16
+ *   columns per thread runs on the net's own team, every GEMM single-threaded, and leaves the
+ *   pool alone. A smaller step, and every step of a net with threads = 1, runs on the calling
+ *   thread, and before each GEMM the library sets OpenBLAS's process-wide count for its shape
+ *   (up to the net's thread count, 1 for such a net): nets doing this on several threads at
+ *   once set that count for each other, so a GEMM may run on another net's count, which can
+ *   change its speed and possibly its last bits. Every GEMM stays single-threaded, and each
+ *   net's results its own, when every net in the process uses threads = 1 or batches of at
+ *   least 16 columns per thread and no thread calls bp_set_threads meanwhile. bp_set_threads
+ *   also sets OpenBLAS's count, overriding OPENBLAS_NUM_THREADS, which only sizes the pool
+ *   OpenBLAS starts with.
  */
 #ifndef BACKPROP_H
 #define BACKPROP_H
