@@ -36,7 +36,7 @@ static const command commands[] = {
     {"inspect", cmd_inspect, inspect_usage,
      "a model's architecture, parameters, metadata and weight spectra", &inspect_line},
     {"bench", cmd_bench, bench_usage, "the benchmark harness: training and kernel speed here",
-     NULL},
+     &bench_line},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 

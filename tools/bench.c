@@ -11,9 +11,11 @@
  * same one `meson test --benchmark` and bench/README readers see.
  */
 #include "cli.h"
+#include "options.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,60 +56,25 @@ static const unsigned default_suites = 1u << 0 | 1u << 1;
 
 typedef struct bench_options {
     unsigned suites; /* bits of suites[] */
-    int quick, json, list;
+    int quick, list;
+    output_args output; /* --json */
     char **extra; /* after "--": handed to the one suite chosen */
     int n_extra;
 } bench_options;
 
-enum { OPT_QUICK = 256, OPT_JSON, OPT_SUITE, OPT_LIST };
+enum { BENCH_QUICK, BENCH_SUITE, BENCH_LIST };
 
-static const struct option bench_longopts[] = {
-    {"quick", no_argument, NULL, OPT_QUICK},
-    {"json", no_argument, NULL, OPT_JSON},
-    {"suite", required_argument, NULL, OPT_SUITE},
-    {"list", no_argument, NULL, OPT_LIST},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0},
+static const opt_spec bench_opts[] = {
+    {"quick", BENCH_QUICK, NULL,
+     "a few seconds a suite: enough to catch a wrong or\n"
+     "grossly slow kernel, too short for figures to quote\n"
+     "(off: a full run, minutes a suite)", 0, 0},
+    {"suite", BENCH_SUITE, "LIST", "", 0, 0},
+    {"list", BENCH_LIST, NULL, "where each suite's program is, and stop", 0, 0},
+    {0},
 };
 
 static const char *suite_name_i(int i) { return suites[i].name; }
-
-void bench_usage(FILE *f)
-{
-    char names[128];
-    list_names(names, sizeof names, "|", N_SUITES, -1, suite_name_i);
-    fprintf(f,
-            "usage: backprop bench [--quick] [--json] [--suite %s|all[,...]] [-- FLAGS]\n"
-            "\n"
-            "The benchmark harness (bench/): training and kernel speed on this machine, every\n"
-            "figure a ratio or rate measured in the same run, under a header line naming the\n"
-            "CPU, OpenBLAS's version and kernels, the threads and the commit. Real MNIST when\n"
-            "it is in place (scripts/fetch-mnist.sh, BACKPROP_MNIST_DIR), else random data of\n"
-            "the same shape.\n"
-            "\n"
-            "options of bench (defaults in brackets):\n"
-            "  --quick                    a few seconds a suite: enough to catch a wrong or\n"
-            "                             grossly slow kernel, too short for figures to quote\n"
-            "                             [off: a full run, minutes a suite]\n"
-            "  --json                     one JSON object per line instead of the tables [off]\n"
-            "  --suite LIST               which suites, comma-separated [train,ops]:\n",
-            names);
-    for (int i = 0; i < N_SUITES; i++)
-        fprintf(f, "                               %-9s %s\n", suites[i].name, suites[i].what);
-    fputs("                               all       every one of them\n"
-          "  --list                     where each suite's program is, and stop\n"
-          "  -- FLAGS                   the rest goes to the suite's program as it is (one\n"
-          "                             suite only; e.g. backprop bench --suite train --\n"
-          "                             --small --batches 10,64 --threads 1)\n"
-          "  --help                     this text\n"
-          "\n"
-          "The programs are looked for in $BACKPROP_BENCH_DIR, then in bench/ beside this\n"
-          "executable (a build tree), then in " BP_BENCH_DIR " (installed).\n"
-          "\n"
-          "exit status: 0 ok, 1 a suite failed or was not found, 2 bad command line; a suite\n"
-          "ended by a signal gives 128 + its number\n",
-          f);
-}
 
 /* "train,ops" -> bits; "all" -> every suite. */
 static unsigned parse_suites(const char *flag, const char *s)
@@ -138,31 +105,79 @@ static unsigned parse_suites(const char *flag, const char *s)
     return bits;
 }
 
+static void bench_parse(void *target, const opt_spec *spec, const char *flag, const char *value)
+{
+    bench_options *o = target;
+    switch (spec->key) {
+    case BENCH_QUICK: o->quick = 1; break;
+    case BENCH_SUITE: o->suites = parse_suites(flag, value); break;
+    case BENCH_LIST: o->list = 1; break;
+    }
+}
+
+/* --suite's line lists the suites, from the table the runs use. */
+static void bench_describe(const void *target, const opt_spec *spec, opt_text *t)
+{
+    const bench_options *o = target;
+    if (spec->key != BENCH_SUITE)
+        return;
+    size_t used = (size_t)snprintf(t->help, sizeof t->help, "which suites, comma-separated");
+    for (int i = 0; i < N_SUITES && used < sizeof t->help; i++)
+        used += (size_t)snprintf(t->help + used, sizeof t->help - used, "\n  %-9s %s",
+                                 suites[i].name, suites[i].what);
+    if (used < sizeof t->help)
+        snprintf(t->help + used, sizeof t->help - used, "\n  %-9s every one of them", "all");
+    used = 0;
+    t->dflt[0] = '\0';
+    for (int i = 0; i < N_SUITES && used < sizeof t->dflt; i++)
+        if (o->suites & 1u << i)
+            used += (size_t)snprintf(t->dflt + used, sizeof t->dflt - used, "%s%s",
+                                     used ? "," : "", suites[i].name);
+}
+
+static const opt_group bench_group = {"bench", bench_opts, bench_parse, bench_describe};
+
+static void bench_init(void *opts)
+{
+    *(bench_options *)opts = (bench_options){.suites = default_suites};
+}
+
+const command_line bench_line = {
+    .name = "bench",
+    .synopsis = "usage: backprop bench [--quick] [--json] [--suite NAME[,...]] [-- FLAGS]\n",
+    .about = "The benchmark harness (bench/): training and kernel speed on this machine, every\n"
+             "figure a ratio or rate measured in the same run, under a header line naming the\n"
+             "CPU, OpenBLAS's version and kernels, the threads and the commit. Real MNIST when\n"
+             "it is in place (scripts/fetch-mnist.sh, BACKPROP_MNIST_DIR), else random data of\n"
+             "the same shape. --json: one JSON object per line instead of the tables.\n",
+    .notes = "After --, the rest goes to the suite's program as it is (one suite only; e.g.\n"
+             "backprop bench --suite train -- --small --batches 10,64 --threads 1).\n"
+             "\n"
+             "The programs are looked for in $BACKPROP_BENCH_DIR, then in bench/ beside this\n"
+             "executable (a build tree), then in " BP_BENCH_DIR " (installed).\n"
+             "\n"
+             "exit status: 0 ok, 1 a suite failed or was not found, 2 bad command line; a suite\n"
+             "ended by a signal gives 128 + its number\n",
+    .size = sizeof(bench_options),
+    .init = bench_init,
+    .uses = {{&bench_group, 0, 0},
+             {&output_group, offsetof(bench_options, output), 1u << OUTPUT_JSON}},
+    .operands = 1,
+    .stop_at_operand = 1, /* "--" and what follows are the suite's */
+};
+
+void bench_usage(FILE *f) { print_usage(f, &bench_line); }
+
 static void parse_bench_args(int argc, char **argv, bench_options *o)
 {
-    *o = (bench_options){.suites = default_suites};
-    opterr = 0;
-    optind = 1;
-    int c;
-    /* '+' stops at the first non-option, so "--" and what follows are left for the suite. */
-    while ((c = getopt_long(argc, argv, "+:h", bench_longopts, NULL)) != -1) {
-        const char *flag = argv[optind - 1];
-        switch (c) {
-        case OPT_QUICK: o->quick = 1; break;
-        case OPT_JSON: o->json = 1; break;
-        case OPT_SUITE: o->suites = parse_suites("--suite", optarg); break;
-        case OPT_LIST: o->list = 1; break;
-        case 'h': help_exit(bench_usage);
-        case ':': usage_error("%s needs a value", flag);
-        default: bad_option(bench_longopts, flag, optopt);
-        }
-    }
-    /* getopt_long consumes a bare "--" itself and leaves optind after it. */
-    if (optind > 1 && strcmp(argv[optind - 1], "--") == 0) {
-        o->extra = argv + optind;
-        o->n_extra = argc - optind;
-    } else if (optind < argc) {
-        usage_error("unexpected argument '%s' (a suite's own flags go after --)", argv[optind]);
+    parsed_args p = parse_command_line(&bench_line, o, argc, argv);
+    /* getopt_long consumes a bare "--" itself and leaves the index after it. */
+    if (p.operand > 1 && strcmp(argv[p.operand - 1], "--") == 0) {
+        o->extra = argv + p.operand;
+        o->n_extra = argc - p.operand;
+    } else if (p.operand < argc) {
+        usage_error("unexpected argument '%s' (a suite's own flags go after --)",
+                    argv[p.operand]);
     }
     if (o->n_extra > 0 && (o->suites & (o->suites - 1)) != 0)
         usage_error("flags after -- go to one suite's program; choose it with --suite NAME");
@@ -233,7 +248,7 @@ static int run_suite(const suite *s, const bench_options *o)
     args[n++] = path;
     for (const char *const *f = o->quick ? s->quick : s->full; *f; f++)
         args[n++] = *f;
-    if (o->json && s->json)
+    if (o->output.json && s->json)
         args[n++] = s->json;
     if (o->n_extra > 64)
         usage_error("more than 64 flags after --");

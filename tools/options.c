@@ -201,6 +201,8 @@ static void flatten(const command_line *cl, flat_options *f)
 {
     memset(f, 0, sizeof *f);
     size_t s = 0;
+    if (cl->stop_at_operand)
+        f->shorts[s++] = '+';
     f->shorts[s++] = ':'; /* a missing value returns ':' rather than '?' */
     f->shorts[s++] = 'h';
     for (int u = 0; u < MAX_OPT_USES && cl->uses[u].group; u++)
@@ -270,12 +272,39 @@ void print_option_names(FILE *f, const command_line *cl)
     static flat_options flat;
     flatten(cl, &flat);
     for (const struct option *o = flat.table; o->name; o++)
-        fprintf(f, "--%s\n", o->name);
+        fprintf(f, "--%s%s\n", o->name, o->has_arg == required_argument ? " VALUE" : "");
 }
 
 /* ---- the usage --------------------------------------------------------------------------- */
 
-enum { HELP_COLUMN = 29 };
+enum { HELP_COLUMN = 29, HELP_WIDTH = 64 };
+
+/* One line of help from the help column, broken at blanks to fit HELP_WIDTH, each further
+ * piece indented two more than the line. Returns the end of the line in text. */
+static const char *print_help_line(FILE *f, const char *text)
+{
+    size_t len = strcspn(text, "\n"), lead = strspn(text, " "), hang = lead + 2, indent = 0;
+    while (len > 0) {
+        size_t room = HELP_WIDTH > indent ? HELP_WIDTH - indent : 1, cut = len;
+        if (len > room) {
+            cut = room;
+            while (cut > lead + 1 && text[cut] != ' ')
+                cut--;
+            if (cut <= lead + 1) /* one word longer than the room: as it is */
+                cut = strcspn(text, " \n") < len ? strcspn(text + lead, " ") + lead : len;
+        }
+        fprintf(f, "%*s%.*s\n", (int)(HELP_COLUMN + indent), "", (int)cut, text);
+        text += cut;
+        len -= cut;
+        size_t blanks = strspn(text, " ");
+        blanks = blanks < len ? blanks : len;
+        text += blanks;
+        len -= blanks;
+        indent = hang;
+        lead = 0;
+    }
+    return text + len;
+}
 
 /* "  --eta X                    learning rate, > 0 [0.5]": the flag, its help from column 29
  * (from the next line when the flag is wider), the default after the help's first line. */
@@ -300,12 +329,8 @@ static void print_option(FILE *f, const opt_spec *o, const opt_text *t)
         if (first)
             fprintf(f, "%*s%.*s\n", HELP_COLUMN, "", (int)first, help);
     }
-    for (const char *p = help + first; *p == '\n';) {
-        p++;
-        size_t len = strcspn(p, "\n");
-        fprintf(f, "%*s%.*s\n", HELP_COLUMN, "", (int)len, p);
-        p += len;
-    }
+    for (const char *p = help + first; *p == '\n';)
+        p = print_help_line(f, p + 1);
 }
 
 void print_usage(FILE *f, const command_line *cl)
@@ -377,7 +402,7 @@ static const opt_spec data_opts[] = {
      "mnist: $BACKPROP_MNIST_DIR, else\n"
      "  ${BACKPROP_DATA_DIR:-$HOME/.cache/backprop}/mnist\n"
      "fashion: $BACKPROP_FASHION_DIR, else /usr/share/datasets/fashion-mnist\n"
-     "DIR: holds train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
+     "DIR: train-images-idx3-ubyte, train-labels-idx1-ubyte,\n"
      "  t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte, raw or .gz", 0, 0},
     {"set", DATA_SET, "test|validation|train",
      "which images\n"
@@ -661,7 +686,7 @@ static const opt_spec output_opts[] = {
      "FIFO, a directory or a symbolic link)", 0, 0},
     {"out", OUTPUT_OUT, "FILE", "the output, replacing FILE whole\n"
                                 "(checked before the work)", 'o', 0},
-    {"json", OUTPUT_JSON, NULL, "the output as one JSON object on standard output", 0, 0},
+    {"json", OUTPUT_JSON, NULL, "JSON on standard output instead of the text", 0, 0},
     {0},
 };
 

@@ -109,6 +109,7 @@ typedef struct command_line {
     void (*init)(void *opts); /* the defaults, before any flag */
     opt_use uses[MAX_OPT_USES]; /* ended by a NULL group */
     int operands;         /* whether arguments that are not options are allowed */
+    int stop_at_operand;  /* whether the flags end at the first operand (or "--") */
 } command_line;
 
 typedef struct parsed_args {
@@ -122,12 +123,13 @@ parsed_args parse_command_line(const command_line *cl, void *opts, int argc, cha
 
 /* The usage: synopsis, about, every flag of every group with its default, --help, notes. */
 void print_usage(FILE *f, const command_line *cl);
-/* Every long option getopt_long accepts for cl, "--name" one a line: what the usage must
- * document (tests hold the one to the other). */
+/* Every long option getopt_long accepts for cl, one a line: "--name", or "--name VALUE" when
+ * it takes one. What the usage and docs/CLI.md must document (a test holds them to it). */
 void print_option_names(FILE *f, const command_line *cl);
 
 /* Each command's flags, for its usage and for `backprop help --options COMMAND`. */
-extern const command_line train_line, eval_line, predict_line, inspect_line;
+extern const command_line train_line, eval_line, predict_line, inspect_line, bench_line;
+extern const command_line export_line;
 
 /* ---- the shared groups ------------------------------------------------------------------- */
 
