@@ -1,8 +1,9 @@
 /*
  * test_concurrent.c - what the header's thread-safety statement promises: distinct nets
  * trained on distinct threads at the same time, over one shared data set, end with exactly the
- * parameters each gets when trained alone (a net on its own team of two threads included), and
- * bp_last_error() is each thread's own. The fast suites also run under ThreadSanitizer
+ * parameters each gets when trained alone (a net on its own team of two threads included),
+ * bp_last_error() is each thread's own, and the process-wide thread count may be set first from
+ * two threads at once. The fast suites also run under ThreadSanitizer
  * (scripts/test.sh), which fails this test on any data race between the two runs.
  */
 #include <pthread.h>
@@ -110,6 +111,29 @@ START_TEST(test_nets_on_threads_match_nets_alone)
 }
 END_TEST
 
+static void *default_threads(void *arg)
+{
+    int *out = arg;
+    *out = bp_get_threads();
+    return NULL;
+}
+
+/* The first bp_get_threads() of a process sets the default count; two threads making their
+ * first nets at once both get there (each test runs in a fresh fork, the count unset). */
+START_TEST(test_default_thread_count_on_two_threads)
+{
+    int counts[2] = {0, 0};
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(pthread_create(&th[k], NULL, default_threads, &counts[k]), 0);
+    for (int k = 0; k < 2; k++)
+        ck_assert_int_eq(pthread_join(th[k], NULL), 0);
+    ck_assert_int_gt(counts[0], 0);
+    ck_assert_int_eq(counts[0], counts[1]);
+    ck_assert_int_eq(counts[0], bp_get_threads());
+}
+END_TEST
+
 static void *fail_on_thread(void *arg)
 {
     (void)arg;
@@ -142,6 +166,7 @@ static Suite *concurrent_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_nets_on_threads_match_nets_alone);
     tcase_add_test(tc, test_last_error_is_per_thread);
+    tcase_add_test(tc, test_default_thread_count_on_two_threads);
     suite_add_tcase(s, tc);
     return s;
 }
