@@ -208,7 +208,11 @@ typedef struct bp_net_config {
     const char *layers;        /* instead of sizes[1..] and the activations: the layers as spec
                                   strings, comma-separated ("dense:30:sigmoid,dense:10:softmax";
                                   a dense layer's activation defaults to sigmoid), sizes then
-                                  holding just the input width (n_sizes 1). NULL by default. */
+                                  holding just the input width (n_sizes 1). Kinds: dense:N[:ACT],
+                                  dropout:P, batchnorm[:ACT] (per channel after a conv),
+                                  conv:KxHxW[:ACT][:sS][:pP] (K filters of H x W, ACT relu,
+                                  stride 1, padding 0), maxpool:N[:sS] and avgpool:N[:sS]
+                                  (N x N windows, stride N). NULL by default. */
     int threads;               /* threads a training step of this net uses: 0 (default) takes
                                   bp_get_threads() as it is when the net is created */
     float dropout;             /* with sizes: a dropout layer of this drop probability after
@@ -216,6 +220,12 @@ typedef struct bp_net_config {
     int batchnorm;             /* with sizes: non-zero puts batch normalisation after every
                                   hidden layer's linear part, the activation after it
                                   ("dense:N:linear,batchnorm:ACT"); 0 by default */
+    int input_channels;        /* the shape of an input column, channel-major: channels planes
+                                  of input_rows x input_cols, their product sizes[0]; a conv
+                                  or pooling layer needs it ("conv:20x5x5"), a dense layer sees
+                                  the column flat. All three 0 (default): a flat column of
+                                  sizes[0] (1 x 1 x sizes[0]). */
+    int input_rows, input_cols;
 } bp_net_config;
 
 BP_API void bp_net_config_init(bp_net_config *cfg);
@@ -253,7 +263,8 @@ BP_API float *bp_net_params(bp_net *net, size_t *n);
 BP_API float *bp_net_grads(bp_net *net, size_t *n);
 
 /* Views of layer l's weights (n_l x n_(l-1), leading dimension *ld) and biases (n_l),
- * l = 1 .. layers, inside the arenas above. */
+ * l = 1 .. layers, inside the arenas above. Weights are a dense layer's alone (NULL and 0s
+ * for other kinds: the tensor table describes every layout); biases a dense or conv layer's. */
 BP_API float *bp_net_weights(bp_net *net, int l, int *rows, int *cols, int *ld);
 BP_API float *bp_net_biases(bp_net *net, int l);
 BP_API float *bp_net_weight_grads(bp_net *net, int l);
@@ -338,6 +349,9 @@ BP_API float *bp_net_state(bp_net *net, size_t *n);
  * dense:10:sigmoid"), input width not included: a net made from sizes gets the string its
  * sizes stand for. Owned by the net. */
 BP_API const char *bp_net_spec(const bp_net *net);
+/* The shape of an input column as the net was made with it (bp_net_config.input_channels,
+ * _rows, _cols), all 0 for a flat one; any pointer may be NULL. */
+BP_API void bp_net_input_shape(const bp_net *net, int *channels, int *rows, int *cols);
 
 /* Forward pass of `batch` samples (columns of x, n_0 x batch, leading dimension ldx).
  * Writes the outputs to out (n_L x batch, leading dimension ldout) unless out is NULL.

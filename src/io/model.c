@@ -40,6 +40,7 @@
 #define KEY_COST "cost"
 #define KEY_ROWS "input_rows"
 #define KEY_COLS "input_cols"
+#define KEY_SHAPE "input_shape"
 #define KEY_SCALE "input_scale"
 #define KEY_CLASSES "class_names"
 #define KEY_TRAINING "training"
@@ -234,7 +235,7 @@ bp_status bp_model_write(const bp_net *net, const char *path, const bp_model_met
     for (int i = 0; i < n_extra; i++)
         tensors[n + i] = extra[i];
 
-    char version[16], width[16], rows[16], cols[16], scale[32];
+    char version[16], width[16], rows[16], cols[16], scale[32], shape[48];
     snprintf(version, sizeof version, "%d.%d", FORMAT_MAJOR, FORMAT_MINOR);
     snprintf(width, sizeof width, "%d", bp_net_size(net, 0));
     bp_st_meta *keys = bp_calloc((size_t)(16 + n_extra_meta), sizeof *keys);
@@ -250,6 +251,11 @@ bp_status bp_model_write(const bp_net *net, const char *path, const bp_model_met
     keys[k++] = (bp_st_meta){KEY_ARCH, bp_net_spec(net)};
     keys[k++] = (bp_st_meta){KEY_WIDTH, width};
     keys[k++] = (bp_st_meta){KEY_COST, bp_cost_name(bp_net_cost(net))};
+    if (net->input_shaped) {
+        /* The column's shape the conv and pooling layers were planned for, "CxHxW". */
+        snprintf(shape, sizeof shape, "%dx%dx%d", net->input.c, net->input.h, net->input.w);
+        keys[k++] = (bp_st_meta){KEY_SHAPE, shape};
+    }
     if (meta->input_rows) {
         snprintf(rows, sizeof rows, "%d", meta->input_rows);
         snprintf(cols, sizeof cols, "%d", meta->input_cols);
@@ -283,6 +289,7 @@ bp_status bp_model_write(const bp_net *net, const char *path, const bp_model_met
 typedef struct header {
     const char *arch, *class_names, *training;
     int width, rows, cols;
+    int shape[3]; /* channels, rows, columns of an input column; 0s when flat */
     bp_cost cost;
     float scale;
 } header;
@@ -367,6 +374,23 @@ static bp_status read_header(const bp_st_file *f, header *h)
         if ((long long)h->rows * h->cols != h->width)
             return bad_field(f, KEY_ROWS, rows, "rows times columns is not the input width");
     }
+    const char *shape = bp_st_meta_get(f, KEY_SHAPE);
+    if (shape) {
+        const char *p = shape;
+        for (int i = 0; i < 3; i++) {
+            char part[12];
+            size_t len = strcspn(p, "x");
+            if ((i < 2) != (p[len] == 'x') || len >= sizeof part)
+                return bad_field(f, KEY_SHAPE, shape, "the shape is CxHxW");
+            memcpy(part, p, len);
+            part[len] = '\0';
+            if (!parse_int(part, 1, BP_MAX_WIDTH, &h->shape[i]))
+                return bad_field(f, KEY_SHAPE, shape, "the shape is CxHxW, each positive");
+            p += len + (i < 2);
+        }
+        if ((long long)h->shape[0] * h->shape[1] * h->shape[2] != h->width)
+            return bad_field(f, KEY_SHAPE, shape, "its product is not the input width");
+    }
     const char *scale = bp_st_meta_get(f, KEY_SCALE);
     if (scale) {
         char *end;
@@ -419,6 +443,9 @@ static bp_status make_net(const bp_st_file *f, const header *h, const bp_net_con
     nc.n_sizes = 1;
     nc.layers = h->arch;
     nc.cost = h->cost;
+    nc.input_channels = h->shape[0];
+    nc.input_rows = h->shape[1];
+    nc.input_cols = h->shape[2];
     bp_status st = bp_net_create(out, &nc);
     if (st == BP_EINVAL)
         return bp_fail_context(BP_EFORMAT, "model file '%s': metadata '%s' with input width %d "

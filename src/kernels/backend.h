@@ -21,6 +21,16 @@
 
 typedef enum bp_trans { BP_NOTRANS = 0, BP_TRANS = 1 } bp_trans;
 
+/* The geometry of a sliding window over one column's image: c channels of h x w (channel-major,
+ * element (ci, y, x) at ci*h*w + y*w + x), a kh x kw window moved by `stride` over the image
+ * zero-padded by `pad` on every side, giving oh x ow positions (oh = (h + 2 pad - kh) / stride
+ * + 1, likewise ow). Convolution and pooling share it; pooling has pad 0. */
+typedef struct bp_window {
+    int c, h, w;
+    int kh, kw, stride, pad;
+    int oh, ow;
+} bp_window;
+
 typedef struct bp_backend {
     const char *name;
 
@@ -42,6 +52,38 @@ typedef struct bp_backend {
 
     /* y += alpha x over n contiguous floats: the fused bias update (b += alpha G_b). */
     void (*axpy)(size_t n, float alpha, const float *x, float *y);
+
+    /* Convolution's lowering to GEMM. With P = oh*ow positions and R = c*kh*kw window taps,
+     * the columns of a batch stack into one matrix X of (cols*P) x R, ld ldx >= cols*P:
+     *   X(j*P + oy*ow + ox, (ci*kh + ky)*kw + kx) = in_j(ci, oy*stride + ky - pad,
+     *                                                   ox*stride + kx - pad),
+     * 0 where that falls in the padding; in_j is column j of `in` (c*h*w floats, ld ldin).
+     * So a tap's column of X runs over samples and positions, and one GEMM over the whole
+     * batch multiplies every window by every filter. */
+    void (*im2col)(const bp_window *g, int cols, const float *in, int ldin, float *x, int ldx);
+    /* The adjoint: out_j = the sum, over every entry of X that im2col would fill from an
+     * element of in_j, of that entry (0 for elements no window covers). Overwrites out. */
+    void (*col2im)(const bp_window *g, int cols, const float *x, int ldx, float *out, int ldout);
+    /* A = act(Z + bias per channel) in place over cols columns of `channels` planes of `plane`
+     * floats each (channel-major): z_j[ch*plane + p] = act(z_j[ch*plane + p] + bias[ch]). Not
+     * for softmax. */
+    void (*bias_act_planes)(bp_activation act, int plane, int channels, int cols,
+                            const float *bias, float *z, int ldz);
+
+    /* Pooling over a window with pad 0, per channel: out_j(ci, oy, ox) over c*oh*ow floats.
+     * maxpool_fwd writes the window's maximum and, in arg (c*oh*ow floats per column, ld
+     * ldarg), the index in in_j of the first element holding it (row-major order in the
+     * window; exact as a float below 2^24); maxpool_bwd routes d to those indices, summing where
+     * windows overlap, and writes 0 elsewhere in d_in (c*h*w). avgpool is the mean of the
+     * window and its adjoint spreads d / (kh*kw) over it. The backward kernels overwrite d_in. */
+    void (*maxpool_fwd)(const bp_window *g, int cols, const float *in, int ldin, float *out,
+                        int ldout, float *arg, int ldarg);
+    void (*maxpool_bwd)(const bp_window *g, int cols, const float *d, int ldd,
+                        const float *arg, int ldarg, float *d_in, int ld_din);
+    void (*avgpool_fwd)(const bp_window *g, int cols, const float *in, int ldin, float *out,
+                        int ldout);
+    void (*avgpool_bwd)(const bp_window *g, int cols, const float *d, int ldd, float *d_in,
+                        int ld_din);
 } bp_backend;
 
 extern const bp_backend bp_backend_naive;
@@ -58,6 +100,18 @@ void bp_act_bwd_hadamard_ref(bp_activation act, int rows, int cols, const float 
                              float *d, int ldd);
 void bp_rowsum_ref(int rows, int cols, float alpha, const float *d, int ldd, float *out);
 void bp_axpy_ref(size_t n, float alpha, const float *x, float *y);
+void bp_im2col_ref(const bp_window *g, int cols, const float *in, int ldin, float *x, int ldx);
+void bp_col2im_ref(const bp_window *g, int cols, const float *x, int ldx, float *out, int ldout);
+void bp_bias_act_planes_ref(bp_activation act, int plane, int channels, int cols,
+                            const float *bias, float *z, int ldz);
+void bp_maxpool_fwd_ref(const bp_window *g, int cols, const float *in, int ldin, float *out,
+                        int ldout, float *arg, int ldarg);
+void bp_maxpool_bwd_ref(const bp_window *g, int cols, const float *d, int ldd, const float *arg,
+                        int ldarg, float *d_in, int ld_din);
+void bp_avgpool_fwd_ref(const bp_window *g, int cols, const float *in, int ldin, float *out,
+                        int ldout);
+void bp_avgpool_bwd_ref(const bp_window *g, int cols, const float *d, int ldd, float *d_in,
+                        int ld_din);
 
 /* The fast elementwise kernels (fast.c), used by `blas`: the same contracts, with a vectorisable
  * exp (vexp.h), compiled per ISA and chosen at load time. They agree with the reference
@@ -70,5 +124,18 @@ void bp_act_bwd_hadamard_fast(bp_activation act, int rows, int cols, const float
                               float *d, int ldd);
 void bp_rowsum_fast(int rows, int cols, float alpha, const float *d, int ldd, float *out);
 void bp_axpy_fast(size_t n, float alpha, const float *x, float *y);
+/* The window kernels (window.c) with their inner loops over contiguous runs: im2col and col2im
+ * copy or add whole rows of a window's tap, the pooling kernels handle a row of outputs at a
+ * time. The same values as the reference ones: im2col, bias_act_planes (relu, linear) and
+ * pooling to the bit; col2im sums in another order (within rounding). */
+void bp_im2col_fast(const bp_window *g, int cols, const float *in, int ldin, float *x, int ldx);
+void bp_col2im_fast(const bp_window *g, int cols, const float *x, int ldx, float *out,
+                    int ldout);
+void bp_bias_act_planes_fast(bp_activation act, int plane, int channels, int cols,
+                             const float *bias, float *z, int ldz);
+void bp_maxpool_fwd_fast(const bp_window *g, int cols, const float *in, int ldin, float *out,
+                         int ldout, float *arg, int ldarg);
+void bp_avgpool_fwd_fast(const bp_window *g, int cols, const float *in, int ldin, float *out,
+                         int ldout);
 
 #endif

@@ -128,4 +128,11 @@ const bp_backend bp_backend_blas = {
     .act_bwd_hadamard = bp_act_bwd_hadamard_fast,
     .rowsum = bp_rowsum_fast,
     .axpy = axpy_blas,
+    .im2col = bp_im2col_fast,
+    .col2im = bp_col2im_fast,
+    .bias_act_planes = bp_bias_act_planes_fast,
+    .maxpool_fwd = bp_maxpool_fwd_fast,
+    .maxpool_bwd = bp_maxpool_bwd_ref, /* a scatter: nothing to vectorise */
+    .avgpool_fwd = bp_avgpool_fwd_fast,
+    .avgpool_bwd = bp_avgpool_bwd_ref,
 };

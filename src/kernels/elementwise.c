@@ -62,6 +62,25 @@ void bp_bias_act_ref(bp_activation act, int rows, int cols, const float *bias, f
     }
 }
 
+void bp_bias_act_planes_ref(bp_activation act, int plane, int channels, int cols,
+                            const float *bias, float *z, int ldz)
+{
+    for (int j = 0; j < cols; j++)
+        for (int c = 0; c < channels; c++) {
+            float *x = z + (size_t)j * ldz + (size_t)c * (size_t)plane;
+            for (int i = 0; i < plane; i++) {
+                float v = x[i] + bias[c];
+                switch (act) {
+                case BP_ACT_SIGMOID: x[i] = sigmoidf(v); break;
+                case BP_ACT_TANH: x[i] = tanhf(v); break;
+                case BP_ACT_RELU: x[i] = v > 0.0f ? v : 0.0f; break;
+                case BP_ACT_LINEAR: x[i] = v; break;
+                default: break; /* softmax is refused when a layer is planned */
+                }
+            }
+        }
+}
+
 void bp_act_bwd_hadamard_ref(bp_activation act, int rows, int cols, const float *a, int lda,
                              float *d, int ldd)
 {

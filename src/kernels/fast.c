@@ -180,6 +180,41 @@ BP_CLONES void bp_bias_act_fast(bp_activation act, int rows, int cols, const flo
     }
 }
 
+/* Z: cols columns of `channels` planes of `plane` floats (ld = ldz); plane p of a column gets
+ * bias[p] before the activation. Each plane is a contiguous run: one vectorised pass. */
+BP_CLONES void bp_bias_act_planes_fast(bp_activation act, int plane, int channels, int cols,
+                                       const float *bias, float *z, int ldz)
+{
+    size_t n = (size_t)plane;
+    for (int j = 0; j < cols; j++)
+        for (int c = 0; c < channels; c++) {
+            float *restrict x = z + (size_t)j * ldz + (size_t)c * n;
+            float b = bias[c];
+            switch (act) {
+            case BP_ACT_SIGMOID:
+                for (size_t i = 0; i < n; i++)
+                    x[i] = bp_vsigmoidf(x[i] + b);
+                break;
+            case BP_ACT_TANH:
+                for (size_t i = 0; i < n; i++)
+                    x[i] = bp_vtanhf(x[i] + b);
+                break;
+            case BP_ACT_RELU:
+                for (size_t i = 0; i < n; i++) {
+                    float v = x[i] + b;
+                    x[i] = v > 0.0f ? v : 0.0f;
+                }
+                break;
+            case BP_ACT_LINEAR:
+                for (size_t i = 0; i < n; i++)
+                    x[i] += b;
+                break;
+            default: /* softmax is refused when a layer is planned */
+                break;
+            }
+        }
+}
+
 /* ---- BP2's Hadamard: D = D .* act'(Z), act' through A ---- */
 
 /* A: rows x cols, ld = lda; D: rows x cols, ld = ldd, updated. Contiguous A and D are walked

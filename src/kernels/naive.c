@@ -30,4 +30,11 @@ const bp_backend bp_backend_naive = {
     .act_bwd_hadamard = bp_act_bwd_hadamard_ref,
     .rowsum = bp_rowsum_ref,
     .axpy = bp_axpy_ref,
+    .im2col = bp_im2col_ref,
+    .col2im = bp_col2im_ref,
+    .bias_act_planes = bp_bias_act_planes_ref,
+    .maxpool_fwd = bp_maxpool_fwd_ref,
+    .maxpool_bwd = bp_maxpool_bwd_ref,
+    .avgpool_fwd = bp_avgpool_fwd_ref,
+    .avgpool_bwd = bp_avgpool_bwd_ref,
 };

@@ -9,6 +9,11 @@
  * 0.1, the unbiased variance in running_var), and gamma and beta are named like its state_dict
  * keys, so parameters and results can be compared with it directly.
  *
+ * After a convolution (an input of C planes of H x W, H W > 1) it normalises per channel, as
+ * PyTorch's BatchNorm2d: one mean and variance per channel over the batch and every position
+ * of the plane, one gamma and beta per channel; the dense case is the plane of one position,
+ * kept on its own loops (the vectorised ones over features).
+ *
  * A step splits the batch across threads by columns, and the statistics must not depend on that
  * split: each thread sums its own columns in double and bp_pass_sum adds the partial sums in
  * member order, so every thread holds the same totals, whatever the thread count (up to the
@@ -33,7 +38,14 @@ enum { CHUNK = 512 };
 /* Layout of the state block (floats): running mean, running variance (PyTorch's buffers), and
  * the batch's 1/sqrt(var + eps) from the last training-mode forward pass, which BP2 reads.
  * Each on its own cache lines. */
-static size_t state_stride(const bp_layer *l) { return bp_round_floats((size_t)l->n_out); }
+/* The normalised features: the channels of a shaped input, every unit of a flat one; each has
+ * a plane of `plane` positions in a column (1 for a flat input). */
+static int features(const bp_layer *l)
+{
+    return l->out.h * l->out.w == 1 ? l->n_out : l->out.c;
+}
+static int plane(const bp_layer *l) { return l->n_out / features(l); }
+static size_t state_stride(const bp_layer *l) { return bp_round_floats((size_t)features(l)); }
 static float *running_mean(const bp_layer *l) { return l->state; }
 static float *running_var(const bp_layer *l) { return l->state + state_stride(l); }
 static float *batch_inv_std(const bp_layer *l) { return l->state + 2 * state_stride(l); }
@@ -52,10 +64,6 @@ static bp_status batchnorm_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape
                                 bp_layer_plan *plan)
 {
     size_t n = bp_shape_size(in);
-    if (in.h * in.w != 1)
-        return bp_fail(BP_EINVAL, "batchnorm: normalises the features of a dense layer; an "
-                       "input of %d x %d x %d would need per-channel statistics (not "
-                       "supported)", in.c, in.h, in.w);
     if (n < 1 || n > BP_MAX_WIDTH)
         return bp_fail(BP_EINVAL, "batchnorm: %zu features (allowed: 1 to %d)", n, BP_MAX_WIDTH);
     if ((unsigned)spec->act >= BP_ACT_COUNT)
@@ -63,13 +71,13 @@ static bp_status batchnorm_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape
     l->in = l->out = in;
     l->n_in = l->n_out = (int)n;
     l->act = spec->act;
-    size_t stride = bp_round_floats(n);
+    size_t f = (size_t)features(l), stride = bp_round_floats(f);
     *plan = (bp_layer_plan){
         .out = in,
         .params = 2 * stride,
         .state = 3 * stride,
         .saved_per_column = n, /* xhat */
-        .reduce = 2 * (n < CHUNK ? n : CHUNK),
+        .reduce = 2 * (f < CHUNK ? f : CHUNK),
         .hidden_only = 1,
     };
     return BP_OK;
@@ -78,7 +86,7 @@ static bp_status batchnorm_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape
 /* gamma, then beta on the next cache line; tensors reads the same layout. */
 static void batchnorm_bind(bp_layer *l, float *params, float *grads)
 {
-    size_t stride = bp_round_floats((size_t)l->n_out);
+    size_t stride = state_stride(l);
     l->scale = params;
     l->gscale = grads;
     l->shift = params + stride;
@@ -88,10 +96,10 @@ static void batchnorm_bind(bp_layer *l, float *params, float *grads)
 static int batchnorm_tensors(const bp_layer *l, bp_tensor_info *out, int max)
 {
     const bp_tensor_info tensors[] = {
-        {.name = "weight", .role = BP_ROLE_SCALE, .ndim = 1, .shape = {l->n_out}, .stride = {1},
-         .offset = 0, .count = (size_t)l->n_out},
-        {.name = "bias", .role = BP_ROLE_SHIFT, .ndim = 1, .shape = {l->n_out}, .stride = {1},
-         .offset = bp_round_floats((size_t)l->n_out), .count = (size_t)l->n_out},
+        {.name = "weight", .role = BP_ROLE_SCALE, .ndim = 1, .shape = {features(l)},
+         .stride = {1}, .offset = 0, .count = (size_t)features(l)},
+        {.name = "bias", .role = BP_ROLE_SHIFT, .ndim = 1, .shape = {features(l)},
+         .stride = {1}, .offset = state_stride(l), .count = (size_t)features(l)},
     };
     int n = (int)(sizeof tensors / sizeof *tensors);
     for (int i = 0; i < n && i < max; i++)
@@ -104,10 +112,11 @@ static int batchnorm_tensors(const bp_layer *l, bp_tensor_info *out, int max)
 static int batchnorm_buffers(const bp_layer *l, bp_tensor_info *out, int max)
 {
     const bp_tensor_info buffers[] = {
-        {.name = "running_mean", .role = BP_ROLE_RUNNING_MEAN, .ndim = 1, .shape = {l->n_out},
-         .stride = {1}, .offset = 0, .count = (size_t)l->n_out},
-        {.name = "running_var", .role = BP_ROLE_RUNNING_VAR, .ndim = 1, .shape = {l->n_out},
-         .stride = {1}, .offset = state_stride(l), .count = (size_t)l->n_out},
+        {.name = "running_mean", .role = BP_ROLE_RUNNING_MEAN, .ndim = 1,
+         .shape = {features(l)}, .stride = {1}, .offset = 0, .count = (size_t)features(l)},
+        {.name = "running_var", .role = BP_ROLE_RUNNING_VAR, .ndim = 1,
+         .shape = {features(l)}, .stride = {1}, .offset = state_stride(l),
+         .count = (size_t)features(l)},
     };
     int n = (int)(sizeof buffers / sizeof *buffers);
     for (int i = 0; i < n && i < max; i++)
@@ -120,7 +129,7 @@ static int batchnorm_buffers(const bp_layer *l, bp_tensor_info *out, int max)
 static bp_status batchnorm_init(bp_layer *l, bp_init scheme, bp_rng *rng)
 {
     (void)scheme, (void)rng;
-    for (int i = 0; i < l->n_out; i++) {
+    for (int i = 0; i < features(l); i++) {
         l->scale[i] = 1.0f;
         l->shift[i] = 0.0f;
         running_mean(l)[i] = 0.0f;
@@ -208,9 +217,20 @@ BP_CLONES static void normalise_running(const bp_layer *l, int f0, int n, int ba
     }
 }
 
+static void planar_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
+                           int batch, const float *in, int ldin, float *out, int ldout);
+static void planar_backward_data(const bp_layer *l, const bp_pass *pass, int batch,
+                                 const float *d, int ldd, float *d_in, int ld_din);
+static void planar_backward_params(const bp_layer *l, int batch, const float *d, int ldd,
+                                   const bp_grad_target *target, int part, int parts);
+
 static void batchnorm_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                               int batch, const float *in, int ldin, float *out, int ldout)
 {
+    if (plane(l) > 1) {
+        planar_forward(l, be, pass, batch, in, ldin, out, ldout);
+        return;
+    }
     int c = l->n_out;
     for (int f0 = 0; f0 < c; f0 += CHUNK) {
         int n = c - f0 < CHUNK ? c - f0 : CHUNK;
@@ -240,6 +260,10 @@ BP_CLONES static void batchnorm_backward_data(const bp_layer *l, const bp_backen
                                               const float *d, int ldd, float *d_in, int ld_din)
 {
     (void)be, (void)in, (void)ldin, (void)out, (void)ldout; /* xhat was saved */
+    if (plane(l) > 1) {
+        planar_backward_data(l, pass, batch, d, ldd, d_in, ld_din);
+        return;
+    }
     int c = l->n_out;
     double b = pass->batch;
     for (int f0 = 0; f0 < c; f0 += CHUNK) {
@@ -287,6 +311,10 @@ BP_CLONES static void batchnorm_backward_params(const bp_layer *l, const bp_back
                                                 int parts)
 {
     (void)be, (void)in, (void)ldin;
+    if (plane(l) > 1) {
+        planar_backward_params(l, batch, d, ldd, target, part, parts);
+        return;
+    }
     int r0, r1;
     /* Whole cache lines of gamma and beta per part: no two threads write one line. */
     bp_team_share(l->n_out, part, parts, 16, &r0, &r1);
@@ -310,6 +338,169 @@ BP_CLONES static void batchnorm_backward_params(const bp_layer *l, const bp_back
         float *beta = (into_params ? l->shift : l->gshift) + f0;
         for (int k = 0; k < n; k++) {
             float g_gamma = (float)(sdx[k] / b), g_beta = (float)(sd[k] / b);
+            gamma[k] = (into_params ? gamma[k] : 0.0f) + alpha * g_gamma;
+            beta[k] = (into_params ? beta[k] : 0.0f) + alpha * g_beta;
+        }
+    }
+}
+
+/* ---- per channel, after a convolution: the same, each sum over a channel's plane too ---- */
+
+/* out = gamma xhat for channels [f0, f0 + n) of `plane` positions, the statistics over the
+ * whole batch's B plane values of each channel (training) or the running ones. */
+BP_CLONES static void planar_normalise(const bp_layer *l, const bp_pass *pass, int f0, int n,
+                                       int batch, const float *in, int ldin, float *out,
+                                       int ldout)
+{
+    size_t np = (size_t)plane(l);
+    float mean[CHUNK], inv[CHUNK];
+    if (pass->mode == BP_PASS_INFER) {
+        for (int k = 0; k < n; k++) {
+            mean[k] = running_mean(l)[f0 + k];
+            inv[k] = (float)(1.0 / sqrt((double)running_var(l)[f0 + k] + BN_EPS));
+        }
+    } else {
+        double sums[2 * CHUNK];
+        double *s = sums, *q = sums + n;
+        memset(sums, 0, sizeof(double) * 2 * (size_t)n);
+        for (int j = 0; j < batch; j++)
+            for (int k = 0; k < n; k++) {
+                const float *restrict x = in + (size_t)j * ldin + (size_t)(f0 + k) * np;
+                double sk = 0.0, qk = 0.0;
+                for (size_t i = 0; i < np; i++) {
+                    double v = x[i];
+                    sk += v;
+                    qk += v * v;
+                }
+                s[k] += sk;
+                q[k] += qk;
+            }
+        bp_pass_sum(pass, sums, 2 * (size_t)n);
+        double m_count = (double)pass->batch * (double)np;
+        int writer = writes_state(pass), moves = pass->mode == BP_PASS_TRAIN;
+        for (int k = 0; k < n; k++) {
+            double m = s[k] / m_count, var = q[k] / m_count - m * m;
+            var = var > 0.0 ? var : 0.0;
+            mean[k] = (float)m;
+            inv[k] = (float)(1.0 / sqrt(var + BN_EPS));
+            if (!writer)
+                continue;
+            batch_inv_std(l)[f0 + k] = inv[k];
+            if (!moves)
+                continue;
+            float *rm = running_mean(l) + f0 + k, *rv = running_var(l) + f0 + k;
+            *rm = (float)((1.0 - BN_MOMENTUM) * *rm + BN_MOMENTUM * m);
+            if (m_count > 1.0) /* PyTorch's unbiased estimate over every value of the channel */
+                *rv = (float)((1.0 - BN_MOMENTUM) * *rv +
+                              BN_MOMENTUM * var * m_count / (m_count - 1.0));
+        }
+    }
+    int train = pass->mode != BP_PASS_INFER;
+    for (int j = 0; j < batch; j++)
+        for (int k = 0; k < n; k++) {
+            size_t at = (size_t)(f0 + k) * np;
+            const float *restrict x = in + (size_t)j * ldin + at;
+            float *restrict o = out + (size_t)j * ldout + at;
+            float *restrict xhat =
+                l->saved + (size_t)(pass->column0 + j) * l->saved_per_column + at;
+            float g = l->scale[f0 + k], mk = mean[k], ik = inv[k];
+            if (train)
+                for (size_t i = 0; i < np; i++) {
+                    float v = (x[i] - mk) * ik;
+                    xhat[i] = v;
+                    o[i] = g * v;
+                }
+            else
+                for (size_t i = 0; i < np; i++)
+                    o[i] = g * ((x[i] - mk) * ik);
+        }
+}
+
+static void planar_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
+                           int batch, const float *in, int ldin, float *out, int ldout)
+{
+    int c = features(l);
+    for (int f0 = 0; f0 < c; f0 += CHUNK)
+        planar_normalise(l, pass, f0, c - f0 < CHUNK ? c - f0 : CHUNK, batch, in, ldin, out,
+                         ldout);
+    be->bias_act_planes(l->act, plane(l), c, batch, l->shift, out, ldout);
+}
+
+/* The sums of d and d xhat over columns [0, batch) (of the pass's columns from column0) and
+ * positions, for channels [f0, f0 + n). */
+BP_CLONES static void planar_sums(const bp_layer *l, int column0, int f0, int n, int batch,
+                                  const float *d, int ldd, double *sd, double *sdx)
+{
+    size_t np = (size_t)plane(l);
+    memset(sd, 0, sizeof(double) * (size_t)n);
+    memset(sdx, 0, sizeof(double) * (size_t)n);
+    for (int j = 0; j < batch; j++)
+        for (int k = 0; k < n; k++) {
+            size_t at = (size_t)(f0 + k) * np;
+            const float *restrict dj = d + (size_t)j * ldd + at;
+            const float *restrict xhat =
+                l->saved + (size_t)(column0 + j) * l->saved_per_column + at;
+            double a = 0.0, b = 0.0;
+            for (size_t i = 0; i < np; i++) {
+                a += dj[i];
+                b += (double)dj[i] * xhat[i];
+            }
+            sd[k] += a;
+            sdx[k] += b;
+        }
+}
+
+/* BP2 as for features, with M = B plane values per channel in place of B:
+ *   dC/dx = gamma inv_std / M (M d - sum d - xhat sum d xhat). */
+BP_CLONES static void planar_backward_data(const bp_layer *l, const bp_pass *pass, int batch,
+                                           const float *d, int ldd, float *d_in, int ld_din)
+{
+    int c = features(l);
+    size_t np = (size_t)plane(l);
+    double m_count = (double)pass->batch * (double)np;
+    for (int f0 = 0; f0 < c; f0 += CHUNK) {
+        int n = c - f0 < CHUNK ? c - f0 : CHUNK;
+        double sums[2 * CHUNK];
+        planar_sums(l, pass->column0, f0, n, batch, d, ldd, sums, sums + n);
+        bp_pass_sum(pass, sums, 2 * (size_t)n);
+        float g[CHUNK], off[CHUNK], slope[CHUNK];
+        for (int k = 0; k < n; k++) {
+            double gk = (double)l->scale[f0 + k] * batch_inv_std(l)[f0 + k];
+            g[k] = (float)gk;
+            off[k] = (float)(-gk * sums[k] / m_count);
+            slope[k] = (float)(-gk * sums[n + k] / m_count);
+        }
+        for (int j = 0; j < batch; j++)
+            for (int k = 0; k < n; k++) {
+                size_t at = (size_t)(f0 + k) * np;
+                const float *restrict dj = d + (size_t)j * ldd + at;
+                const float *restrict xhat =
+                    l->saved + (size_t)(pass->column0 + j) * l->saved_per_column + at;
+                float *restrict dx = d_in + (size_t)j * ld_din + at;
+                float gk = g[k], ok = off[k], sk = slope[k];
+                for (size_t i = 0; i < np; i++)
+                    dx[i] = gk * dj[i] + ok + sk * xhat[i];
+            }
+    }
+}
+
+/* G_gamma = (1/B) sum over samples and positions of d xhat, G_beta of d, for part `part` of
+ * the channels; never decayed, as for features. */
+static void planar_backward_params(const bp_layer *l, int batch, const float *d, int ldd,
+                                   const bp_grad_target *target, int part, int parts)
+{
+    int r0, r1;
+    bp_team_share(features(l), part, parts, 16, &r0, &r1);
+    int into_params = target->into == BP_TARGET_PARAMS;
+    float alpha = target->alpha;
+    for (int f0 = r0; f0 < r1; f0 += CHUNK) {
+        int n = r1 - f0 < CHUNK ? r1 - f0 : CHUNK;
+        double sd[CHUNK], sdx[CHUNK];
+        planar_sums(l, 0, f0, n, batch, d, ldd, sd, sdx);
+        float *gamma = (into_params ? l->scale : l->gscale) + f0;
+        float *beta = (into_params ? l->shift : l->gshift) + f0;
+        for (int k = 0; k < n; k++) {
+            float g_gamma = (float)(sdx[k] / batch), g_beta = (float)(sd[k] / batch);
             gamma[k] = (into_params ? gamma[k] : 0.0f) + alpha * g_gamma;
             beta[k] = (into_params ? beta[k] : 0.0f) + alpha * g_beta;
         }

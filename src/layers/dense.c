@@ -89,14 +89,15 @@ static int dense_tensors(const bp_layer *l, bp_tensor_info *out, int max)
     return n;
 }
 
-/* W = the orthonormal factor of a Gaussian matrix: QR of the taller of G (n_out x n_in) and its
- * transpose, so W has orthonormal columns (n_out >= n_in) or rows (n_out < n_in). Multiplying
+/* W = the orthonormal factor of a Gaussian matrix: QR of the taller of G (rows x cols) and its
+ * transpose, so W has orthonormal columns (rows >= cols) or rows (rows < cols). Multiplying
  * each column of Q by the sign of R's diagonal makes the result uniformly (Haar) distributed. */
-static bp_status init_orthogonal(bp_layer *l, bp_rng *rng)
+bp_status bp_init_orthogonal(float *w, int rows, int cols, size_t row_stride,
+                             size_t col_stride, bp_rng *rng)
 {
-    int tall = l->n_out >= l->n_in;
-    int m = tall ? l->n_out : l->n_in; /* rows of the matrix factorised */
-    int n = tall ? l->n_in : l->n_out;
+    int tall = rows >= cols;
+    int m = tall ? rows : cols; /* rows of the matrix factorised */
+    int n = tall ? cols : rows;
     float *q = bp_alloc(sizeof(float) * (size_t)m * (size_t)n);
     float *tau = bp_alloc(sizeof(float) * (size_t)n);
     float *sign = bp_alloc(sizeof(float) * (size_t)n);
@@ -122,9 +123,9 @@ static bp_status init_orthogonal(bp_layer *l, bp_rng *rng)
         for (int i = 0; i < m; i++) {
             float v = q[i + (size_t)j * m] * sign[j];
             if (tall)
-                l->w[i + (size_t)j * l->ldw] = v;
+                w[(size_t)i * row_stride + (size_t)j * col_stride] = v;
             else
-                l->w[j + (size_t)i * l->ldw] = v;
+                w[(size_t)j * row_stride + (size_t)i * col_stride] = v;
         }
 out:
     bp_free(q);
@@ -138,7 +139,7 @@ static bp_status dense_init(bp_layer *l, bp_init scheme, bp_rng *rng)
     double n_in = l->n_in, n_out = l->n_out;
     int gaussian_biases = scheme == BP_INIT_GAUSSIAN || scheme == BP_INIT_LARGE;
     if (scheme == BP_INIT_ORTHOGONAL) {
-        bp_status st = init_orthogonal(l, rng);
+        bp_status st = bp_init_orthogonal(l->w, l->n_out, l->n_in, 1, (size_t)l->ldw, rng);
         if (st != BP_OK)
             return st;
     } else {

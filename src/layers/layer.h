@@ -35,6 +35,8 @@ typedef struct bp_layer_spec {
     int units;          /* dense: output neurons */
     bp_activation act;
     float rate;         /* dropout: the probability of dropping a unit */
+    /* conv (units: filters) and pooling: the window, its stride and zero padding */
+    int kh, kw, stride, pad;
 } bp_layer_spec;
 
 /* What kind of pass a forward or backward call is part of. Layers that behave the same in
@@ -151,6 +153,7 @@ struct bp_layer {
     int n_in, n_out;      /* flattened sizes of the input and output columns */
     bp_activation act;    /* applied inside forward, differentiated by act_backward */
     float rate;           /* dropout: the drop probability */
+    bp_window win;        /* conv and pooling: the window over the input image */
     size_t n_params;      /* floats in the arenas, from the plan */
     /* The rest of the plan, allocated by the net once (NULL where the plan asked for none):
      * non-trained state (n_state floats), and per-column buffers for max_batch columns,
@@ -168,5 +171,19 @@ struct bp_layer {
 extern const bp_layer_ops bp_dense_ops;
 extern const bp_layer_ops bp_dropout_ops;
 extern const bp_layer_ops bp_batchnorm_ops;
+extern const bp_layer_ops bp_conv_ops;
+extern const bp_layer_ops bp_maxpool_ops;
+extern const bp_layer_ops bp_avgpool_ops;
+
+/* The window of a kh x kw kernel moved by `stride` over `in` zero-padded by `pad` (conv.c),
+ * for conv and pooling; BP_EINVAL naming `kind` when it does not fit the input. */
+bp_status bp_window_plan(const char *kind, bp_shape in, int kh, int kw, int stride, int pad,
+                         bp_window *out);
+
+/* Fill a rows x cols matrix, element (i, j) at w[i * row_stride + j * col_stride], with the
+ * orthonormal factor of a Gaussian one (BP_INIT_ORTHOGONAL; dense.c says how): dense's weight
+ * and conv's filters (a row per filter) share it. May allocate. */
+bp_status bp_init_orthogonal(float *w, int rows, int cols, size_t row_stride,
+                             size_t col_stride, bp_rng *rng);
 
 #endif

@@ -9,6 +9,9 @@ static const bp_layer_ops *const kinds[] = {
     &bp_dense_ops,
     &bp_dropout_ops,
     &bp_batchnorm_ops,
+    &bp_conv_ops,
+    &bp_maxpool_ops,
+    &bp_avgpool_ops,
 };
 
 bp_status bp_layer_spec_parse(const char *text, bp_layer_spec *out)

@@ -53,6 +53,14 @@ static bp_status check_config(const bp_net_config *cfg)
     if (!(cfg->dropout >= 0.0f && cfg->dropout < 1.0f))
         return bp_fail(BP_EINVAL, "dropout must be a probability in [0, 1), got %g",
                        (double)cfg->dropout);
+    int shaped = cfg->input_channels || cfg->input_rows || cfg->input_cols;
+    if (shaped && (cfg->input_channels < 1 || cfg->input_rows < 1 || cfg->input_cols < 1 ||
+                   (long long)cfg->input_channels * cfg->input_rows * cfg->input_cols !=
+                       cfg->sizes[0]))
+        return bp_fail(BP_EINVAL, "input shape %d x %d x %d: channels, rows and columns are "
+                       "all positive with the input width %d as their product (or all 0 for "
+                       "a flat input)", cfg->input_channels, cfg->input_rows, cfg->input_cols,
+                       cfg->sizes[0]);
     if (cfg->layers && (cfg->dropout > 0.0f || cfg->batchnorm))
         return bp_fail(BP_EINVAL, "with a layers spec, dropout and batch norm are layers of the "
                        "spec ('dropout:P', 'batchnorm'), not options");
@@ -131,13 +139,13 @@ static bp_status make_specs(const bp_net_config *cfg, bp_layer_spec **out, int *
     return BP_OK;
 }
 
-/* Plan every layer from its input shape, the first from the input width: shapes, sizes and the
+/* Plan every layer from its input shape, the first from the net's: shapes, sizes and the
  * parameter count; then the checks that need the whole stack (softmax only at the output, the
  * cost's pairing with the output activation). */
-static bp_status plan_layers(bp_net *net, const bp_layer_spec *specs, int input)
+static bp_status plan_layers(bp_net *net, const bp_layer_spec *specs)
 {
-    bp_shape in = {input, 1, 1};
-    net->sizes[0] = input;
+    bp_shape in = net->input;
+    net->sizes[0] = (int)bp_shape_size(in);
     for (int i = 0; i < net->n_layers; i++) {
         bp_layer *l = &net->layers[i];
         bp_layer_plan plan;
@@ -295,7 +303,11 @@ bp_status bp_net_create(bp_net **out, const bp_net_config *cfg)
         bp_net_free(net);
         return bp_fail(BP_ENOMEM, "no memory for a network of %d layers", L);
     }
-    st = plan_layers(net, specs, cfg->sizes[0]);
+    net->input_shaped = cfg->input_channels > 0;
+    net->input = net->input_shaped ? (bp_shape){cfg->input_channels, cfg->input_rows,
+                                                cfg->input_cols}
+                                   : (bp_shape){cfg->sizes[0], 1, 1};
+    st = plan_layers(net, specs);
     bp_free(specs);
     if (st == BP_OK)
         st = check_plan_memory(net, cfg->max_batch);
@@ -417,6 +429,8 @@ static bp_layer *layer_at(bp_net *net, int l)
 float *bp_net_weights(bp_net *net, int l, int *rows, int *cols, int *ld)
 {
     bp_layer *layer = layer_at(net, l);
+    if (layer && layer->ops != &bp_dense_ops)
+        layer = NULL; /* only a dense weight is the n_out x n_in matrix this view promises */
     if (rows)
         *rows = layer ? layer->n_out : 0;
     if (cols)
@@ -435,7 +449,7 @@ float *bp_net_biases(bp_net *net, int l)
 float *bp_net_weight_grads(bp_net *net, int l)
 {
     bp_layer *layer = layer_at(net, l);
-    return layer ? layer->gw : NULL;
+    return layer && layer->ops == &bp_dense_ops ? layer->gw : NULL;
 }
 
 float *bp_net_bias_grads(bp_net *net, int l)
@@ -925,6 +939,17 @@ float *bp_net_state(bp_net *net, size_t *n)
 }
 
 const char *bp_net_spec(const bp_net *net) { return net ? net->spec : NULL; }
+
+void bp_net_input_shape(const bp_net *net, int *channels, int *rows, int *cols)
+{
+    int shaped = net && net->input_shaped;
+    if (channels)
+        *channels = shaped ? net->input.c : 0;
+    if (rows)
+        *rows = shaped ? net->input.h : 0;
+    if (cols)
+        *cols = shaped ? net->input.w : 0;
+}
 
 int bp_net_tensor_count(const bp_net *net) { return net ? net->n_tensors : 0; }
 

@@ -13,6 +13,8 @@
 struct bp_net {
     int n_layers;          /* weight layers */
     int *sizes;            /* n_layers + 1 entries, input first */
+    bp_shape input;        /* an input column's shape: as configured, or 1 x 1 x sizes[0] */
+    int input_shaped;      /* the configuration gave the shape (bp_net_input_shape) */
     bp_layer *layers;
     bp_cost cost;
     const bp_backend *be;
