@@ -2,9 +2,9 @@
 # test_install.sh - the library as its users get it: install the build into a temporary
 # directory (meson install --destdir, so no root and nothing outside it), check what landed
 # there (the headers' version, the pkg-config file), build both programs of examples/ with `cc`
-# and nothing but `pkg-config --cflags --libs backprop` (one of them also as strict C11), run
-# them against the installed shared library, and train one epoch of Fashion-MNIST with the
-# installed `backprop` when the package dataset-fashion-mnist is there.
+# and nothing but `pkg-config --cflags --libs backprop` (one of them also as strict C11, and
+# the header as C++), run them against the installed shared library, and train one epoch of
+# Fashion-MNIST with the installed `backprop` when the package dataset-fashion-mnist is there.
 #
 # usage: test_install.sh BUILD_DIR SOURCE_DIR VERSION SOVERSION
 # TAP on stdout; exits 0 only if every check passed.
@@ -96,6 +96,15 @@ check "examples/train_save_load.c builds with cc and pkg-config's flags only" \
 check "examples/backend.c builds as strict C11 (-std=c11 -pedantic -Werror)" \
     "$CC" -std=c11 -pedantic -Wall -Wextra -Werror "$SRC/examples/backend.c" $flags \
     -o "$TMP/backend"
+CXX=${CXX:-c++}
+if command -v "$CXX" >/dev/null 2>&1; then
+    printf '#include <backprop.h>\nint main() { return bp_version()[0] == 0; }\n' >"$TMP/header.cpp"
+    # shellcheck disable=SC2086
+    check "the installed header compiles and links as C++ (-pedantic -Werror)" \
+        "$CXX" -pedantic -Wall -Wextra -Werror "$TMP/header.cpp" $flags -o "$TMP/header_cpp"
+else
+    skip "the installed header compiles and links as C++" "no $CXX"
+fi
 
 export LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 for ex in train_save_load backend; do
