@@ -128,8 +128,8 @@ void print_usage(FILE *f, const command_line *cl);
 void print_option_names(FILE *f, const command_line *cl);
 
 /* Each command's flags, for its usage and for `backprop help --options COMMAND`. */
-extern const command_line train_line, eval_line, predict_line, inspect_line, bench_line;
-extern const command_line export_line;
+extern const command_line train_line, eval_line, predict_line, inspect_line, bench_line,
+    export_line, plot_line;
 
 /* ---- the shared groups ------------------------------------------------------------------- */
 
