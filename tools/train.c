@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 #include "log.h"
+#include "progress.h"
 #include "options.h"
 
 #include <errno.h>
@@ -79,6 +80,7 @@ typedef struct options {
     int checkpoint_every;   /* --checkpoint-every N epochs [1] */
     const char *resume;     /* --resume FILE */
     int rollback;           /* --on-diverge rollback */
+    progress_mode progress; /* --progress */
     int epochs_given;
 } options;
 
@@ -92,7 +94,7 @@ enum {
 };
 enum {
     RUN_SAVE, RUN_CHECKPOINT, RUN_CHECKPOINT_EVERY, RUN_RESUME, RUN_ON_DIVERGE, RUN_LOG,
-    RUN_NORM_SAMPLES,
+    RUN_NORM_SAMPLES, RUN_PROGRESS,
 };
 
 static const opt_spec training_opts[] = {
@@ -159,6 +161,11 @@ static const opt_spec run_opts[] = {
      "(the mean cost's gradient over the first N); 0 leaves\n"
      "them out; with norms the log opens with epoch 0, the net\n"
      "as initialised", 0, OPT_CHANGES_RUN},
+    {"progress", RUN_PROGRESS, "auto|always|never",
+     "a live bar inside each epoch on standard output: samples\n"
+     "done, samples/s, the time left in the epoch and the run,\n"
+     "redrawn up to 10 times a second and wiped for the epoch's\n"
+     "line; auto: only when standard output is a terminal", 0, 0},
     {0},
 };
 
@@ -257,6 +264,10 @@ static void run_parse(void *target, const opt_spec *spec, const char *flag, cons
         o->train.norm_samples = (int)parse_uint(flag, value, 0, INT_MAX);
         o->norm_samples_given = 1;
         break;
+    case RUN_PROGRESS:
+        if (progress_mode_parse(value, &o->progress) != 0)
+            usage_error("%s: '%s' is not auto, always or never", flag, value);
+        break;
     }
 }
 
@@ -276,6 +287,9 @@ static void run_describe(const void *target, const opt_spec *spec, opt_text *t)
         break;
     case RUN_NORM_SAMPLES:
         snprintf(t->dflt, sizeof t->dflt, "%d with --log", LOG_NORM_SAMPLES);
+        break;
+    case RUN_PROGRESS:
+        snprintf(t->dflt, sizeof t->dflt, "%s", progress_mode_name(o->progress));
         break;
     }
 }
@@ -312,12 +326,12 @@ const command_line train_line = {
         "Integers are decimal digits only (no sign, no spaces); --eta is a decimal number such\n"
         "as 0.5 or 3e-2. A long option may be shortened to any unique prefix (--epo 5).\n"
         "\n"
-        "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current epoch;\n"
-        "the test accuracy, the summary and the model are still produced and the exit status "
-        "is 0.\n"
-        "A second one, or SIGHUP, ends the process at once. Either way the summary and model "
-        "files\n"
-        "are whole: the old one or the new one, with no temporary file left behind.\n"
+        "signals: the first SIGINT (Ctrl-C) or SIGTERM ends training after the current\n"
+        "mini-batch; with --checkpoint the run as it stopped is written there (--resume goes\n"
+        "on from it, mid-epoch), a line says where it stopped, the test accuracy, the summary\n"
+        "and the model are still produced, and the exit status is 130 (SIGINT) or 143\n"
+        "(SIGTERM). A second one, or SIGHUP, ends the process at once. Either way every file\n"
+        "is whole: the old one or the new one, with no temporary file left behind.\n"
         "\n"
         "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command "
         "line\n",
@@ -408,7 +422,8 @@ static void parse_train_args(int argc, char **argv, options *o)
 
 /* ---- signals ----------------------------------------------------------------------------- */
 
-/* The first SIGINT or SIGTERM of a run; the training loop looks at it after every epoch. */
+/* The first SIGINT or SIGTERM of a run; the training loop looks at it after every mini-batch
+ * (after_batch) and every epoch (print_epoch). */
 static volatile sig_atomic_t stop_signal;
 
 static void on_stop(int sig) { stop_signal = sig; }
@@ -448,7 +463,19 @@ typedef struct progress {
     const bp_model_meta *meta;
     /* --on-diverge rollback: the state after the last good epoch. */
     struct snapshot *snapshot;
+    progress_bar bar;   /* --progress; bar.out NULL when none is drawn */
+    int stopped_by_signal; /* print_epoch ended the run for a stop signal */
 } progress;
+
+/* After every mini-batch: a stop signal ends training there; otherwise the bar moves on. */
+static int after_batch(const bp_batch_report *r, void *user)
+{
+    progress *p = user;
+    if (stop_signal)
+        return 1;
+    progress_bar_update(&p->bar, r);
+    return 0;
+}
 
 /* ---- rollback ------------------------------------------------------------------------------ */
 
@@ -554,9 +581,25 @@ static int looks_saturated(progress *p)
     return spread <= SATURATED_SPREAD || pinned * 10 >= total * 9;
 }
 
+/* The run as it is now to --checkpoint, no signal ending the process in the middle. */
+static int write_checkpoint(progress *p)
+{
+    critical c;
+    critical_begin(&c);
+    bp_status st = bp_checkpoint_save(p->trainer, p->checkpoint, p->meta);
+    critical_end(&c);
+    if (st != BP_OK) {
+        print_error("--checkpoint: %s", bp_last_error());
+        p->checkpoint_failed = 1;
+        return -1;
+    }
+    return 0;
+}
+
 static int print_epoch(const bp_epoch_report *r, void *user)
 {
     progress *p = user;
+    progress_bar_clear(&p->bar);
     printf("epoch %d/%d  ", r->epoch, p->epochs);
     if (r->validation_accuracy >= 0)
         printf("validation %.2f%%  ", 100.0 * r->validation_accuracy);
@@ -566,6 +609,7 @@ static int print_epoch(const bp_epoch_report *r, void *user)
         printf("eta %g  ", r->eta);
     printf("cost %.4f  %.0f samples/s  %.2f s\n", r->train_cost, r->samples_per_second,
            r->seconds);
+    progress_bar_epoch_end(&p->bar);
     /* Progress is for people watching a pipe or a log: push each line out as it happens. */
     if (stdout_failed()) {
         p->output_failed = 1;
@@ -599,21 +643,46 @@ static int print_epoch(const bp_epoch_report *r, void *user)
                 100.0 * r->validation_accuracy, p->classes, plural(p->classes, "class",
                                                                    "classes"));
     }
-    if (p->checkpoint && r->epoch % p->checkpoint_every == 0) {
-        critical c;
-        critical_begin(&c);
-        bp_status st = bp_checkpoint_save(p->trainer, p->checkpoint, p->meta);
-        critical_end(&c);
-        if (st != BP_OK) {
-            print_error("--checkpoint: %s", bp_last_error());
-            p->checkpoint_failed = 1;
-            return 1;
-        }
-    }
+    /* Read once: the run stops here exactly when this epoch's checkpoint is written for it
+     * (whatever --checkpoint-every says); a later signal stops the next mini-batch. */
+    int stopping = stop_signal != 0;
+    if (p->checkpoint && (r->epoch % p->checkpoint_every == 0 || stopping) &&
+        write_checkpoint(p) != 0)
+        return 1;
     if (p->snapshot && snapshot_take(p->snapshot, p->trainer) != 0)
         fprintf(stderr, "backprop: warning: no memory to keep epoch %d for --on-diverge "
                 "rollback\n", r->epoch);
-    return stop_signal ? 1 : 0;
+    p->stopped_by_signal = stopping;
+    return stopping;
+}
+
+/* A stop signal ended training: inside an epoch (the run returned BP_ESTOPPED) the checkpoint
+ * of where it stopped, which print_epoch wrote at an epoch's end, and the best epoch's net
+ * back for the test figure and --save, as a whole run ends; then the line saying where it
+ * stopped. 0, or -1 with the reason printed. */
+static int report_interruption(progress *p, int mid_epoch, int early_stop)
+{
+    bp_trainer_state st;
+    bp_trainer_get_state(p->trainer, &st);
+    if (mid_epoch && p->checkpoint && write_checkpoint(p) != 0)
+        return -1;
+    bp_status restored = BP_OK;
+    if (mid_epoch && early_stop > 0 && bp_trainer_best(p->trainer, NULL) > 0)
+        restored = bp_trainer_restore_best(p->trainer);
+    if (restored != BP_OK) {
+        print_lib_error(restored);
+        return -1;
+    }
+    const char *name = stop_signal == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (mid_epoch)
+        printf("interrupted by %s: stopped in epoch %d after %zu of %zu samples", name,
+               st.epoch + 1, st.position, st.n);
+    else
+        printf("interrupted by %s: stopped after epoch %d", name, st.epoch);
+    if (p->checkpoint)
+        printf("; the run is in %s (--resume goes on from there)", p->checkpoint);
+    putchar('\n');
+    return 0;
 }
 
 /* ---- the summary JSON -------------------------------------------------------------------- */
@@ -623,6 +692,7 @@ typedef struct summary {
     int epochs, threads;
     double best_validation_accuracy, final_eta; /* best: -1 without a validation set */
     int best_epoch, stopped_early;
+    const char *interrupted; /* the signal that stopped training, or NULL */
     const char *data_dir;
 } summary;
 
@@ -706,6 +776,11 @@ static int write_summary_json(FILE *f, const void *arg)
     fprintf(f, ",\n  \"best_epoch\": %d,\n  \"stopped_early\": %s,\n  \"final_eta\": ",
             s->best_epoch, s->stopped_early ? "true" : "false");
     json_float(f, (float)s->final_eta); /* the rate as the float the steps used */
+    fputs(",\n  \"interrupted\": ", f);
+    if (s->interrupted)
+        json_string(f, s->interrupted);
+    else
+        fputs("null", f);
     fprintf(f, ",\n  \"epochs\": %d,\n  \"train_seconds\": ", s->epochs);
     json_double(f, s->train_seconds);
     fputs(",\n  \"samples_per_second\": ", f);
@@ -1051,6 +1126,9 @@ int cmd_train(int argc, char **argv)
         }
     }
     install_stop_handlers();
+    progress_bar_start(&prog.bar, progress_wanted(o.progress, stdout, 0) ? stdout : NULL,
+                       o.train.epochs);
+    bp_trainer_set_batch_callback(trainer, after_batch, &prog);
     bp_train_result res;
     /* A diverged run rolls back to its last good epoch with half the rate, at most
      * MAX_ROLLBACKS times; the last good checkpoint, written only after good epochs, stays. */
@@ -1064,7 +1142,10 @@ int cmd_train(int argc, char **argv)
             break;
         snap.state.eta /= 2.0; /* the rate a further rollback halves again */
     }
-    if (st != BP_OK) {
+    progress_bar_clear(&prog.bar);
+    /* The signal that stopped the run, 0 if none did. */
+    int interrupted = st == BP_ESTOPPED || prog.stopped_by_signal ? stop_signal : 0;
+    if (st != BP_OK && st != BP_ESTOPPED) {
         print_lib_error(st);
         goto out;
     }
@@ -1084,9 +1165,8 @@ int cmd_train(int argc, char **argv)
     if (o.train.early_stop > 0 && res.best_epoch > 0)
         printf("kept the best epoch's net: epoch %d, validation %.2f%%\n", res.best_epoch,
                100.0 * res.best_validation_accuracy);
-    if (stop_signal)
-        printf("interrupted by %s: stopped after epoch %d\n",
-               stop_signal == SIGTERM ? "SIGTERM" : "SIGINT", res.epochs);
+    if (interrupted && report_interruption(&prog, st == BP_ESTOPPED, o.train.early_stop) != 0)
+        goto out;
 
     float test_acc;
     if ((st = bp_evaluate(net, d.test, &test_acc, NULL)) != BP_OK) {
@@ -1136,6 +1216,7 @@ int cmd_train(int argc, char **argv)
             .final_eta = res.final_eta,
             .best_epoch = res.best_epoch,
             .stopped_early = res.stopped_early,
+            .interrupted = interrupted == SIGTERM ? "SIGTERM" : interrupted ? "SIGINT" : NULL,
             .threads = bp_net_threads(net),
             .data_dir = dd.path,
         };
@@ -1143,7 +1224,7 @@ int cmd_train(int argc, char **argv)
         if (write_output_file("--summary-json", o.output.summary, write_summary_json, &job) != 0)
             goto out;
     }
-    rc = 0;
+    rc = interrupted ? 128 + interrupted : 0;
 
 out:
     /* On a failed run the log keeps the epochs it has; a second error about it would add
