@@ -12,6 +12,14 @@
  *   rowsum    db = D 1 / B                rows = n_out, cols = B
  *   axpy      params -= eta grads         the whole parameter arena (layer 0, B 0: once)
  *
+ * Then the layers of a convolutional net, Nielsen's two-stage network3 on 1 x 28 x 28 inputs
+ * (conv:20x5x5, maxpool:2, conv:40x5x5, maxpool:2; src/layers/conv.c, pool.c), through the
+ * layer's own ops so each row is the whole lowering (im2col or col2im, the restacking and one
+ * GEMM over the batch), at the batch sizes of the list up to 128:
+ *   conv_fwd / conv_bp2 / conv_bp4       m = P B, n = K, k = R (P positions, R = C kh kw taps),
+ *                                        GFLOPS = 2mnk as for the dense GEMMs
+ *   maxpool_fwd / maxpool_bp2 / avgpool_fwd / avgpool_bp2   m = outputs, n = B, GB/s
+ *
  * Output: the header line (bench_header), the sgemm roofline per thread count, then one line
  * per op / shape / threads / backend, and the roofline again at the end: a table, or with
  * --json one JSON object per line (op, [act,] layer, m, n, k, B, threads, backend, median_s,
@@ -35,6 +43,7 @@
 #include "common.h"
 #include "core/core.h"
 #include "kernels/backend.h"
+#include "net/net.h"
 
 enum { MAX_SIZES = 16, MAX_LIST = 16 };
 
@@ -81,7 +90,12 @@ typedef enum op_kind {
     OP_BIAS_ACT,
     OP_ACT_BWD,
     OP_ROWSUM,
-    OP_AXPY
+    OP_AXPY,
+    OP_CONV_FWD,
+    OP_CONV_BP2,
+    OP_CONV_BP4,
+    OP_POOL_FWD,
+    OP_POOL_BP2
 } op_kind;
 
 static const char *const op_names[] = {
@@ -92,9 +106,18 @@ static const char *const op_names[] = {
     [OP_ACT_BWD] = "act_bwd",
     [OP_ROWSUM] = "rowsum",
     [OP_AXPY] = "axpy",
+    [OP_CONV_FWD] = "conv_fwd",
+    [OP_CONV_BP2] = "conv_bp2",
+    [OP_CONV_BP4] = "conv_bp4",
+    [OP_POOL_FWD] = "pool_fwd",
+    [OP_POOL_BP2] = "pool_bp2",
 };
 
-static int is_gemm(op_kind k) { return k == OP_FWD || k == OP_BP2 || k == OP_BP4; }
+static int is_gemm(op_kind k)
+{
+    return k == OP_FWD || k == OP_BP2 || k == OP_BP4 || k == OP_CONV_FWD || k == OP_CONV_BP2 ||
+           k == OP_CONV_BP4;
+}
 
 /* One call with its operands. GEMMs: C is m x n, the inner dimension k, every ld = rows (the
  * net's own layout). Elementwise: m rows, n columns, k = 0. axpy: m floats, n = 1. */
@@ -107,6 +130,7 @@ typedef struct op_case {
     const float *x, *y; /* read-only operands, in the order the kernel takes them */
     const float *init;  /* starting contents of an in-place operand, else NULL */
     size_t out_len;     /* floats the call writes */
+    const bp_layer *lyr; /* conv and pool ops: the planned layer, x its input, y its deltas */
 } op_case;
 
 /* The call itself, writing into `out` (which holds a copy of init for the in-place ops). */
@@ -137,6 +161,26 @@ static void op_call(const bp_backend *be, const op_case *c, float *out)
     case OP_AXPY:
         be->axpy((size_t)c->m, c->alpha, c->x, out);
         break;
+    case OP_CONV_FWD:
+    case OP_POOL_FWD:
+    case OP_CONV_BP2:
+    case OP_POOL_BP2:
+    case OP_CONV_BP4: {
+        const bp_layer *l = c->lyr;
+        bp_pass pass = {.mode = BP_PASS_TRAIN, .batch = c->batch};
+        static const bp_grad_target grads = {BP_TARGET_GRADS, 1.0f, 0.0f};
+        if (c->kind == OP_CONV_FWD || c->kind == OP_POOL_FWD)
+            l->ops->forward(l, be, &pass, c->batch, c->x, l->n_in, out, l->n_out);
+        else if (c->kind == OP_CONV_BP4) {
+            l->ops->backward_params(l, be, c->batch, c->x, l->n_in, c->y, l->n_out, &grads, 0,
+                                    1);
+            memcpy(out, l->gw, sizeof(float) * c->out_len);
+        } else {
+            l->ops->backward_data(l, be, &pass, c->batch, c->x, l->n_in, NULL, l->n_out, c->y,
+                                  l->n_out, out, l->n_in);
+        }
+        break;
+    }
     }
 }
 
@@ -151,6 +195,9 @@ static double op_bytes(const op_case *c)
     case OP_ACT_BWD: return f * 3 * mn;           /* A and D read, D written */
     case OP_ROWSUM: return f * (mn + c->m);       /* D read, db written */
     case OP_AXPY: return f * 3 * mn;              /* x and y read, y written */
+    case OP_POOL_FWD: /* the input read, the outputs (and argmax) written */
+    case OP_POOL_BP2: /* the deltas (and argmax) read, the input's deltas written */
+        return f * ((double)c->lyr->n_in * c->batch + mn);
     default: return 0;
     }
 }
@@ -255,6 +302,8 @@ static int make_case(op_case *c, op_kind kind, int layer, const layer_data *ld, 
         break;
     case OP_AXPY:
         return 0; /* built from the arena, see main */
+    default:
+        return 0; /* the conv and pool ops: run_window_ops */
     }
     c->out_len = (size_t)c->m * (size_t)c->n;
     if (kind == OP_ROWSUM)
@@ -355,7 +404,19 @@ static measure time_case(const bp_backend *be, const op_case *c, float *work, do
 
 /* ---- output --------------------------------------------------------------------------------- */
 
-static int has_act(const op_case *c) { return c->kind == OP_BIAS_ACT || c->kind == OP_ACT_BWD; }
+static int has_act(const op_case *c)
+{
+    return c->kind == OP_BIAS_ACT || c->kind == OP_ACT_BWD || c->kind == OP_POOL_FWD ||
+           c->kind == OP_POOL_BP2 || c->kind == OP_CONV_FWD;
+}
+
+/* The act column: the activation, or for pooling its kind. */
+static const char *act_label(const op_case *c)
+{
+    if (c->kind == OP_POOL_FWD || c->kind == OP_POOL_BP2)
+        return c->lyr->ops->name;
+    return has_act(c) ? bp_activation_name(c->act) : "-";
+}
 
 static void print_columns(void)
 {
@@ -372,7 +433,7 @@ static void report(const options *o, const op_case *c, const char *backend, int 
     if (o->json) {
         printf("{\"op\": \"%s\", ", op_names[c->kind]);
         if (has_act(c))
-            printf("\"act\": \"%s\", ", bp_activation_name(c->act));
+            printf("\"act\": \"%s\", ", act_label(c));
         printf("\"layer\": %d, \"m\": %d, \"n\": %d, \"k\": %d, \"B\": %d, \"threads\": %d, "
                "\"backend\": \"%s\", \"median_s\": %.4e, \"best_s\": %.4e, \"%s\": %.4g, "
                "\"speedup\": %.4g, \"reps\": %d, \"inner\": %d}\n",
@@ -380,7 +441,7 @@ static void report(const options *o, const op_case *c, const char *backend, int 
                gemm ? "gflops" : "gbps", rate, speedup, m->reps, m->inner);
     } else {
         printf("%-8s %-7s %5d %7d %5d %5d %5d %3d %-6s %12.3f %12.3f %9.2f %-6s %8.2f %5d %7d\n",
-               op_names[c->kind], has_act(c) ? bp_activation_name(c->act) : "-", c->layer, c->m,
+               op_names[c->kind], act_label(c), c->layer, c->m,
                c->n, c->k, c->batch, threads, backend, m->median * 1e6, m->best * 1e6, rate,
                gemm ? "GFLOPS" : "GB/s", speedup, m->reps, m->inner);
     }
@@ -420,7 +481,7 @@ static int run_case(const options *o, const policy *p, const op_case *c, float *
                         "FAIL %s%s%s layer %d m %d n %d k %d B %d threads %d table %s: "
                         "nmse %.3g against naive, bound %.0e; not timed\n",
                         op_names[c->kind], has_act(c) ? " " : "",
-                        has_act(c) ? bp_activation_name(c->act) : "", c->layer, c->m, c->n, c->k,
+                        has_act(c) ? act_label(c) : "", c->layer, c->m, c->n, c->k,
                         c->batch, threads, be->name, e, bound);
                 failures++;
                 continue;
@@ -450,6 +511,89 @@ static int run_axpy(const options *o, const policy *p, bp_rng *rng)
     free(grads);
     free(ref);
     free(out);
+    return failures;
+}
+
+/* The convolution and pooling rows: a net of network3's layers planned for the largest batch
+ * (up to 128: the naive lowering takes seconds a call beyond), its layers called directly on
+ * random inputs and deltas, each backend's result checked against naive's. Layer 4 is dense,
+ * there only to end the stack. */
+static int run_window_ops(const options *o, const policy *p, bp_rng *rng)
+{
+    int max_b = 0;
+    for (int i = 0; i < o->n_batches; i++)
+        if (o->batches[i] <= 128 && o->batches[i] > max_b)
+            max_b = o->batches[i];
+    if (max_b == 0)
+        return 0;
+    int sizes[1] = {784};
+    bp_net_config nc;
+    bp_net_config_init(&nc);
+    nc.sizes = sizes;
+    nc.n_sizes = 1;
+    nc.layers = "conv:20x5x5:relu,maxpool:2,conv:40x5x5:relu,maxpool:2,dense:10:softmax";
+    nc.input_channels = 1;
+    nc.input_rows = nc.input_cols = 28;
+    nc.cost = BP_COST_LOG_LIKELIHOOD;
+    nc.init = BP_INIT_HE;
+    nc.max_batch = max_b;
+    nc.threads = 1;
+    bp_net *net;
+    if (bp_net_create(&net, &nc) != BP_OK) {
+        fprintf(stderr, "bench_ops: %s\n", bp_last_error());
+        return 1;
+    }
+    size_t big = 0;
+    for (int l = 0; l < 4; l++) {
+        const bp_layer *lyr = &net->layers[l];
+        size_t n = (size_t)(lyr->n_in > lyr->n_out ? lyr->n_in : lyr->n_out) * max_b;
+        big = n > big ? n : big;
+        big = lyr->n_params > big ? lyr->n_params : big;
+    }
+    float *in = falloc(big), *d = falloc(big), *ref = falloc(big), *out = falloc(big);
+    int failures = 0;
+    static const op_kind kinds[] = {OP_CONV_FWD, OP_CONV_BP4, OP_CONV_BP2};
+    for (int bi = 0; bi < o->n_batches; bi++) {
+        int batch = o->batches[bi];
+        if (batch > max_b)
+            continue;
+        for (int l = 0; l < 4; l++) {
+            const bp_layer *lyr = &net->layers[l];
+            int conv = lyr->ops == &bp_conv_ops;
+            fill_uniform(rng, in, (size_t)lyr->n_in * batch, 0.0, 1.0);
+            fill_uniform(rng, d, (size_t)lyr->n_out * batch, -1.0, 1.0);
+            /* The forward pass first: BP4 reads the im2col it keeps, BP2 of a max pool the
+             * argmax. Every table's forward leaves the same bits there. */
+            bp_pass pass = {.mode = BP_PASS_TRAIN, .batch = batch};
+            lyr->ops->forward(lyr, &bp_backend_naive, &pass, batch, in, lyr->n_in, out,
+                              lyr->n_out);
+            for (size_t ki = 0; ki < 3; ki++) {
+                op_kind kind = conv ? kinds[ki] : ki == 0 ? OP_POOL_FWD : OP_POOL_BP2;
+                if (!conv && ki == 2)
+                    continue;
+                if (kind == OP_CONV_BP2 && l == 0)
+                    continue; /* nothing consumes a delta for the input */
+                size_t plane = (size_t)lyr->win.oh * lyr->win.ow;
+                op_case c = {.kind = kind, .layer = l + 1, .batch = batch, .lyr = lyr,
+                             .act = lyr->act, .x = in, .y = d};
+                if (conv) {
+                    c.m = (int)(plane * batch);
+                    c.n = lyr->out.c;
+                    c.k = lyr->win.c * lyr->win.kh * lyr->win.kw;
+                } else {
+                    c.m = lyr->n_out;
+                    c.n = batch;
+                }
+                c.out_len = kind == OP_CONV_BP4 ? lyr->n_params
+                            : kind == OP_CONV_BP2 || kind == OP_POOL_BP2
+                                ? (size_t)lyr->n_in * batch
+                                : (size_t)lyr->n_out * batch;
+                failures += run_case(o, p, &c, ref, out);
+            }
+        }
+    }
+    free(in), free(d), free(ref), free(out);
+    bp_net_free(net);
     return failures;
 }
 
@@ -584,6 +728,8 @@ int main(int argc, char **argv)
                 if (make_case(&c, kinds[ki], l + 1, &layers[l], o.batches[bi]))
                     failures += run_case(&o, &p, &c, layers[l].ref, layers[l].out);
             }
+
+    failures += run_window_ops(&o, &p, &rng);
 
     rooflines(&o, "end");
     for (int l = 0; l < n_layers; l++)

@@ -143,11 +143,40 @@ static inline void tap_range(const bp_window *g, int kx, int *lo, int *hi)
         *hi = *lo;
 }
 
+/* Rows of n floats, src rows ld_src apart, dst rows ld_dst apart: the case of a stride of 1
+ * without padding, where a tap's rows are whole. Rows are short (8 to 24 floats in network3),
+ * so the copy goes by vectors of 8 with the loop bookkeeping of a row kept to a minimum. */
+static inline __attribute__((always_inline)) void
+copy_rows(int rows, int n, const float *restrict src, size_t ld_src, float *restrict dst,
+          size_t ld_dst)
+{
+    for (int y = 0; y < rows; y++, src += ld_src, dst += ld_dst) {
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int v = 0; v < 8; v++)
+                dst[i + v] = src[i + v];
+        for (; i < n; i++)
+            dst[i] = src[i];
+    }
+}
+
 BP_CLONES void bp_im2col_fast(const bp_window *g, int cols, const float *in, int ldin, float *x,
                               int ldx)
 {
     size_t plane = (size_t)g->oh * g->ow;
     int s = g->stride, ow = g->ow;
+    if (s == 1 && g->pad == 0) {
+        for (int ci = 0; ci < g->c; ci++)
+            for (int ky = 0; ky < g->kh; ky++)
+                for (int kx = 0; kx < g->kw; kx++) {
+                    float *tap = x + (size_t)((ci * g->kh + ky) * g->kw + kx) * ldx;
+                    for (int j = 0; j < cols; j++)
+                        copy_rows(g->oh, ow,
+                                  in + (size_t)j * ldin + ((size_t)ci * g->h + ky) * g->w + kx,
+                                  (size_t)g->w, tap + j * plane, (size_t)ow);
+                }
+        return;
+    }
     for (int ci = 0; ci < g->c; ci++)
         for (int ky = 0; ky < g->kh; ky++)
             for (int kx = 0; kx < g->kw; kx++) {
@@ -166,8 +195,11 @@ BP_CLONES void bp_im2col_fast(const bp_window *g, int cols, const float *in, int
                         const float *restrict src = img + (size_t)y * g->w + kx - g->pad;
                         for (int ox = 0; ox < lo; ox++)
                             row[ox] = 0.0f;
+                        /* A loop, not memcpy: rows are a few dozen floats, where the call
+                         * costs more than the copy. */
                         if (s == 1)
-                            memcpy(row + lo, src + lo, sizeof(float) * (size_t)(hi - lo));
+                            for (int ox = lo; ox < hi; ox++)
+                                row[ox] = src[ox];
                         else
                             for (int ox = lo; ox < hi; ox++)
                                 row[ox] = src[(size_t)ox * s];
@@ -210,37 +242,49 @@ BP_CLONES void bp_col2im_fast(const bp_window *g, int cols, const float *x, int 
             }
 }
 
-/* A row of outputs at a time: each tap of the window is one pass over the row, which keeps the
- * reference's order (taps row-major, the first maximum wins on ties). Pooling has no padding,
- * so every tap is inside the image. */
+/* One output at a time with no bound checks (pooling has no padding, so every tap is inside
+ * the image), int indices (one instruction to convert to float) and selects instead of
+ * branches, whose outcome on data is a coin toss. Taps in the reference's order, the first
+ * maximum wins. */
 BP_CLONES void bp_maxpool_fwd_fast(const bp_window *g, int cols, const float *in, int ldin,
                                    float *out, int ldout, float *arg, int ldarg)
 {
-    int s = g->stride, ow = g->ow;
+    int s = g->stride, w = g->w, ow = g->ow;
     for (int j = 0; j < cols; j++)
         for (int ci = 0; ci < g->c; ci++) {
             const float *img = in + (size_t)j * ldin;
-            size_t base = (size_t)ci * g->h * g->w;
             for (int oy = 0; oy < g->oh; oy++) {
                 size_t o = ((size_t)ci * g->oh + oy) * ow;
                 float *restrict best = out + (size_t)j * ldout + o;
                 float *restrict at = arg + (size_t)j * ldarg + o;
-                size_t top = base + (size_t)oy * s * g->w;
-                for (int ox = 0; ox < ow; ox++) {
-                    best[ox] = img[top + (size_t)ox * s];
-                    at[ox] = (float)(top + (size_t)ox * s);
-                }
-                for (int ky = 0; ky < g->kh; ky++)
-                    for (int kx = 0; kx < g->kw; kx++) {
-                        size_t first = top + (size_t)ky * g->w + kx;
-                        const float *restrict src = img + first;
-                        for (int ox = 0; ox < ow; ox++) {
-                            float v = src[(size_t)ox * s];
-                            int wins = v > best[ox];
-                            best[ox] = wins ? v : best[ox];
-                            at[ox] = wins ? (float)(first + (size_t)ox * s) : at[ox];
-                        }
+                int top = (ci * g->h + oy * s) * w;
+                if (g->kh == 2 && g->kw == 2) { /* the usual window, its four taps unrolled */
+                    for (int ox = 0; ox < ow; ox++) {
+                        int k0 = top + ox * s, k1 = k0 + 1, k2 = k0 + w, k3 = k2 + 1;
+                        float m = img[k0], v;
+                        int where = k0;
+                        v = img[k1], where = v > m ? k1 : where, m = v > m ? v : m;
+                        v = img[k2], where = v > m ? k2 : where, m = v > m ? v : m;
+                        v = img[k3], where = v > m ? k3 : where, m = v > m ? v : m;
+                        best[ox] = m;
+                        at[ox] = (float)where;
                     }
+                    continue;
+                }
+                for (int ox = 0; ox < ow; ox++) {
+                    int first = top + ox * s, where = first;
+                    float m = img[first];
+                    for (int ky = 0; ky < g->kh; ky++)
+                        for (int kx = 0; kx < g->kw; kx++) {
+                            int k = first + ky * w + kx;
+                            float v = img[k];
+                            int wins = v > m; /* selects, not a branch: maxima are random */
+                            where = wins ? k : where;
+                            m = wins ? v : m;
+                        }
+                    best[ox] = m;
+                    at[ox] = (float)where;
+                }
             }
         }
 }

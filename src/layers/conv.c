@@ -235,7 +235,7 @@ static bp_status conv_init(bp_layer *l, bp_init scheme, bp_rng *rng)
     return BP_OK;
 }
 
-/* Columns [j0, j0 + cols) between the net's layout (K planes of P per column, ld) and the
+/* Columns [j0, j0 + cols) from the net's layout (K planes of P per column, ld) into the
  * stacked one (plane k of column j at rows j P of column k, ld = ldm), for filters [k0, k1). */
 static void stack_planes(const bp_layer *l, int j0, int cols, int k0, int k1, const float *src,
                          int ld, float *stacked, size_t ldm)
@@ -247,28 +247,25 @@ static void stack_planes(const bp_layer *l, int j0, int cols, int k0, int k1, co
                    src + (size_t)j * ld + (size_t)k * p, sizeof(float) * p);
 }
 
-static void unstack_planes(const bp_layer *l, int j0, int cols, const float *stacked,
-                           size_t ldm, float *dst, int ld)
-{
-    size_t p = positions(l);
-    for (int j = 0; j < cols; j++)
-        for (int k = 0; k < filters(l); k++)
-            memcpy(dst + (size_t)j * ld + (size_t)k * p,
-                   stacked + (size_t)(j0 + j) * p + (size_t)k * ldm, sizeof(float) * p);
-}
-
+/* Sample by sample: the windows of a column (R P floats) and its outputs stay in cache from
+ * im2col through the GEMM to the activation, which the batch's whole X and Y would not (one
+ * column of network3's first layer is 57 KB of X); X still lands in its rows of the stacked
+ * matrix, for BP4's one GEMM over the batch. */
 static void conv_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                          int batch, const float *in, int ldin, float *out, int ldout)
 {
-    size_t p = positions(l), ldm = p * (size_t)pass->batch, row0 = (size_t)pass->column0 * p;
+    size_t p = positions(l), ldm = p * (size_t)pass->batch;
     int r = (int)taps(l), k = filters(l);
-    float *x = l->saved, *y = l->work;
-    be->im2col(&l->win, batch, in, ldin, x + row0, (int)ldm);
-    /* Y = X W^T: (batch P x R)(R x K), the W^T stored R x K with ld R. */
-    be->sgemm(BP_NOTRANS, BP_NOTRANS, (int)(batch * p), k, r, 1.0f, x + row0, (int)ldm, l->w,
-              l->ldw, 0.0f, y + row0, (int)ldm);
-    unstack_planes(l, pass->column0, batch, y, ldm, out, ldout);
-    be->bias_act_planes(l->act, (int)p, k, batch, l->b, out, ldout);
+    for (int j = 0; j < batch; j++) {
+        float *x = l->saved + (size_t)(pass->column0 + j) * p;
+        float *o = out + (size_t)j * ldout;
+        be->im2col(&l->win, 1, in + (size_t)j * ldin, ldin, x, (int)ldm);
+        /* Z_j = X_j W^T: (P x R)(R x K), W^T stored R x K with ld R, straight into the
+         * column's K planes of P. */
+        be->sgemm(BP_NOTRANS, BP_NOTRANS, (int)p, k, r, 1.0f, x, (int)ldm, l->w, l->ldw, 0.0f,
+                  o, (int)p);
+        be->bias_act_planes(l->act, (int)p, k, 1, l->b, o, ldout);
+    }
 }
 
 static void conv_act_backward(const bp_layer *l, const bp_backend *be, int batch,
@@ -277,19 +274,23 @@ static void conv_act_backward(const bp_layer *l, const bp_backend *be, int batch
     be->act_bwd_hadamard(l->act, l->n_out, batch, out, ldout, d, ldd);
 }
 
+/* Sample by sample too, dX_j in the column's own share of the work block (hot in cache for
+ * col2im): the column's planes of D are already the P x K matrix D_j with ld P. */
 static void conv_backward_data(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                                int batch, const float *in, int ldin, const float *out,
                                int ldout, const float *d, int ldd, float *d_in, int ld_din)
 {
     (void)in, (void)ldin, (void)out, (void)ldout; /* D W needs none of them */
-    size_t p = positions(l), ldm = p * (size_t)pass->batch, row0 = (size_t)pass->column0 * p;
+    size_t p = positions(l);
     int r = (int)taps(l), k = filters(l);
-    float *dz = l->work, *dx = l->work + (size_t)k * ldm;
-    stack_planes(l, pass->column0, batch, 0, k, d, ldd, dz, ldm);
-    /* dX = D W: (batch P x K)(K x R), W being the transpose of the stored R x K. */
-    be->sgemm(BP_NOTRANS, BP_TRANS, (int)(batch * p), r, k, 1.0f, dz + row0, (int)ldm, l->w,
-              l->ldw, 0.0f, dx + row0, (int)ldm);
-    be->col2im(&l->win, batch, dx + row0, (int)ldm, d_in, ld_din);
+    size_t dx_at = (size_t)k * p * (size_t)pass->batch; /* after D's stacked block */
+    for (int j = 0; j < batch; j++) {
+        float *dx = l->work + dx_at + (size_t)(pass->column0 + j) * p * (size_t)r;
+        /* dX_j = D_j W: (P x K)(K x R), W the transpose of the stored R x K. */
+        be->sgemm(BP_NOTRANS, BP_TRANS, (int)p, r, k, 1.0f, d + (size_t)j * ldd, (int)p, l->w,
+                  l->ldw, 0.0f, dx, (int)p);
+        be->col2im(&l->win, 1, dx, (int)p, d_in + (size_t)j * ld_din, ld_din);
+    }
 }
 
 /* BP3/BP4 of the mean cost for filters [k0, k1) of part `part`: each part stacks its filters'
