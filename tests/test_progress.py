@@ -5,9 +5,9 @@
 
 The bar: on a terminal (a pty, and a tmux pane as a person sees it) it is drawn inside each
 epoch and wiped before each epoch's line; into a pipe it is not, unless --progress always;
---progress never draws none on a terminal. Ctrl-C: the first SIGINT in the middle of an epoch
-stops training after the mini-batch, writes the summary and the checkpoint of where it stopped,
-and exits 130 (SIGTERM: 143); `--resume` of that checkpoint ends with the net of the run that
+--progress never, or --quiet, draws none on a terminal. Ctrl-C: the first SIGINT in the middle
+of an epoch stops training after the mini-batch, writes the summary and the checkpoint of
+where it stopped, and exits 130 (SIGTERM: 143); `--resume` of that checkpoint ends with the net of the run that
 was never interrupted, to the bit (one thread). A second SIGINT while the checkpoint is being
 written ends the process by the signal and leaves the checkpoint whole and no temporary file.
 No test here depends on how fast anything runs: every wait is for an event, under a bound only
@@ -123,6 +123,11 @@ def main():
     rc, text = on_pty(base + ["--epochs", "2", "--progress", "never"])
     ok(rc == 0 and "\r" not in text and "\033[" not in text and epoch_lines(text) == 2,
        "--progress never: a terminal gets the lines alone", [repr(text[-400:])])
+
+    rc, text = on_pty(base + ["--epochs", "2", "--quiet"])
+    ok(rc == 0 and "\r" not in text and "\033[" not in text and epoch_lines(text) == 0 and
+       "test accuracy" in text, "--quiet: a terminal gets no bar and no epoch lines, the "
+       "results only", [repr(text[-400:])])
 
     rc, text, err = piped(base + ["--epochs", "2"])
     ok(rc == 0 and "\r" not in text and "\033[" not in text and epoch_lines(text) == 2 and

@@ -81,6 +81,7 @@ typedef struct options {
     const char *resume;     /* --resume FILE */
     int rollback;           /* --on-diverge rollback */
     progress_mode progress; /* --progress */
+    int quiet;              /* --quiet */
     int epochs_given;
 } options;
 
@@ -94,7 +95,7 @@ enum {
 };
 enum {
     RUN_SAVE, RUN_CHECKPOINT, RUN_CHECKPOINT_EVERY, RUN_RESUME, RUN_ON_DIVERGE, RUN_LOG,
-    RUN_NORM_SAMPLES, RUN_PROGRESS,
+    RUN_NORM_SAMPLES, RUN_PROGRESS, RUN_QUIET,
 };
 
 static const opt_spec training_opts[] = {
@@ -166,6 +167,9 @@ static const opt_spec run_opts[] = {
      "done, samples/s, the time left in the epoch and the run,\n"
      "redrawn up to 10 times a second and wiped for the epoch's\n"
      "line; auto: only when standard output is a terminal", 0, 0},
+    {"quiet", RUN_QUIET, NULL,
+     "no epoch lines and no bar (unless --progress always): the\n"
+     "first lines and the results only", 0, 0},
     {0},
 };
 
@@ -268,6 +272,7 @@ static void run_parse(void *target, const opt_spec *spec, const char *flag, cons
         if (progress_mode_parse(value, &o->progress) != 0)
             usage_error("%s: '%s' is not auto, always or never", flag, value);
         break;
+    case RUN_QUIET: o->quiet = 1; break;
     }
 }
 
@@ -465,6 +470,7 @@ typedef struct progress {
     struct snapshot *snapshot;
     progress_bar bar;   /* --progress; bar.out NULL when none is drawn */
     int stopped_by_signal; /* print_epoch ended the run for a stop signal */
+    int quiet;          /* --quiet: no epoch lines */
 } progress;
 
 /* After every mini-batch: a stop signal ends training there; otherwise the bar moves on. */
@@ -596,10 +602,8 @@ static int write_checkpoint(progress *p)
     return 0;
 }
 
-static int print_epoch(const bp_epoch_report *r, void *user)
+static void print_epoch_line(const progress *p, const bp_epoch_report *r)
 {
-    progress *p = user;
-    progress_bar_clear(&p->bar);
     printf("epoch %d/%d  ", r->epoch, p->epochs);
     if (r->validation_accuracy >= 0)
         printf("validation %.2f%%  ", 100.0 * r->validation_accuracy);
@@ -609,6 +613,14 @@ static int print_epoch(const bp_epoch_report *r, void *user)
         printf("eta %g  ", r->eta);
     printf("cost %.4f  %.0f samples/s  %.2f s\n", r->train_cost, r->samples_per_second,
            r->seconds);
+}
+
+static int print_epoch(const bp_epoch_report *r, void *user)
+{
+    progress *p = user;
+    progress_bar_clear(&p->bar);
+    if (!p->quiet)
+        print_epoch_line(p, r);
     progress_bar_epoch_end(&p->bar);
     /* Progress is for people watching a pipe or a log: push each line out as it happens. */
     if (stdout_failed()) {
@@ -1094,7 +1106,7 @@ int cmd_train(int argc, char **argv)
     }
     progress prog = {.epochs = o.train.epochs, .classes = classes, .net = net, .valid = d.valid,
                      .show_eta = o.train.schedule.kind != BP_SCHEDULE_CONST,
-                     .x = probe_x, .out = probe_out};
+                     .x = probe_x, .out = probe_out, .quiet = o.quiet};
     /* Created (or emptied) only now, when training is about to start: a run that fails on its
      * data leaves an old log as it was. */
     if (o.log && !(log = epoch_log_open(o.log, net, o.train.norm_samples > 0, why, sizeof why))) {
@@ -1126,7 +1138,7 @@ int cmd_train(int argc, char **argv)
         }
     }
     install_stop_handlers();
-    progress_bar_start(&prog.bar, progress_wanted(o.progress, stdout, 0) ? stdout : NULL,
+    progress_bar_start(&prog.bar, progress_wanted(o.progress, stdout, o.quiet) ? stdout : NULL,
                        o.train.epochs);
     bp_trainer_set_batch_callback(trainer, after_batch, &prog);
     bp_train_result res;
