@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -428,8 +429,11 @@ static void parse_train_args(int argc, char **argv, options *o)
 /* ---- signals ----------------------------------------------------------------------------- */
 
 /* The first SIGINT or SIGTERM of a run; the training loop looks at it after every mini-batch
- * (after_batch) and every epoch (print_epoch). */
-static volatile sig_atomic_t stop_signal;
+ * (after_batch) and every epoch (print_epoch). Atomic, not just volatile: the signal may be
+ * handled on any of the process's threads (the net's team, OpenBLAS's pool), and a lock-free
+ * atomic is both safe in a handler and a well-defined read on the training thread. */
+static atomic_int stop_signal;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may only use lock-free atomics");
 
 static void on_stop(int sig) { stop_signal = sig; }
 
