@@ -340,7 +340,8 @@ const command_line train_line = {
         "is whole: the old one or the new one, with no temporary file left behind.\n"
         "\n"
         "exit status: 0 ok, 1 runtime failure (data, memory, files, output), 2 bad command "
-        "line\n",
+        "line,\n"
+        "130 or 143 training stopped by SIGINT or SIGTERM (its results still written)\n",
     .size = sizeof(options),
     .init = options_init,
     .uses = {{&data_group, offsetof(options, data), 1u << DATA_DATA},
