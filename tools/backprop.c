@@ -37,6 +37,8 @@ static const command commands[] = {
      "a model's architecture, parameters, metadata and weight spectra", &inspect_line},
     {"bench", cmd_bench, bench_usage, "the benchmark harness: training and kernel speed here",
      &bench_line},
+    {"plot", cmd_plot, plot_usage,
+     "training curves from train --log files, or a model's first layer, as a PNG", &plot_line},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
