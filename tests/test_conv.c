@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backprop.h"
 #include "kernels/backend.h"
@@ -642,6 +643,7 @@ START_TEST(test_model_round_trip)
     char path[] = "/tmp/test_conv_XXXXXX";
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
+    close(fd);
     ck_assert_msg(bp_model_save(net, path, NULL) == BP_OK, "%s", bp_last_error());
     bp_net *back;
     ck_assert_msg(bp_model_load(&back, path, NULL, NULL) == BP_OK, "%s", bp_last_error());
@@ -654,6 +656,68 @@ START_TEST(test_model_round_trip)
     remove(path);
     bp_net_free(back);
     bp_net_free(net);
+}
+END_TEST
+
+/* A conv net's run through a checkpoint is the straight run: trained 2 epochs and 3
+ * mini-batches, saved, loaded (the input shape from the file) and trained on to 3 epochs, its
+ * parameters and running statistics are those of 3 epochs straight, to the bit (one thread). */
+START_TEST(test_checkpoint_resume)
+{
+    enum { C = 1, H = 8, W = 8, N = 120, B = 10 };
+    static const char *const stack = "conv:3x3x3:relu:p1,batchnorm:relu,maxpool:2,"
+                                     "dense:3:softmax";
+    float *x = malloc(sizeof(float) * C * H * W * N);
+    int labels[N];
+    uint64_t seed = 17;
+    bp_test_fill(x, (size_t)C * H * W * N, 0.0f, 1.0f, &seed);
+    for (int i = 0; i < N; i++)
+        labels[i] = i % 3;
+    bp_dataset *ds;
+    ck_assert_int_eq(bp_dataset_from_floats(&ds, x, labels, N, C * H * W, 3), BP_OK);
+    bp_train_config tc;
+    bp_train_config_init(&tc);
+    tc.epochs = 3;
+    tc.batch = B;
+    tc.eta = 0.2f;
+    tc.seed = 4;
+    bp_net *straight = make_net(stack, C, H, W, BP_COST_LOG_LIKELIHOOD, B, "blas", 1);
+    bp_trainer *ts;
+    ck_assert_int_eq(bp_trainer_create(&ts, straight, ds, &tc), BP_OK);
+    ck_assert_int_eq(bp_trainer_run(ts, NULL, 3, NULL, NULL, NULL), BP_OK);
+
+    bp_net *first = make_net(stack, C, H, W, BP_COST_LOG_LIKELIHOOD, B, "blas", 1);
+    bp_trainer *t1;
+    ck_assert_int_eq(bp_trainer_create(&t1, first, ds, &tc), BP_OK);
+    ck_assert_int_eq(bp_trainer_run(t1, NULL, 2, NULL, NULL, NULL), BP_OK);
+    int finished;
+    ck_assert_int_eq(bp_trainer_batches(t1, 3, &finished, NULL), BP_OK);
+    char path[] = "/tmp/test_conv_ckpt_XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_msg(bp_checkpoint_save(t1, path, NULL) == BP_OK, "%s", bp_last_error());
+    bp_trainer_free(t1);
+    bp_net_free(first);
+
+    bp_net *net;
+    bp_trainer *t2;
+    ck_assert_msg(bp_checkpoint_load(path, ds, NULL, &net, &t2, NULL) == BP_OK, "%s",
+                  bp_last_error());
+    ck_assert_str_eq(bp_net_spec(net), bp_net_spec(straight));
+    ck_assert_int_eq(bp_trainer_run(t2, NULL, 3, NULL, NULL, NULL), BP_OK);
+    size_t n, ns;
+    const float *a = bp_net_params(straight, &n), *b = bp_net_params(net, NULL);
+    const float *sa = bp_net_state(straight, &ns), *sb = bp_net_state(net, NULL);
+    ck_assert(memcmp(a, b, sizeof(float) * n) == 0);
+    ck_assert(memcmp(sa, sb, sizeof(float) * ns) == 0);
+    remove(path);
+    bp_trainer_free(t2);
+    bp_net_free(net);
+    bp_trainer_free(ts);
+    bp_net_free(straight);
+    bp_dataset_free(ds);
+    free(x);
 }
 END_TEST
 
@@ -720,6 +784,7 @@ static Suite *conv_suite(void)
     tcase_add_test(tc, test_plan_and_tensors);
     tcase_add_test(tc, test_bad_specs);
     tcase_add_test(tc, test_model_round_trip);
+    tcase_add_test(tc, test_checkpoint_resume);
     tcase_add_test(tc, test_learns_bars);
     suite_add_tcase(s, tc);
     return s;
