@@ -18,8 +18,8 @@
  * over every position of every column, so it is one GEMM with an inner dimension of P B.
  *
  * Buffers, planned per column: saved holds X from forward to BP4 (R P floats a column, in the
- * stacked layout with ld = P * batch, the step's whole batch); work holds the stacked D (K P a
- * column) and after it dX_j in each column's own share (R P a column). A member of a team
+ * stacked layout with ld about P * batch, the step's whole batch: stacked_ld); work holds the
+ * stacked D (K P a column) and after it dX_j in each column's own share (R P a column). A member of a team
  * writes only its own columns' rows and shares, so the forward pass and BP2 split by columns;
  * BP4 splits by filters, every part reading all of X and its own filters' columns of D.
  *
@@ -39,6 +39,17 @@
 static size_t taps(const bp_layer *l) { return (size_t)l->win.c * l->win.kh * l->win.kw; }
 static size_t positions(const bp_layer *l) { return (size_t)l->win.oh * l->win.ow; }
 static int filters(const bp_layer *l) { return l->out.c; }
+/* The leading dimension of the stacked matrices for a step of `batch` columns: P batch rounded
+ * to whole cache lines, and then to an odd number of them. A power-of-two ld (64 positions x
+ * 64 columns = 4096 floats in network3's second layer) puts a column's R rows of X into the
+ * same few cache sets, and im2col and the GEMMs then evict their own lines. At most
+ * P batch + 31. */
+static size_t stacked_ld(size_t p, int batch)
+{
+    size_t ld = bp_round_floats(p * (size_t)batch);
+    return (ld / 16) % 2 ? ld : ld + 16;
+}
+
 static size_t conv_bias_at(const bp_layer *l)
 {
     return bp_round_floats(taps(l) * (size_t)filters(l));
@@ -180,8 +191,9 @@ static bp_status conv_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape in,
     *plan = (bp_layer_plan){
         .out = l->out,
         .params = conv_bias_at(l) + bp_round_floats((size_t)spec->units),
-        .saved_per_column = r * p,                       /* X */
-        .work_per_column = ((size_t)spec->units + r) * p, /* stacked D, then dX */
+        /* X, then D and dX, with room for stacked_ld's 31 floats past P B per tap or filter */
+        .saved_per_column = r * (p + 32),
+        .work_per_column = (size_t)spec->units * (p + 32) + r * p,
     };
     return BP_OK;
 }
@@ -258,7 +270,7 @@ static void stack_planes(const bp_layer *l, int j0, int cols, int k0, int k1, co
 static void conv_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                          int batch, const float *in, int ldin, float *out, int ldout)
 {
-    size_t p = positions(l), ldm = p * (size_t)pass->batch;
+    size_t p = positions(l), ldm = stacked_ld(p, pass->batch);
     int r = (int)taps(l), k = filters(l);
     for (int j = 0; j < batch; j++) {
         float *x = l->saved + (size_t)(pass->column0 + j) * p;
@@ -287,7 +299,7 @@ static void conv_backward_data(const bp_layer *l, const bp_backend *be, const bp
     (void)in, (void)ldin, (void)out, (void)ldout; /* D W needs none of them */
     size_t p = positions(l);
     int r = (int)taps(l), k = filters(l);
-    size_t dx_at = (size_t)k * p * (size_t)pass->batch; /* after D's stacked block */
+    size_t dx_at = (size_t)k * stacked_ld(p, pass->batch); /* after D's stacked block */
     for (int j = 0; j < batch; j++) {
         float *dx = l->work + dx_at + (size_t)(pass->column0 + j) * p * (size_t)r;
         /* dX_j = D_j W: (P x K)(K x R), W the transpose of the stored R x K. */
@@ -308,7 +320,7 @@ static void conv_backward_params(const bp_layer *l, const bp_backend *be, int ba
     bp_team_share(filters(l), part, parts, 1, &k0, &k1);
     if (k1 <= k0)
         return;
-    size_t p = positions(l), ldm = p * (size_t)batch, rows = ldm;
+    size_t p = positions(l), ldm = stacked_ld(p, batch), rows = p * (size_t)batch;
     int r = (int)taps(l);
     float *dz = l->work;
     stack_planes(l, 0, batch, k0, k1, d, ldd, dz, ldm);
