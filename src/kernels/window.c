@@ -210,6 +210,21 @@ BP_CLONES void bp_im2col_fast(const bp_window *g, int cols, const float *in, int
             }
 }
 
+/* dst rows += src rows, as copy_rows copies them (col2im's stride-1 unpadded case). */
+static inline __attribute__((always_inline)) void
+add_rows(int rows, int n, const float *restrict src, size_t ld_src, float *restrict dst,
+         size_t ld_dst)
+{
+    for (int y = 0; y < rows; y++, src += ld_src, dst += ld_dst) {
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int v = 0; v < 8; v++)
+                dst[i + v] += src[i + v];
+        for (; i < n; i++)
+            dst[i] += src[i];
+    }
+}
+
 BP_CLONES void bp_col2im_fast(const bp_window *g, int cols, const float *x, int ldx, float *out,
                               int ldout)
 {
@@ -217,6 +232,18 @@ BP_CLONES void bp_col2im_fast(const bp_window *g, int cols, const float *x, int 
     int s = g->stride, ow = g->ow;
     for (int j = 0; j < cols; j++)
         memset(out + (size_t)j * ldout, 0, sizeof(float) * image);
+    if (s == 1 && g->pad == 0) {
+        for (int ci = 0; ci < g->c; ci++)
+            for (int ky = 0; ky < g->kh; ky++)
+                for (int kx = 0; kx < g->kw; kx++) {
+                    const float *tap = x + (size_t)((ci * g->kh + ky) * g->kw + kx) * ldx;
+                    for (int j = 0; j < cols; j++)
+                        add_rows(g->oh, ow, tap + j * plane, (size_t)ow,
+                                 out + (size_t)j * ldout + ((size_t)ci * g->h + ky) * g->w + kx,
+                                 (size_t)g->w);
+                }
+        return;
+    }
     for (int ci = 0; ci < g->c; ci++)
         for (int ky = 0; ky < g->kh; ky++)
             for (int kx = 0; kx < g->kw; kx++) {
