@@ -19,9 +19,10 @@
  *
  * Buffers, planned per column: saved holds X from forward to BP4 (R P floats a column, in the
  * stacked layout with ld about P * batch, the step's whole batch: stacked_ld); work holds the
- * stacked D (K P a column) and after it dX_j in each column's own share (R P a column). A member of a team
- * writes only its own columns' rows and shares, so the forward pass and BP2 split by columns;
- * BP4 splits by filters, every part reading all of X and its own filters' columns of D.
+ * stacked D (K P a column) and after it dX_j in each column's own share (R P a column). A
+ * member of a team writes only its own columns' rows and shares, so the forward pass and BP2
+ * split by columns; BP4 splits by filters, every part reading all of X and its own filters'
+ * columns of D.
  *
  * Filters are stored as PyTorch's Conv2d.weight [K, C, kh, kw] row-major: column-major that is
  * the R x K matrix W^T, ld = R, which is what the GEMMs above take.
@@ -309,6 +310,22 @@ static void conv_backward_data(const bp_layer *l, const bp_backend *be, const bp
     }
 }
 
+/* The sum of n floats in double, in eight interleaved partial sums (added in a fixed order at
+ * the end): one running sum would be a chain of dependent additions, 36,864 of them per filter
+ * for network3's first layer at B = 64, and they took most of its BP4. */
+BP_CLONES static double sum_floats(const float *restrict x, size_t n)
+{
+    double part[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int v = 0; v < 8; v++)
+            part[v] += x[i + v];
+    for (; i < n; i++)
+        part[i % 8] += x[i];
+    return ((part[0] + part[1]) + (part[2] + part[3])) +
+           ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
 /* BP3/BP4 of the mean cost for filters [k0, k1) of part `part`: each part stacks its filters'
  * planes of D (all columns), sums them for G_b and multiplies them by X for G_W. */
 static void conv_backward_params(const bp_layer *l, const bp_backend *be, int batch,
@@ -327,10 +344,7 @@ static void conv_backward_params(const bp_layer *l, const bp_backend *be, int ba
     float inv_batch = 1.0f / (float)batch;
     int into_params = target->into == BP_TARGET_PARAMS;
     for (int k = k0; k < k1; k++) {
-        const float *col = dz + (size_t)k * ldm;
-        double sum = 0.0;
-        for (size_t i = 0; i < rows; i++)
-            sum += col[i];
+        double sum = sum_floats(dz + (size_t)k * ldm, rows);
         float g = (float)sum * inv_batch;
         if (into_params)
             l->b[k] += target->alpha * g;
