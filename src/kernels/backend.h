@@ -58,8 +58,8 @@ typedef struct bp_backend {
      *   X(j*P + oy*ow + ox, (ci*kh + ky)*kw + kx) = in_j(ci, oy*stride + ky - pad,
      *                                                   ox*stride + kx - pad),
      * 0 where that falls in the padding; in_j is column j of `in` (c*h*w floats, ld ldin).
-     * So a tap's column of X runs over samples and positions, and one GEMM over the whole
-     * batch multiplies every window by every filter. */
+     * With cols = 1 and ldx = P, X is one column's P x R matrix of windows, which times the
+     * filters is the column's output planes (conv.c works a column at a time). */
     void (*im2col)(const bp_window *g, int cols, const float *in, int ldin, float *x, int ldx);
     /* The adjoint: out_j = the sum, over every entry of X that im2col would fill from an
      * element of in_j, of that entry (0 for elements no window covers). Overwrites out. */

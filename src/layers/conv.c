@@ -4,25 +4,24 @@
  * giving one output plane of oh x ow, Z(k, p) = b_k + sum_r W(k, r) X(p, r), A = act(Z).
  *
  * Lowered to GEMM through im2col (backend.h, bp_window). With P = oh*ow positions and R =
- * C*kh*kw taps, the windows of a column form the P x R matrix X_j, and the columns of the batch
- * stack into X of (B P) x R (ld = P B). A column of the net's buffers is channel-major (K
- * planes of P floats, as PyTorch lays out an NCHW sample), which is the P x K matrix Z_j with
- * ld P, so:
- *   forward  Z_j = X_j W^T, A_j = act(Z_j + b)        per column, straight into its planes
- *   BP2      dX_j = D_j W, dC/dA_in,j = col2im(dX_j)  per column
- *   BP4      G_W^T = X^T D / B, G_b = the sums of D's planes / B    one GEMM over the batch
- * where D (B P x K) stacks the columns' deltas as X stacks their windows (a copy per plane).
- * The forward pass and BP2 go column by column because a column's X_j and outputs stay in
- * cache from im2col to the activation (57 KB of X_j for network3's first layer, 1.2 MB for a
- * batch of 20), and each column's GEMM is still a few hundred thousand multiply-adds; BP4 sums
- * over every position of every column, so it is one GEMM with an inner dimension of P B.
+ * C*kh*kw taps, the windows of column j form X_j, P x R with ld P. A column of the net's
+ * buffers is channel-major (K planes of P floats, as PyTorch lays out an NCHW sample), which is
+ * the P x K matrix Z_j with ld P, so with no reshaping anywhere:
+ *   forward  Z_j = X_j W^T, A_j = act(Z_j + b)          straight into the column's planes
+ *   BP2      dX_j = D_j W, dC/dA_in,j = col2im(dX_j)
+ *   BP4      G_W^T = (1/B) sum_j X_j^T D_j, G_b = (1/B) sum_j of D_j's plane sums
+ * BP4 is the batch's GEMMs accumulating into one target (beta for the first, 1 after), so
+ * the sum over the mini-batch happens inside the GEMMs, as in dense's one BP4 GEMM.
+ * Everything goes column by column because a column's X_j and its outputs stay in cache from
+ * im2col through the GEMM to the activation (X_j is 57 KB for network3's first layer; the
+ * batch's X stacked into one (B P) x R matrix, the first version of this file, is megabytes,
+ * and its long leading dimension sent a column's taps into the same cache sets), while each
+ * column's GEMM is still 0.3-1.3 million multiply-adds in network3.
  *
- * Buffers, planned per column: saved holds X from forward to BP4 (R P floats a column, in the
- * stacked layout with ld about P * batch, the step's whole batch: stacked_ld); work holds the
- * stacked D (K P a column) and after it dX_j in each column's own share (R P a column). A
- * member of a team writes only its own columns' rows and shares, so the forward pass and BP2
- * split by columns; BP4 splits by filters, every part reading all of X and its own filters'
- * columns of D.
+ * Buffers, planned per column: saved holds X_j from forward to BP4 (R P floats), work holds
+ * dX_j during BP2 (R P floats). A member of a team touches only its own columns' shares, so the
+ * forward pass and BP2 split by columns; BP4 splits by filters, every part reading all of X
+ * and its own filters' planes of D.
  *
  * Filters are stored as PyTorch's Conv2d.weight [K, C, kh, kw] row-major: column-major that is
  * the R x K matrix W^T, ld = R, which is what the GEMMs above take.
@@ -40,17 +39,6 @@
 static size_t taps(const bp_layer *l) { return (size_t)l->win.c * l->win.kh * l->win.kw; }
 static size_t positions(const bp_layer *l) { return (size_t)l->win.oh * l->win.ow; }
 static int filters(const bp_layer *l) { return l->out.c; }
-/* The leading dimension of the stacked matrices for a step of `batch` columns: P batch rounded
- * to whole cache lines, and then to an odd number of them. A power-of-two ld (64 positions x
- * 64 columns = 4096 floats in network3's second layer) puts a column's R rows of X into the
- * same few cache sets, and im2col and the GEMMs then evict their own lines. At most
- * P batch + 31. */
-static size_t stacked_ld(size_t p, int batch)
-{
-    size_t ld = bp_round_floats(p * (size_t)batch);
-    return (ld / 16) % 2 ? ld : ld + 16;
-}
-
 static size_t conv_bias_at(const bp_layer *l)
 {
     return bp_round_floats(taps(l) * (size_t)filters(l));
@@ -192,9 +180,8 @@ static bp_status conv_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape in,
     *plan = (bp_layer_plan){
         .out = l->out,
         .params = conv_bias_at(l) + bp_round_floats((size_t)spec->units),
-        /* X, then D and dX, with room for stacked_ld's 31 floats past P B per tap or filter */
-        .saved_per_column = r * (p + 32),
-        .work_per_column = (size_t)spec->units * (p + 32) + r * p,
+        .saved_per_column = r * p, /* X_j, kept for BP4 */
+        .work_per_column = r * p,  /* dX_j */
     };
     return BP_OK;
 }
@@ -252,35 +239,19 @@ static bp_status conv_init(bp_layer *l, bp_init scheme, bp_rng *rng)
     return BP_OK;
 }
 
-/* Columns [j0, j0 + cols) from the net's layout (K planes of P per column, ld) into the
- * stacked one (plane k of column j at rows j P of column k, ld = ldm), for filters [k0, k1). */
-static void stack_planes(const bp_layer *l, int j0, int cols, int k0, int k1, const float *src,
-                         int ld, float *stacked, size_t ldm)
-{
-    size_t p = positions(l);
-    for (int j = 0; j < cols; j++)
-        for (int k = k0; k < k1; k++)
-            memcpy(stacked + (size_t)(j0 + j) * p + (size_t)k * ldm,
-                   src + (size_t)j * ld + (size_t)k * p, sizeof(float) * p);
-}
-
-/* Sample by sample: the windows of a column (R P floats) and its outputs stay in cache from
- * im2col through the GEMM to the activation, which the batch's whole X and Y would not (one
- * column of network3's first layer is 57 KB of X); X still lands in its rows of the stacked
- * matrix, for BP4's one GEMM over the batch. */
 static void conv_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                          int batch, const float *in, int ldin, float *out, int ldout)
 {
-    size_t p = positions(l), ldm = stacked_ld(p, pass->batch);
+    size_t p = positions(l);
     int r = (int)taps(l), k = filters(l);
     for (int j = 0; j < batch; j++) {
-        float *x = l->saved + (size_t)(pass->column0 + j) * p;
+        float *x = l->saved + (size_t)(pass->column0 + j) * l->saved_per_column;
         float *o = out + (size_t)j * ldout;
-        be->im2col(&l->win, 1, in + (size_t)j * ldin, ldin, x, (int)ldm);
+        be->im2col(&l->win, 1, in + (size_t)j * ldin, ldin, x, (int)p);
         /* Z_j = X_j W^T: (P x R)(R x K), W^T stored R x K with ld R, straight into the
          * column's K planes of P. */
-        be->sgemm(BP_NOTRANS, BP_NOTRANS, (int)p, k, r, 1.0f, x, (int)ldm, l->w, l->ldw, 0.0f,
-                  o, (int)p);
+        be->sgemm(BP_NOTRANS, BP_NOTRANS, (int)p, k, r, 1.0f, x, (int)p, l->w, l->ldw, 0.0f, o,
+                  (int)p);
         be->bias_act_planes(l->act, (int)p, k, 1, l->b, o, ldout);
     }
 }
@@ -291,8 +262,8 @@ static void conv_act_backward(const bp_layer *l, const bp_backend *be, int batch
     be->act_bwd_hadamard(l->act, l->n_out, batch, out, ldout, d, ldd);
 }
 
-/* Sample by sample too, dX_j in the column's own share of the work block (hot in cache for
- * col2im): the column's planes of D are already the P x K matrix D_j with ld P. */
+/* dX_j in the column's own share of the work block, hot in cache for col2im; the column's
+ * planes of D are already the P x K matrix D_j with ld P. */
 static void conv_backward_data(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                                int batch, const float *in, int ldin, const float *out,
                                int ldout, const float *d, int ldd, float *d_in, int ld_din)
@@ -300,9 +271,8 @@ static void conv_backward_data(const bp_layer *l, const bp_backend *be, const bp
     (void)in, (void)ldin, (void)out, (void)ldout; /* D W needs none of them */
     size_t p = positions(l);
     int r = (int)taps(l), k = filters(l);
-    size_t dx_at = (size_t)k * stacked_ld(p, pass->batch); /* after D's stacked block */
     for (int j = 0; j < batch; j++) {
-        float *dx = l->work + dx_at + (size_t)(pass->column0 + j) * p * (size_t)r;
+        float *dx = l->work + (size_t)(pass->column0 + j) * l->work_per_column;
         /* dX_j = D_j W: (P x K)(K x R), W the transpose of the stored R x K. */
         be->sgemm(BP_NOTRANS, BP_TRANS, (int)p, r, k, 1.0f, d + (size_t)j * ldd, (int)p, l->w,
                   l->ldw, 0.0f, dx, (int)p);
@@ -326,8 +296,10 @@ BP_CLONES static double sum_floats(const float *restrict x, size_t n)
            ((part[4] + part[5]) + (part[6] + part[7]));
 }
 
-/* BP3/BP4 of the mean cost for filters [k0, k1) of part `part`: each part stacks its filters'
- * planes of D (all columns), sums them for G_b and multiplies them by X for G_W. */
+/* BP3/BP4 of the mean cost for filters [k0, k1) of part `part`, written as target says: G_b
+ * from the plane sums of every column, G_W^T's columns by one GEMM per column of the batch
+ * accumulating into T (T = beta T + (alpha / B) X_0^T D_0, then T += (alpha / B) X_j^T D_j),
+ * columns in order, so the result does not depend on how the filters are shared out. */
 static void conv_backward_params(const bp_layer *l, const bp_backend *be, int batch,
                                  const float *in, int ldin, const float *d, int ldd,
                                  const bp_grad_target *target, int part, int parts)
@@ -337,25 +309,26 @@ static void conv_backward_params(const bp_layer *l, const bp_backend *be, int ba
     bp_team_share(filters(l), part, parts, 1, &k0, &k1);
     if (k1 <= k0)
         return;
-    size_t p = positions(l), ldm = stacked_ld(p, batch), rows = p * (size_t)batch;
+    size_t p = positions(l);
     int r = (int)taps(l);
-    float *dz = l->work;
-    stack_planes(l, 0, batch, k0, k1, d, ldd, dz, ldm);
     float inv_batch = 1.0f / (float)batch;
     int into_params = target->into == BP_TARGET_PARAMS;
     for (int k = k0; k < k1; k++) {
-        double sum = sum_floats(dz + (size_t)k * ldm, rows);
+        double sum = 0.0;
+        for (int j = 0; j < batch; j++)
+            sum += sum_floats(d + (size_t)j * ldd + (size_t)k * p, p);
         float g = (float)sum * inv_batch;
         if (into_params)
             l->b[k] += target->alpha * g;
         else
             l->gb[k] = target->alpha * g;
     }
-    /* T = beta T + (alpha / B) X^T D for W^T's columns [k0, k1): one GEMM with the whole batch's
-     * positions as its inner dimension. */
     float *t = (into_params ? l->w : l->gw) + (size_t)k0 * l->ldw;
-    be->sgemm(BP_TRANS, BP_NOTRANS, r, k1 - k0, (int)rows, target->alpha * inv_batch, l->saved,
-              (int)ldm, dz + (size_t)k0 * ldm, (int)ldm, target->beta, t, l->ldw);
+    for (int j = 0; j < batch; j++)
+        be->sgemm(BP_TRANS, BP_NOTRANS, r, k1 - k0, (int)p, target->alpha * inv_batch,
+                  l->saved + (size_t)j * l->saved_per_column, (int)p,
+                  d + (size_t)j * ldd + (size_t)k0 * p, (int)p, j ? 1.0f : target->beta, t,
+                  l->ldw);
 }
 
 static int conv_format(const bp_layer *l, char *buf, size_t size)
