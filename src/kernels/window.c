@@ -7,6 +7,7 @@
  * branches. Both visit the contributions to any one element in the same order, so they give
  * the same bits (backend.h).
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -269,9 +270,27 @@ BP_CLONES void bp_col2im_fast(const bp_window *g, int cols, const float *x, int 
             }
 }
 
+/* c ? a : b, by masks on the bits: GCC compiles the ternary on floats back into a branch,
+ * which mispredicts half the time on data (the benchmark, replaying one input, hid it). */
+static inline __attribute__((always_inline)) float pick_float(int c, float a, float b)
+{
+    uint32_t ua, ub, mask = 0u - (uint32_t)c;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    ua = (ua & mask) | (ub & ~mask);
+    memcpy(&a, &ua, sizeof a);
+    return a;
+}
+
+static inline __attribute__((always_inline)) int pick_int(int c, int a, int b)
+{
+    int mask = -c;
+    return (a & mask) | (b & ~mask);
+}
+
 /* One output at a time with no bound checks (pooling has no padding, so every tap is inside
- * the image), int indices (one instruction to convert to float) and selects instead of
- * branches, whose outcome on data is a coin toss. Taps in the reference's order, the first
+ * the image), int indices (one instruction to convert to float) and selects by mask
+ * instead of branches, whose outcome on data is a coin toss. Taps in the reference's order, the first
  * maximum wins. */
 BP_CLONES void bp_maxpool_fwd_fast(const bp_window *g, int cols, const float *in, int ldin,
                                    float *out, int ldout, float *arg, int ldarg)
@@ -290,9 +309,13 @@ BP_CLONES void bp_maxpool_fwd_fast(const bp_window *g, int cols, const float *in
                         int k0 = top + ox * s, k1 = k0 + 1, k2 = k0 + w, k3 = k2 + 1;
                         float m = img[k0], v;
                         int where = k0;
-                        v = img[k1], where = v > m ? k1 : where, m = v > m ? v : m;
-                        v = img[k2], where = v > m ? k2 : where, m = v > m ? v : m;
-                        v = img[k3], where = v > m ? k3 : where, m = v > m ? v : m;
+                        int c;
+                        v = img[k1], c = v > m, where = pick_int(c, k1, where);
+                        m = pick_float(c, v, m);
+                        v = img[k2], c = v > m, where = pick_int(c, k2, where);
+                        m = pick_float(c, v, m);
+                        v = img[k3], c = v > m, where = pick_int(c, k3, where);
+                        m = pick_float(c, v, m);
                         best[ox] = m;
                         at[ox] = (float)where;
                     }
@@ -305,9 +328,9 @@ BP_CLONES void bp_maxpool_fwd_fast(const bp_window *g, int cols, const float *in
                         for (int kx = 0; kx < g->kw; kx++) {
                             int k = first + ky * w + kx;
                             float v = img[k];
-                            int wins = v > m; /* selects, not a branch: maxima are random */
-                            where = wins ? k : where;
-                            m = wins ? v : m;
+                            int wins = v > m;
+                            where = pick_int(wins, k, where);
+                            m = pick_float(wins, v, m);
                         }
                     best[ox] = m;
                     at[ox] = (float)where;
