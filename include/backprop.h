@@ -809,6 +809,22 @@ BP_API bp_status bp_checkpoint_load(const char *path, const bp_dataset *train,
                                     const bp_net_config *net_cfg, bp_net **net_out,
                                     bp_trainer **trainer_out, bp_model_meta *meta);
 
+/* ---- ONNX export ----------------------------------------------------------------------- */
+
+/* Write the net as an ONNX model (docs/FORMAT.md, "ONNX export"): IR version 8, operator set
+ * 13; input "input" and output "output", float [N, width] with N symbolic; per layer a Gemm
+ * and its activation (dense), BatchNormalization with the running statistics (batchnorm), an
+ * Identity (dropout); the tensors as initialisers under their table names, in the model file's
+ * (PyTorch's) layout. The graph takes the inputs bp_net_forward takes: already scaled, the
+ * scale is not in the graph but in the model's metadata_props with the architecture, the image
+ * shape and the class names of *meta (may be NULL). Written atomically, as bp_model_save
+ * writes. BP_EDIVERGED for a non-finite parameter, BP_EINVAL for metadata that does not fit the
+ * net, BP_EIO when path cannot be written, and BP_ENOTSUP from a library built without ONNX
+ * support (protobuf-c and libonnx-dev's onnx.proto; meson option onnx) or for a layer kind
+ * the export does not know, each with a message saying so. */
+BP_API bp_status bp_net_export_onnx(const bp_net *net, const char *path,
+                                    const bp_model_meta *meta);
+
 /* ---- files ----------------------------------------------------------------------------- */
 
 /* Replacing a file atomically: a reader of `path` sees the old contents or the new ones, never

@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=(gcc g++ meson ninja-build pkg-config libopenblas-dev liblapacke-dev zlib1g-dev check
           libcjson-dev python3)
+# The ONNX export (meson option onnx, auto): protobuf-c's compiler and library, onnx.proto.
+packages+=(protobuf-c-compiler libprotobuf-c-dev libonnx-dev)
 # backprop plot (meson option plot, auto): cairo draws the curves and writes the PNG.
 packages+=(libcairo2-dev)
 # Extra packages for a purpose, named by the caller (e.g. valgrind for the perf suite).

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite on a fresh Debian 12 machine: install what it needs, fetch
-# real MNIST, build and run every suite (fast, slow, perf, fidelity, torch) in a release build,
-# then fast and slow again in an address+undefined sanitizer build (instruction counts mean
-# nothing there, and the book's trainings would take an hour), and the fast suites in a
+# real MNIST, build and run every suite (fast, slow, perf, fidelity, torch, onnx) in a release
+# build, then fast and slow again in an address+undefined sanitizer build (instruction counts
+# mean nothing there, and the book's trainings would take an hour), and the fast suites in a
 # ThreadSanitizer build (they run training steps on 2 and 3 threads). Ends with the line
 # `tests: N passed, M failed`, counting every meson test of the three builds and one test per
 # fuzz target (scripts/fuzz.sh, run last).
@@ -10,10 +10,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 # valgrind for the perf suite; python3-torch for the torch suite (examples/load_in_torch.py);
-# dataset-fashion-mnist for the install suite's --data fashion run.
-scripts/install-deps.sh valgrind python3-torch dataset-fashion-mnist || exit 1
+# python3-onnx for the onnx suite's checker; dataset-fashion-mnist for the install suite's
+# --data fashion run.
+scripts/install-deps.sh valgrind python3-torch python3-onnx dataset-fashion-mnist || exit 1
 BACKPROP_MNIST_DIR=$(scripts/fetch-mnist.sh | tail -n 1) || exit 1
 export BACKPROP_MNIST_DIR
+# ONNX Runtime for the onnx suite (onnxruntime-node, pinned; node and npm if missing). If it
+# cannot be installed, that suite's test tries again and fails saying why; the rest runs.
+if BACKPROP_ONNXRUNTIME_DIR=$(scripts/install-onnxruntime.sh | tail -n 1); then
+    export BACKPROP_ONNXRUNTIME_DIR
+fi
 
 # A build that does not configure or compile counts as one failure (its tests never ran).
 failed_builds=0
@@ -44,7 +50,7 @@ run_build() { # dir, meson test options, meson setup options...
 run_build build "" --buildtype=release
 # UBSan reports are made fatal so undefined behaviour fails the test that hit it.
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-    run_build build-sanitize "--no-suite perf --no-suite fidelity --no-suite torch" --buildtype=debugoptimized -Db_sanitize=address,undefined \
+    run_build build-sanitize "--no-suite perf --no-suite fidelity --no-suite torch --no-suite onnx" --buildtype=debugoptimized -Db_sanitize=address,undefined \
     -Db_lundef=false
 # A race found by TSan fails the test that hit it. OpenBLAS is not instrumented, so TSan cannot
 # see how its worker threads hand C back to the caller and reports their writes as races (seen

@@ -35,6 +35,8 @@ static const command commands[] = {
      &predict_line},
     {"inspect", cmd_inspect, inspect_usage,
      "a model's architecture, parameters, metadata and weight spectra", &inspect_line},
+    {"export", cmd_export, export_usage, "a model as an ONNX model, for other runtimes",
+     &export_line},
     {"bench", cmd_bench, bench_usage, "the benchmark harness: training and kernel speed here",
      &bench_line},
     {"plot", cmd_plot, plot_usage,

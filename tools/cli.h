@@ -43,12 +43,14 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 void train_usage(FILE *f);
 void eval_usage(FILE *f);
 void predict_usage(FILE *f);
 void inspect_usage(FILE *f);
+void export_usage(FILE *f);
 void bench_usage(FILE *f);
 void plot_usage(FILE *f);
 

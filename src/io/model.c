@@ -66,6 +66,14 @@ static void walk_next(walk *w, const bp_tensor_info *t)
     }
 }
 
+void bp_tensor_gather_row_major(float *out, const bp_tensor_info *t, const float *arena)
+{
+    const float *base = arena + t->offset;
+    walk w = {{0}, 0};
+    for (size_t k = 0; k < t->count; k++, walk_next(&w, t))
+        out[k] = base[w.at];
+}
+
 /* "[3, 17]" for messages. */
 static void format_index(char *buf, size_t cap, const int64_t *idx, int ndim)
 {
@@ -134,7 +142,7 @@ static int is_json_object(const char *text)
     return ok;
 }
 
-static bp_status check_meta(const bp_net *net, const char *path, const bp_model_meta *meta)
+bp_status bp_model_check_meta(const bp_net *net, const char *path, const bp_model_meta *meta)
 {
     int width = bp_net_size(net, 0), outputs = bp_net_size(net, bp_net_layers(net));
     if (meta->input_rows < 0 || meta->input_cols < 0 ||
@@ -196,7 +204,7 @@ bp_status bp_model_write(const bp_net *net, const char *path, const bp_model_met
     bp_model_meta none = {0};
     if (!meta)
         meta = &none;
-    bp_status st = check_meta(net, path, meta);
+    bp_status st = bp_model_check_meta(net, path, meta);
     if (st != BP_OK)
         return st;
     entry *e;
@@ -222,10 +230,7 @@ bp_status bp_model_write(const bp_net *net, const char *path, const bp_model_met
     float *at = data;
     for (int i = 0; i < n; i++) {
         const bp_tensor_info *t = &e[i].info;
-        const float *base = e[i].arena + t->offset;
-        walk w = {{0}, 0};
-        for (size_t k = 0; k < t->count; k++, walk_next(&w, t))
-            at[k] = base[w.at];
+        bp_tensor_gather_row_major(at, t, e[i].arena);
         tensors[i] = (bp_st_tensor){.name = t->name, .dtype = BP_ST_F32, .ndim = t->ndim,
                                     .data = at, .bytes = t->count * sizeof(float)};
         memcpy(tensors[i].shape, t->shape, sizeof t->shape);

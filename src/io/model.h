@@ -20,4 +20,12 @@ bp_status bp_model_write(const bp_net *net, const char *path, const bp_model_met
 bp_status bp_model_read(const bp_st_file *f, const bp_net_config *cfg, bp_model_meta *meta,
                         bp_net **out);
 
+/* What a model file and an ONNX export (io/onnx.c) share: the metadata checked against the net
+ * (the shape fits its input width, the scale is positive, one class name an output, training
+ * is a JSON object), BP_EINVAL naming path when not; and a tensor of the net's tables copied
+ * out of its arena (params or state) through its strides into out (count floats), row-major in
+ * its shape: PyTorch's layout and ONNX's. */
+bp_status bp_model_check_meta(const bp_net *net, const char *path, const bp_model_meta *meta);
+void bp_tensor_gather_row_major(float *out, const bp_tensor_info *t, const float *arena);
+
 #endif

@@ -27,7 +27,7 @@
 #include "parallel/team.h"
 
 /* PyTorch's defaults, so the same net trained there lands in the same place. */
-#define BN_EPS 1e-5
+#define BN_EPS BP_BATCHNORM_EPS
 #define BN_MOMENTUM 0.1
 
 /* Features handled per bp_pass_sum: the partial sums live on the stack (a layer never

@@ -171,6 +171,10 @@ struct bp_layer {
 extern const bp_layer_ops bp_dense_ops;
 extern const bp_layer_ops bp_dropout_ops;
 extern const bp_layer_ops bp_batchnorm_ops;
+
+/* Batch norm's epsilon in sqrt(var + eps), PyTorch's default: a constant of the kind, here so
+ * that code describing a net elsewhere (the ONNX export) writes the one the layer computes with. */
+#define BP_BATCHNORM_EPS 1e-5
 extern const bp_layer_ops bp_conv_ops;
 extern const bp_layer_ops bp_maxpool_ops;
 extern const bp_layer_ops bp_avgpool_ops;

@@ -1,0 +1,613 @@
+/*
+ * onnx.c - a net as an ONNX model (bp_net_export_onnx), encoded by protobuf-c from the
+ * onnx.proto of Debian's libonnx-dev (C generated at build time, never committed). docs/FORMAT.md
+ * ("ONNX export") is the description of the graph.
+ *
+ * The graph computes what bp_net_forward computes: input "input" [N, n_in] float, already
+ * scaled (bytes times the metadata's input_scale; the scale is not in the graph, so the graph is
+ * the net alone and takes any float input, as bp_net_forward does), output "output" [N, n_out].
+ * Each layer kind has its emitter in `emitters` below, found by the kind's name; a kind without
+ * one is refused (BP_ENOTSUP) rather than written wrong. Initialisers are the net's tensors
+ * under their table names, laid out as the model file lays them out (row-major in PyTorch's
+ * shape, so a dense weight is [n_out, n_in] and Gemm takes it with transB = 1, as PyTorch's own
+ * export of nn.Linear does): the same bytes under the same names in both files.
+ *
+ * Every message of the model is allocated from one list of blocks (`builder`) and freed with
+ * it, so no failure part-way leaks; the packed bytes go to bp_file_write_atomic in one piece.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "io/model.h"
+#include "net/net.h"
+
+#if BP_HAVE_ONNX
+
+#include "onnx.pb-c.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "ONNX raw_data is little-endian: a big-endian build must byte-swap in onnx.c"
+#endif
+
+/* IR version 8 (ONNX 1.10 to 1.12) with operator set 13: the newest pair the Debian 12 checker
+ * (onnx 1.12) knows and that every ONNX Runtime since 1.10 runs. Opset 13 is the first with
+ * Softmax over one axis (the old one flattened from `axis` on), which is what a column's
+ * softmax is. */
+enum { IR_VERSION = 8, OPSET = 13 };
+
+/* ---- one allocation list for the whole model -------------------------------------------- */
+
+typedef struct block {
+    struct block *next;
+} block;
+
+/* The messages and strings of one export, and the graph's growing lists. `failed` records
+ * the first allocation that failed; every later helper then does nothing, and the export
+ * checks it once per layer. */
+typedef struct builder {
+    block *blocks;
+    int failed;
+    Onnx__NodeProto **nodes;
+    size_t n_nodes, cap_nodes;
+    Onnx__TensorProto **inits;
+    size_t n_inits, cap_inits;
+    const char *current; /* the value the next layer reads */
+    const char *path;
+} builder;
+
+/* Zeroed memory that lives until builder_free. The header is padded to the allocator's
+ * alignment so the memory after it is aligned for anything. */
+enum { BLOCK_HEADER = BP_ALIGN };
+_Static_assert(sizeof(block) <= BLOCK_HEADER, "a block's header fits its padding");
+
+static void *take(builder *b, size_t bytes)
+{
+    if (b->failed)
+        return NULL;
+    block *blk = bytes > SIZE_MAX - BLOCK_HEADER ? NULL : bp_calloc(1, BLOCK_HEADER + bytes);
+    if (!blk) {
+        b->failed = 1;
+        return NULL;
+    }
+    blk->next = b->blocks;
+    b->blocks = blk;
+    return (char *)blk + BLOCK_HEADER;
+}
+
+static void builder_free(builder *b)
+{
+    for (block *blk = b->blocks, *next; blk; blk = next) {
+        next = blk->next;
+        bp_free(blk);
+    }
+    b->blocks = NULL;
+}
+
+__attribute__((format(printf, 2, 3))) static char *text(builder *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = n < 0 ? NULL : take(b, (size_t)n + 1);
+    if (!s)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* A list of n elements of `size` bytes with room for one more: the same list, or a copy twice
+ * as long (the old one stays in the block list: lists are a few hundred pointers at most).
+ * NULL when it cannot grow (b->failed is then set). */
+static void *room_for_one(builder *b, void *list, size_t n, size_t *cap, size_t size)
+{
+    if (b->failed)
+        return NULL;
+    if (n < *cap)
+        return list;
+    size_t grown = *cap ? 2 * *cap : 16;
+    void *bigger = take(b, grown * size);
+    if (!bigger)
+        return NULL;
+    if (n)
+        memcpy(bigger, list, n * size);
+    *cap = grown;
+    return bigger;
+}
+
+/* ---- messages --------------------------------------------------------------------------- */
+
+static Onnx__AttributeProto *attr_int(builder *b, const char *name, int64_t value)
+{
+    Onnx__AttributeProto *a = take(b, sizeof *a);
+    if (!a)
+        return NULL;
+    onnx__attribute_proto__init(a);
+    a->name = (char *)name;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+    a->has_type = 1;
+    a->i = value;
+    a->has_i = 1;
+    return a;
+}
+
+static Onnx__AttributeProto *attr_float(builder *b, const char *name, float value)
+{
+    Onnx__AttributeProto *a = take(b, sizeof *a);
+    if (!a)
+        return NULL;
+    onnx__attribute_proto__init(a);
+    a->name = (char *)name;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+    a->has_type = 1;
+    a->f = value;
+    a->has_f = 1;
+    return a;
+}
+
+/* A node named "layers.<p>.<what>" reading `inputs` (the current value first, for every op
+ * used here) and writing one value of the same name, which becomes the current one. */
+static void add_node(builder *b, int position, const char *what, const char *op,
+                     const char *const *inputs, size_t n_inputs, Onnx__AttributeProto **attrs,
+                     size_t n_attrs)
+{
+    Onnx__NodeProto *node = take(b, sizeof *node);
+    char *name = text(b, "layers.%d.%s", position, what);
+    char **in = take(b, n_inputs * sizeof *in);
+    char **out = take(b, sizeof *out);
+    Onnx__AttributeProto **at = n_attrs ? take(b, n_attrs * sizeof *at) : NULL;
+    if (b->failed)
+        return;
+    onnx__node_proto__init(node);
+    node->name = name;
+    node->op_type = (char *)op;
+    for (size_t i = 0; i < n_inputs; i++)
+        in[i] = (char *)inputs[i];
+    node->input = in;
+    node->n_input = n_inputs;
+    out[0] = name;
+    node->output = out;
+    node->n_output = 1;
+    for (size_t i = 0; i < n_attrs; i++) {
+        if (!attrs[i])
+            return; /* its allocation failed: b->failed is set */
+        at[i] = attrs[i];
+    }
+    node->attribute = at;
+    node->n_attribute = n_attrs;
+    b->nodes = room_for_one(b, b->nodes, b->n_nodes, &b->cap_nodes, sizeof *b->nodes);
+    if (!b->nodes)
+        return;
+    b->nodes[b->n_nodes++] = node;
+    b->current = name;
+}
+
+/* A tensor of the net's tables as an initialiser of the same name and shape, its elements
+ * row-major (bp_tensor_gather_row_major) as little-endian raw_data. A NaN or an infinity is
+ * refused: a runtime would compute garbage from it without a word. */
+static bp_status add_initializer(builder *b, const bp_tensor_info *t, const float *arena)
+{
+    Onnx__TensorProto *tp = take(b, sizeof *tp);
+    int64_t *dims = take(b, (size_t)t->ndim * sizeof *dims);
+    float *data = take(b, (t->count ? t->count : 1) * sizeof *data);
+    if (b->failed)
+        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for tensor '%s' (%zu floats)",
+                       b->path, t->name, t->count);
+    bp_tensor_gather_row_major(data, t, arena);
+    size_t bad = 0;
+    for (size_t k = 0; k < t->count; k++)
+        bad += !isfinite(data[k]);
+    if (bad)
+        return bp_fail(BP_EDIVERGED, "ONNX export to '%s' refused: tensor '%s' has %zu NaN or "
+                       "infinite value%s", b->path, t->name, bad, bad == 1 ? "" : "s");
+    onnx__tensor_proto__init(tp);
+    tp->name = (char *)t->name;
+    for (int d = 0; d < t->ndim; d++)
+        dims[d] = t->shape[d];
+    tp->dims = dims;
+    tp->n_dims = (size_t)t->ndim;
+    tp->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    tp->has_data_type = 1;
+    tp->raw_data.data = (uint8_t *)data;
+    tp->raw_data.len = t->count * sizeof *data;
+    tp->has_raw_data = 1;
+    b->inits = room_for_one(b, b->inits, b->n_inits, &b->cap_inits, sizeof *b->inits);
+    if (!b->inits)
+        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory", b->path);
+    b->inits[b->n_inits++] = tp;
+    return BP_OK;
+}
+
+/* A float tensor [N, width] with N symbolic: the graph's input or output. */
+static Onnx__ValueInfoProto *batch_value(builder *b, const char *name, int width,
+                                         const char *doc)
+{
+    Onnx__ValueInfoProto *v = take(b, sizeof *v);
+    Onnx__TypeProto *type = take(b, sizeof *type);
+    Onnx__TypeProto__Tensor *tensor = take(b, sizeof *tensor);
+    Onnx__TensorShapeProto *shape = take(b, sizeof *shape);
+    Onnx__TensorShapeProto__Dimension **dim = take(b, 2 * sizeof *dim);
+    Onnx__TensorShapeProto__Dimension *batch = take(b, sizeof *batch);
+    Onnx__TensorShapeProto__Dimension *features = take(b, sizeof *features);
+    if (b->failed)
+        return NULL;
+    onnx__tensor_shape_proto__dimension__init(batch);
+    batch->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+    batch->dim_param = "N";
+    onnx__tensor_shape_proto__dimension__init(features);
+    features->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+    features->dim_value = width;
+    dim[0] = batch;
+    dim[1] = features;
+    onnx__tensor_shape_proto__init(shape);
+    shape->dim = dim;
+    shape->n_dim = 2;
+    onnx__type_proto__tensor__init(tensor);
+    tensor->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    tensor->has_elem_type = 1;
+    tensor->shape = shape;
+    onnx__type_proto__init(type);
+    type->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    type->tensor_type = tensor;
+    onnx__value_info_proto__init(v);
+    v->name = (char *)name;
+    v->type = type;
+    v->doc_string = (char *)doc;
+    return v;
+}
+
+/* ---- the layer kinds -------------------------------------------------------------------- */
+
+/* What an emitter is given: the layer (kind, sizes, activation) and its entries of the tensor
+ * and buffer tables, with the arena each lives in. */
+enum { MAX_LAYER_TENSORS = 16 };
+
+typedef struct layer_tensor {
+    bp_tensor_info info;
+    const float *arena;
+} layer_tensor;
+
+typedef struct layer_view {
+    const bp_layer *layer;
+    int position; /* p of "layers.<p>" */
+    layer_tensor tensors[MAX_LAYER_TENSORS];
+    int n_tensors;
+} layer_view;
+
+/* The layer's tensor of a role, or NULL (its emitter then reports the net as broken). */
+static const layer_tensor *find_role(const layer_view *v, bp_tensor_role role)
+{
+    for (int i = 0; i < v->n_tensors; i++)
+        if (v->tensors[i].info.role == role)
+            return &v->tensors[i];
+    return NULL;
+}
+
+/* Each role's initialiser, in the order the op takes them, as the node's inputs after the
+ * current value. */
+static bp_status add_inputs(builder *b, const layer_view *v, const bp_tensor_role *roles,
+                            size_t n, const char **inputs)
+{
+    inputs[0] = b->current;
+    for (size_t i = 0; i < n; i++) {
+        const layer_tensor *t = find_role(v, roles[i]);
+        if (!t)
+            return bp_fail(BP_EINVAL, "ONNX export: layer %d (%s) has no %s tensor",
+                           v->position + 1, v->layer->ops->name, bp_tensor_role_name(roles[i]));
+        bp_status st = add_initializer(b, &t->info, t->arena);
+        if (st != BP_OK)
+            return st;
+        inputs[i + 1] = t->info.name;
+    }
+    return BP_OK;
+}
+
+/* The ONNX operator of each activation; linear is none. Softmax is over the features of one
+ * sample, axis 1 of [N, n]. */
+static const char *const activation_ops[] = {
+    [BP_ACT_SIGMOID] = "Sigmoid",
+    [BP_ACT_TANH] = "Tanh",
+    [BP_ACT_RELU] = "Relu",
+    [BP_ACT_LINEAR] = NULL,
+    [BP_ACT_SOFTMAX] = "Softmax",
+};
+_Static_assert(sizeof activation_ops / sizeof *activation_ops == BP_ACT_COUNT,
+               "every activation needs its ONNX operator (or NULL for none)");
+
+static bp_status emit_activation(builder *b, const layer_view *v, bp_activation act)
+{
+    if ((unsigned)act >= BP_ACT_COUNT)
+        return bp_fail(BP_EINVAL, "ONNX export: layer %d has unknown activation %d",
+                       v->position + 1, (int)act);
+    const char *op = activation_ops[act];
+    if (!op)
+        return BP_OK;
+    const char *in[] = {b->current};
+    Onnx__AttributeProto *axis[] = {act == BP_ACT_SOFTMAX ? attr_int(b, "axis", 1) : NULL};
+    add_node(b, v->position, bp_activation_name(act), op, in, 1, axis,
+             act == BP_ACT_SOFTMAX ? 1 : 0);
+    return BP_OK;
+}
+
+/* The emitters below take [N, features]: what a layer after a convolution or pooling sees
+ * (C planes of H x W) needs the image kinds' emitters, with a Flatten before a dense layer and
+ * batch norm per channel; until they exist such a layer is refused, not written wrong. */
+static bp_status need_flat_input(const builder *b, const layer_view *v)
+{
+    const bp_layer *l = v->layer;
+    if (l->in.h * l->in.w == 1)
+        return BP_OK;
+    return bp_fail(BP_ENOTSUP, "ONNX export to '%s': layer %d (%s) takes %d x %d x %d images, "
+                   "which the export does not write yet", b->path, v->position + 1,
+                   l->ops->name, l->in.c, l->in.h, l->in.w);
+}
+
+/* dense: Gemm(X, W, b) = X W^T + b with W [n_out, n_in] (transB = 1), then the activation. */
+static bp_status emit_dense(builder *b, const layer_view *v)
+{
+    if (need_flat_input(b, v) != BP_OK)
+        return BP_ENOTSUP;
+    static const bp_tensor_role roles[] = {BP_ROLE_WEIGHT, BP_ROLE_BIAS};
+    const char *in[3];
+    bp_status st = add_inputs(b, v, roles, 2, in);
+    if (st != BP_OK)
+        return st;
+    Onnx__AttributeProto *attrs[] = {attr_int(b, "transB", 1)};
+    add_node(b, v->position, "gemm", "Gemm", in, 3, attrs, 1);
+    return emit_activation(b, v, v->layer->act);
+}
+
+/* dropout: the identity at inference (inverted dropout scales in training only). An Identity
+ * node rather than nothing keeps the layer visible in the graph; runtimes remove it. */
+static bp_status emit_dropout(builder *b, const layer_view *v)
+{
+    const char *in[] = {b->current};
+    add_node(b, v->position, "dropout", "Identity", in, 1, NULL, 0);
+    return BP_OK;
+}
+
+/* batchnorm, inference form: BatchNormalization(X, gamma, beta, running mean, running var)
+ * with the layer's epsilon, then the activation the layer applies after it. Not folded into
+ * the Gemm before it: the statistics stay visible and named as in PyTorch, and runtimes fold
+ * them themselves. */
+static bp_status emit_batchnorm(builder *b, const layer_view *v)
+{
+    static const bp_tensor_role roles[] = {BP_ROLE_SCALE, BP_ROLE_SHIFT, BP_ROLE_RUNNING_MEAN,
+                                           BP_ROLE_RUNNING_VAR};
+    if (need_flat_input(b, v) != BP_OK)
+        return BP_ENOTSUP;
+    const char *in[5];
+    bp_status st = add_inputs(b, v, roles, 4, in);
+    if (st != BP_OK)
+        return st;
+    Onnx__AttributeProto *attrs[] = {attr_float(b, "epsilon", (float)BP_BATCHNORM_EPS)};
+    add_node(b, v->position, "batchnorm", "BatchNormalization", in, 5, attrs, 1);
+    return emit_activation(b, v, v->layer->act);
+}
+
+/* The kinds the export knows. A new kind (conv2d, maxpool, lstm) adds its emitter here; the
+ * rest of the file does not change. */
+typedef struct emitter {
+    const char *kind; /* bp_layer_ops.name */
+    bp_status (*emit)(builder *b, const layer_view *v);
+} emitter;
+
+static const emitter emitters[] = {
+    {"dense", emit_dense},
+    {"dropout", emit_dropout},
+    {"batchnorm", emit_batchnorm},
+};
+
+static const emitter *find_emitter(const char *kind)
+{
+    for (size_t i = 0; i < sizeof emitters / sizeof *emitters; i++)
+        if (strcmp(emitters[i].kind, kind) == 0)
+            return &emitters[i];
+    return NULL;
+}
+
+/* Layer p's entries of the tensor table (parameters) and the buffer table (state). */
+static bp_status view_layer(const bp_net *net, int p, layer_view *v)
+{
+    *v = (layer_view){.layer = &net->layers[p], .position = p};
+    for (int table = 0; table < 2; table++) {
+        int n = table == 0 ? bp_net_tensor_count(net) : bp_net_buffer_count(net);
+        for (int i = 0; i < n; i++) {
+            bp_tensor_info info;
+            bp_status st = table == 0 ? bp_net_tensor(net, i, &info)
+                                      : bp_net_buffer(net, i, &info);
+            if (st != BP_OK)
+                return st;
+            if (info.layer != p + 1)
+                continue;
+            if (v->n_tensors == MAX_LAYER_TENSORS)
+                return bp_fail(BP_ENOTSUP, "ONNX export: layer %d has more than %d tensors",
+                               p + 1, MAX_LAYER_TENSORS);
+            v->tensors[v->n_tensors++] =
+                (layer_tensor){.info = info, .arena = table == 0 ? net->params : net->state};
+        }
+    }
+    return BP_OK;
+}
+
+/* ---- the model -------------------------------------------------------------------------- */
+
+static void add_meta(builder *b, Onnx__StringStringEntryProto **list, size_t *n,
+                     const char *key, const char *value)
+{
+    Onnx__StringStringEntryProto *e = take(b, sizeof *e);
+    if (!e || !value)
+        return;
+    onnx__string_string_entry_proto__init(e);
+    e->key = (char *)key;
+    e->value = (char *)value;
+    list[(*n)++] = e;
+}
+
+enum { MAX_META = 16 };
+
+/* The model file's metadata under its own keys (docs/FORMAT.md, "Metadata"), so a deployer
+ * reads the input scale, the image shape and the class names where a backprop user would. */
+static void add_model_meta(builder *b, Onnx__ModelProto *model, const bp_net *net,
+                           const bp_model_meta *meta)
+{
+    Onnx__StringStringEntryProto **list = take(b, MAX_META * sizeof *list);
+    if (!list)
+        return;
+    size_t n = 0;
+    add_meta(b, list, &n, "architecture", bp_net_spec(net));
+    add_meta(b, list, &n, "input_width", text(b, "%d", bp_net_size(net, 0)));
+    add_meta(b, list, &n, "cost", bp_cost_name(bp_net_cost(net)));
+    if (meta->input_rows) {
+        add_meta(b, list, &n, "input_rows", text(b, "%d", meta->input_rows));
+        add_meta(b, list, &n, "input_cols", text(b, "%d", meta->input_cols));
+    }
+    if (meta->input_scale != 0.0f) /* nine digits give the same float back */
+        add_meta(b, list, &n, "input_scale", text(b, "%.9g", (double)meta->input_scale));
+    if (meta->class_names)
+        add_meta(b, list, &n, "class_names", meta->class_names);
+    if (meta->training)
+        add_meta(b, list, &n, "training", meta->training);
+    add_meta(b, list, &n, "library_version", bp_version());
+    model->metadata_props = list;
+    model->n_metadata_props = n;
+}
+
+static const char *input_doc(builder *b, const bp_net *net, const bp_model_meta *meta)
+{
+    if (meta->input_scale != 0.0f && meta->input_rows)
+        return text(b, "one sample a row: the %d x %d image's %d pixel bytes, row by row, "
+                    "each times input_scale (%.9g)", meta->input_rows, meta->input_cols,
+                    bp_net_size(net, 0), (double)meta->input_scale);
+    if (meta->input_scale != 0.0f)
+        return text(b, "one sample a row: %d input bytes, each times input_scale (%.9g)",
+                    bp_net_size(net, 0), (double)meta->input_scale);
+    return text(b, "one sample a row: the net's %d inputs, as bp_net_forward takes them",
+                bp_net_size(net, 0));
+}
+
+/* The graph, layer by layer, into b; then the model around it. */
+static bp_status build_model(builder *b, const bp_net *net, const bp_model_meta *meta,
+                             Onnx__ModelProto *model)
+{
+    b->current = "input";
+    for (int p = 0; p < net->n_layers; p++) {
+        const char *kind = net->layers[p].ops->name;
+        const emitter *em = find_emitter(kind);
+        if (!em)
+            return bp_fail(BP_ENOTSUP, "ONNX export to '%s': layer %d is a %s layer, which the "
+                           "export does not know yet", b->path, p + 1, kind);
+        layer_view v;
+        bp_status st = view_layer(net, p, &v);
+        if (st == BP_OK)
+            st = em->emit(b, &v);
+        if (st != BP_OK)
+            return st;
+        if (b->failed)
+            return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for layer %d", b->path,
+                           p + 1);
+    }
+    /* The last node's value is the graph's output; an emitter always ends on a node of its
+     * own, so that node exists. */
+    if (b->n_nodes == 0 || strcmp(b->nodes[b->n_nodes - 1]->output[0], b->current) != 0)
+        return bp_fail(BP_EINVAL, "ONNX export: the graph of %d layers has no output node",
+                       net->n_layers);
+    b->nodes[b->n_nodes - 1]->output[0] = "output";
+
+    Onnx__GraphProto *graph = take(b, sizeof *graph);
+    Onnx__ValueInfoProto **in = take(b, sizeof *in), **out = take(b, sizeof *out);
+    Onnx__OperatorSetIdProto *opset = take(b, sizeof *opset);
+    Onnx__OperatorSetIdProto **opsets = take(b, sizeof *opsets);
+    const char *doc_in = input_doc(b, net, meta);
+    const char *doc_out =
+        text(b, "one sample a row: the net's %d outputs%s%s", bp_net_size(net, net->n_layers),
+             meta->class_names ? ", classes " : "", meta->class_names ? meta->class_names : "");
+    if (in)
+        in[0] = batch_value(b, "input", bp_net_size(net, 0), doc_in);
+    if (out)
+        out[0] = batch_value(b, "output", bp_net_size(net, net->n_layers), doc_out);
+    add_model_meta(b, model, net, meta);
+    if (b->failed)
+        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for the graph", b->path);
+
+    onnx__graph_proto__init(graph);
+    graph->name = "backprop";
+    graph->node = b->nodes;
+    graph->n_node = b->n_nodes;
+    graph->initializer = b->inits;
+    graph->n_initializer = b->n_inits;
+    graph->input = in;
+    graph->n_input = 1;
+    graph->output = out;
+    graph->n_output = 1;
+
+    onnx__operator_set_id_proto__init(opset);
+    opset->domain = ""; /* the default domain: ai.onnx */
+    opset->version = OPSET;
+    opset->has_version = 1;
+    opsets[0] = opset;
+
+    model->ir_version = IR_VERSION;
+    model->has_ir_version = 1;
+    model->opset_import = opsets;
+    model->n_opset_import = 1;
+    model->producer_name = "backprop";
+    model->producer_version = (char *)bp_version();
+    model->graph = graph;
+    return BP_OK;
+}
+
+bp_status bp_net_export_onnx(const bp_net *net, const char *path, const bp_model_meta *meta)
+{
+    if (!net || !path)
+        return bp_fail(BP_EINVAL, "bp_net_export_onnx: %s is NULL", net ? "path" : "net");
+    bp_model_meta none = {0};
+    if (!meta)
+        meta = &none;
+    bp_status st = bp_model_check_meta(net, path, meta);
+    if (st != BP_OK)
+        return st;
+
+    builder b = {.path = path};
+    Onnx__ModelProto model;
+    onnx__model_proto__init(&model);
+    st = build_model(&b, net, meta, &model);
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    if (st == BP_OK) {
+        n = onnx__model_proto__get_packed_size(&model);
+        /* Protobuf readers (onnx, ONNX Runtime) refuse a message of 2 GiB or more; such a net
+         * would need its tensors in external files, which this export does not write. */
+        bytes = n <= INT32_MAX ? bp_alloc(n ? n : 1) : NULL;
+        if (n > INT32_MAX)
+            st = bp_fail(BP_ENOTSUP, "ONNX export to '%s': the model would take %zu bytes, "
+                         "over protobuf's 2 GiB (external tensor data is not written)", path, n);
+        else if (!bytes)
+            st = bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for %zu bytes", path, n);
+    }
+    if (st == BP_OK && onnx__model_proto__pack(&model, bytes) != n)
+        st = bp_fail(BP_EINVAL, "ONNX export to '%s': protobuf-c packed a size other than "
+                     "it promised", path);
+    builder_free(&b);
+    if (st == BP_OK)
+        st = bp_file_write_atomic(path, bytes, n);
+    bp_free(bytes);
+    return st;
+}
+
+#else /* !BP_HAVE_ONNX */
+
+bp_status bp_net_export_onnx(const bp_net *net, const char *path, const bp_model_meta *meta)
+{
+    (void)net, (void)meta;
+    return bp_fail(BP_ENOTSUP, "ONNX export to '%s': built without ONNX support: install "
+                   "protobuf-c-compiler, libprotobuf-c-dev, libonnx-dev and reconfigure",
+                   path ? path : "(NULL)");
+}
+
+#endif
