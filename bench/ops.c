@@ -14,8 +14,8 @@
  *
  * Then the layers of a convolutional net, Nielsen's two-stage network3 on 1 x 28 x 28 inputs
  * (conv:20x5x5, maxpool:2, conv:40x5x5, maxpool:2; src/layers/conv.c, pool.c), through the
- * layer's own ops so each row is the whole lowering (im2col or col2im, the restacking and one
- * GEMM over the batch), at the batch sizes of the list up to 128:
+ * layer's own ops so each row is the whole lowering (im2col or col2im and the GEMMs of every
+ * column of the batch), at the batch sizes of the list up to 128:
  *   conv_fwd / conv_bp2 / conv_bp4       m = P B, n = K, k = R (P positions, R = C kh kw taps),
  *                                        GFLOPS = 2mnk as for the dense GEMMs
  *   maxpool_fwd / maxpool_bp2 / avgpool_fwd / avgpool_bp2   m = outputs, n = B, GB/s
