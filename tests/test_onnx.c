@@ -170,13 +170,20 @@ static void check_batch_value(const Onnx__ValueInfoProto *v, const char *name, i
 
 /* Every tensor of the net's parameter and buffer tables is an initialiser of the same name
  * and shape whose elements, row-major, are the arena's through the table's strides; nothing
- * else is. */
+ * else is, but the int64 target shapes of Reshape nodes (one per Reshape, checked by
+ * eval_reshape). */
 static void check_initializers(bp_net *net, const Onnx__GraphProto *g)
 {
     size_t n_params, n_state;
     const float *params = bp_net_params(net, &n_params), *state = bp_net_state(net, &n_state);
     int n_tensors = bp_net_tensor_count(net), n_buffers = bp_net_buffer_count(net);
-    ck_assert_uint_eq(g->n_initializer, (size_t)(n_tensors + n_buffers));
+    size_t n_reshapes = 0, n_int64 = 0;
+    for (size_t i = 0; i < g->n_node; i++)
+        n_reshapes += strcmp(g->node[i]->op_type, "Reshape") == 0;
+    for (size_t i = 0; i < g->n_initializer; i++)
+        n_int64 += g->initializer[i]->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+    ck_assert_uint_eq(n_int64, n_reshapes);
+    ck_assert_uint_eq(g->n_initializer, (size_t)(n_tensors + n_buffers) + n_int64);
     for (int i = 0; i < n_tensors + n_buffers; i++) {
         bp_tensor_info t;
         ck_assert_int_eq(i < n_tensors ? bp_net_tensor(net, i, &t)
@@ -188,17 +195,16 @@ static void check_initializers(bp_net *net, const Onnx__GraphProto *g)
         for (int d = 0; d < t.ndim; d++)
             ck_assert_int_eq(init->dims[d], t.shape[d]);
         ck_assert_uint_eq(init->raw_data.len, t.count * sizeof(float));
-        if (t.ndim == 1) {
-            for (int64_t k = 0; k < t.shape[0]; k++)
-                ck_assert_float_eq(element(init, (size_t)k),
-                                   arena[t.offset + (size_t)(k * t.stride[0])]);
-        } else {
-            ck_assert_int_eq(t.ndim, 2);
-            for (int64_t r = 0; r < t.shape[0]; r++)
-                for (int64_t c = 0; c < t.shape[1]; c++)
-                    ck_assert_float_eq(element(init, (size_t)(r * t.shape[1] + c)),
-                                       arena[t.offset + (size_t)(r * t.stride[0] +
-                                                                 c * t.stride[1])]);
+        /* Row-major: the last index fastest, each through the table's stride. */
+        ck_assert_int_le(t.ndim, 4);
+        int64_t index[4] = {0};
+        for (size_t k = 0; k < t.count; k++) {
+            size_t at = t.offset;
+            for (int d = 0; d < t.ndim; d++)
+                at += (size_t)(index[d] * t.stride[d]);
+            ck_assert_float_eq(element(init, k), arena[at]);
+            for (int d = t.ndim - 1; d >= 0 && ++index[d] == t.shape[d]; d--)
+                index[d] = 0;
         }
     }
 }
@@ -240,11 +246,13 @@ static void check_ops(const Onnx__GraphProto *g, const char *const *ops, size_t 
 
 /* ---- the graph evaluated by the operators' definitions ---------------------------------- */
 
-/* A value of the graph: rows samples of cols features, row-major, in double. */
+/* A value of the graph: rows samples of cols = c h w numbers each, row-major, in double;
+ * [rows, cols] when ndim is 2 (then c = cols, h = w = 1), [rows, c, h, w] when it is 4. */
 typedef struct value {
     const char *name;
     int rows, cols;
     double *x;
+    int ndim, c, h, w;
 } value;
 
 enum { MAX_VALUES = 64 };
@@ -263,15 +271,155 @@ static const value *lookup(const graph_eval *e, const char *name)
     return NULL;
 }
 
-static value *define(graph_eval *e, const char *name, int rows, int cols)
+static value *define_image(graph_eval *e, const char *name, int rows, int c, int h, int w)
 {
     ck_assert_int_lt(e->n, MAX_VALUES);
     for (int i = 0; i < e->n; i++)
         ck_assert_msg(strcmp(e->v[i].name, name) != 0, "%s is written twice", name);
     value *v = &e->v[e->n++];
-    *v = (value){name, rows, cols, calloc((size_t)rows * (size_t)cols, sizeof(double))};
+    int cols = c * h * w;
+    *v = (value){name, rows, cols, calloc((size_t)rows * (size_t)cols, sizeof(double)), 4, c,
+                 h, w};
     ck_assert_ptr_nonnull(v->x);
     return v;
+}
+
+static value *define(graph_eval *e, const char *name, int rows, int cols)
+{
+    value *v = define_image(e, name, rows, cols, 1, 1);
+    v->ndim = 2;
+    return v;
+}
+
+/* A value of x's shape (an elementwise op's output). */
+static value *define_like(graph_eval *e, const char *name, const value *x)
+{
+    value *v = define_image(e, name, x->rows, x->c, x->h, x->w);
+    v->ndim = x->ndim;
+    return v;
+}
+
+/* An INTS attribute of exactly n values. */
+static const int64_t *ints(const Onnx__NodeProto *n, const char *name, size_t count)
+{
+    const Onnx__AttributeProto *a = attribute(n, name);
+    ck_assert_msg(a != NULL, "%s %s has no %s", n->op_type, n->name, name);
+    ck_assert_int_eq(a->type, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    ck_assert_uint_eq(a->n_ints, count);
+    return a->ints;
+}
+
+/* Reshape(X, shape) with shape [-1, C, H, W] from an int64 initialiser: the same numbers in
+ * the same order, now seen as images. */
+static void eval_reshape(graph_eval *e, const Onnx__GraphProto *g, const Onnx__NodeProto *n)
+{
+    ck_assert_uint_eq(n->n_input, 2);
+    ck_assert_uint_eq(n->n_attribute, 0);
+    const value *x = lookup(e, n->input[0]);
+    const Onnx__TensorProto *t = initializer(g, n->input[1]);
+    ck_assert_int_eq(t->data_type, ONNX__TENSOR_PROTO__DATA_TYPE__INT64);
+    ck_assert_uint_eq(elements(t), 4);
+    ck_assert_uint_eq(t->raw_data.len, 4 * sizeof(int64_t));
+    int64_t d[4];
+    memcpy(d, t->raw_data.data, sizeof d);
+    ck_assert_int_eq(d[0], -1);
+    ck_assert_int_eq(d[1] * d[2] * d[3], x->cols);
+    value *y = define_image(e, n->output[0], x->rows, (int)d[1], (int)d[2], (int)d[3]);
+    memcpy(y->x, x->x, sizeof(double) * (size_t)x->rows * (size_t)x->cols);
+}
+
+/* Flatten with axis 1: [N, C, H, W] to [N, C H W] in the same order. */
+static void eval_flatten(graph_eval *e, const Onnx__NodeProto *n)
+{
+    const Onnx__AttributeProto *axis = attribute(n, "axis");
+    ck_assert_msg(axis && axis->i == 1, "Flatten %s: axis must be 1", n->name);
+    const value *x = lookup(e, n->input[0]);
+    ck_assert_int_eq(x->ndim, 4);
+    value *y = define(e, n->output[0], x->rows, x->cols);
+    memcpy(y->x, x->x, sizeof(double) * (size_t)x->rows * (size_t)x->cols);
+}
+
+/* An image's element (sample s, channel c, row r, column q), 0 outside the plane (padding). */
+static double pixel(const value *x, int s, int c, int r, int q)
+{
+    if (r < 0 || r >= x->h || q < 0 || q >= x->w)
+        return 0.0;
+    return x->x[(size_t)s * (size_t)x->cols + ((size_t)c * (size_t)x->h + (size_t)r) *
+                                                  (size_t)x->w + (size_t)q];
+}
+
+/* Y[s, k, oy, ox] = B[k] + sum over c, ky, kx of W[k, c, ky, kx] X[s, c, oy S + ky - P,
+ * ox S + kx - P]: the definition, with the same padding on every side, no dilation, one
+ * group. */
+static void eval_conv(graph_eval *e, const Onnx__GraphProto *g, const Onnx__NodeProto *n)
+{
+    ck_assert_uint_eq(n->n_input, 3);
+    ck_assert_uint_eq(n->n_attribute, 3);
+    const value *x = lookup(e, n->input[0]);
+    ck_assert_int_eq(x->ndim, 4);
+    const Onnx__TensorProto *w = initializer(g, n->input[1]), *b = initializer(g, n->input[2]);
+    const int64_t *kernel = ints(n, "kernel_shape", 2), *strides = ints(n, "strides", 2),
+                  *pads = ints(n, "pads", 4);
+    ck_assert_uint_eq(w->n_dims, 4);
+    ck_assert_int_eq(w->dims[1], x->c);
+    ck_assert_int_eq(w->dims[2], kernel[0]);
+    ck_assert_int_eq(w->dims[3], kernel[1]);
+    ck_assert_int_eq(strides[0], strides[1]);
+    for (int i = 1; i < 4; i++)
+        ck_assert_int_eq(pads[i], pads[0]);
+    int k_out = (int)w->dims[0], kh = (int)kernel[0], kw = (int)kernel[1];
+    int stride = (int)strides[0], pad = (int)pads[0];
+    ck_assert_uint_eq(elements(b), (size_t)k_out);
+    int oh = (x->h + 2 * pad - kh) / stride + 1, ow = (x->w + 2 * pad - kw) / stride + 1;
+    value *y = define_image(e, n->output[0], x->rows, k_out, oh, ow);
+    for (int s = 0; s < x->rows; s++)
+        for (int k = 0; k < k_out; k++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double z = element(b, (size_t)k);
+                    for (int c = 0; c < x->c; c++)
+                        for (int ky = 0; ky < kh; ky++)
+                            for (int kx = 0; kx < kw; kx++)
+                                z += element(w, (((size_t)k * (size_t)x->c + (size_t)c) *
+                                                     (size_t)kh + (size_t)ky) * (size_t)kw +
+                                                    (size_t)kx) *
+                                     pixel(x, s, c, oy * stride + ky - pad,
+                                           ox * stride + kx - pad);
+                    y->x[(size_t)s * (size_t)y->cols +
+                         ((size_t)k * (size_t)oh + (size_t)oy) * (size_t)ow + (size_t)ox] = z;
+                }
+}
+
+/* MaxPool and AveragePool with no padding and ceil_mode 0, as the export writes them: the
+ * maximum or the mean of each window. */
+static void eval_pool(graph_eval *e, const Onnx__NodeProto *n, int is_max)
+{
+    ck_assert_uint_eq(n->n_input, 1);
+    ck_assert_ptr_null(attribute(n, "pads"));
+    ck_assert_ptr_null(attribute(n, "ceil_mode"));
+    ck_assert_ptr_null(attribute(n, "auto_pad"));
+    ck_assert_ptr_null(attribute(n, "dilations"));
+    const value *x = lookup(e, n->input[0]);
+    ck_assert_int_eq(x->ndim, 4);
+    const int64_t *kernel = ints(n, "kernel_shape", 2), *strides = ints(n, "strides", 2);
+    int kh = (int)kernel[0], kw = (int)kernel[1], sy = (int)strides[0], sx = (int)strides[1];
+    int oh = (x->h - kh) / sy + 1, ow = (x->w - kw) / sx + 1;
+    value *y = define_image(e, n->output[0], x->rows, x->c, oh, ow);
+    for (int s = 0; s < x->rows; s++)
+        for (int c = 0; c < x->c; c++)
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++) {
+                    double best = -INFINITY, sum = 0;
+                    for (int ky = 0; ky < kh; ky++)
+                        for (int kx = 0; kx < kw; kx++) {
+                            double v = pixel(x, s, c, oy * sy + ky, ox * sx + kx);
+                            best = v > best ? v : best;
+                            sum += v;
+                        }
+                    y->x[(size_t)s * (size_t)y->cols +
+                         ((size_t)c * (size_t)oh + (size_t)oy) * (size_t)ow + (size_t)ox] =
+                        is_max ? best : sum / (kh * kw);
+                }
 }
 
 /* Y = X W^T + b (Gemm with transB = 1, alpha = beta = 1, as the export writes it). */
@@ -284,6 +432,7 @@ static void eval_gemm(graph_eval *e, const Onnx__GraphProto *g, const Onnx__Node
     ck_assert_ptr_null(attribute(n, "beta"));
     ck_assert_uint_eq(n->n_input, 3);
     const value *x = lookup(e, n->input[0]);
+    ck_assert_int_eq(x->ndim, 2);
     const Onnx__TensorProto *w = initializer(g, n->input[1]), *b = initializer(g, n->input[2]);
     ck_assert_uint_eq(w->n_dims, 2);
     ck_assert_int_eq(w->dims[1], x->cols);
@@ -300,7 +449,8 @@ static void eval_gemm(graph_eval *e, const Onnx__GraphProto *g, const Onnx__Node
         }
 }
 
-/* Y = scale (X - mean) / sqrt(var + epsilon) + B, per feature (axis 1). */
+/* Y = scale (X - mean) / sqrt(var + epsilon) + B, per index of axis 1: a feature of
+ * [N, features], a channel (its whole plane) of [N, C, H, W]. */
 static void eval_batchnorm(graph_eval *e, const Onnx__GraphProto *g, const Onnx__NodeProto *n)
 {
     ck_assert_uint_eq(n->n_input, 5);
@@ -311,15 +461,16 @@ static void eval_batchnorm(graph_eval *e, const Onnx__GraphProto *g, const Onnx_
     const Onnx__TensorProto *p[4];
     for (int i = 0; i < 4; i++) {
         p[i] = initializer(g, n->input[i + 1]);
-        ck_assert_uint_eq(elements(p[i]), (size_t)x->cols);
+        ck_assert_uint_eq(elements(p[i]), (size_t)x->c);
     }
-    value *y = define(e, n->output[0], x->rows, x->cols);
+    value *y = define_like(e, n->output[0], x);
+    size_t plane = (size_t)x->h * (size_t)x->w;
     for (int s = 0; s < x->rows; s++)
-        for (int c = 0; c < x->cols; c++) {
-            size_t at = (size_t)s * (size_t)x->cols + (size_t)c;
-            y->x[at] = element(p[0], (size_t)c) * (x->x[at] - element(p[2], (size_t)c)) /
-                           sqrt(element(p[3], (size_t)c) + (double)eps->f) +
-                       element(p[1], (size_t)c);
+        for (size_t k = 0; k < (size_t)x->cols; k++) {
+            size_t at = (size_t)s * (size_t)x->cols + k, c = k / plane;
+            y->x[at] = element(p[0], c) * (x->x[at] - element(p[2], c)) /
+                           sqrt(element(p[3], c) + (double)eps->f) +
+                       element(p[1], c);
         }
 }
 
@@ -327,7 +478,7 @@ static void eval_elementwise(graph_eval *e, const Onnx__NodeProto *n)
 {
     ck_assert_uint_eq(n->n_input, 1);
     const value *x = lookup(e, n->input[0]);
-    value *y = define(e, n->output[0], x->rows, x->cols);
+    value *y = define_like(e, n->output[0], x);
     const char *op = n->op_type;
     for (size_t k = 0; k < (size_t)x->rows * (size_t)x->cols; k++) {
         double z = x->x[k];
@@ -344,6 +495,7 @@ static void eval_softmax(graph_eval *e, const Onnx__NodeProto *n)
     const Onnx__AttributeProto *axis = attribute(n, "axis");
     ck_assert_msg(axis && axis->i == 1, "Softmax %s: axis must be 1", n->name);
     const value *x = lookup(e, n->input[0]);
+    ck_assert_int_eq(x->ndim, 2);
     value *y = define(e, n->output[0], x->rows, x->cols);
     for (int s = 0; s < x->rows; s++) {
         const double *z = x->x + (size_t)s * (size_t)x->cols;
@@ -384,6 +536,14 @@ static void check_arithmetic(bp_net *net, const Onnx__GraphProto *g, int batch)
             eval_batchnorm(&e, g, n);
         else if (strcmp(n->op_type, "Softmax") == 0)
             eval_softmax(&e, n);
+        else if (strcmp(n->op_type, "Reshape") == 0)
+            eval_reshape(&e, g, n);
+        else if (strcmp(n->op_type, "Flatten") == 0)
+            eval_flatten(&e, n);
+        else if (strcmp(n->op_type, "Conv") == 0)
+            eval_conv(&e, g, n);
+        else if (strcmp(n->op_type, "MaxPool") == 0 || strcmp(n->op_type, "AveragePool") == 0)
+            eval_pool(&e, n, strcmp(n->op_type, "MaxPool") == 0);
         else if (strcmp(n->op_type, "Sigmoid") == 0 || strcmp(n->op_type, "Tanh") == 0 ||
                  strcmp(n->op_type, "Relu") == 0 || strcmp(n->op_type, "Identity") == 0)
             eval_elementwise(&e, n);
@@ -391,6 +551,7 @@ static void check_arithmetic(bp_net *net, const Onnx__GraphProto *g, int batch)
             ck_abort_msg("operator %s is not one the export writes", n->op_type);
     }
     const value *y = lookup(&e, "output");
+    ck_assert_int_eq(y->ndim, 2);
     ck_assert_int_eq(y->cols, n_out);
     double worst = 0;
     for (int s = 0; s < batch; s++)
@@ -646,26 +807,176 @@ START_TEST(test_unwritable_paths)
 }
 END_TEST
 
-/* Image layers have no emitter yet (issue 13 adds them): refused, naming the layer, and
- * nothing written. */
-START_TEST(test_refuses_unknown_kinds)
+static bp_net *make_image_net(int channels, int rows, int cols, const char *layers)
 {
-    make_tmp_dir();
-    int width = 36;
+    int width = channels * rows * cols;
     bp_net_config cfg;
     bp_net_config_init(&cfg);
     cfg.sizes = &width;
     cfg.n_sizes = 1;
-    cfg.input_channels = 1;
-    cfg.input_rows = 6;
-    cfg.input_cols = 6;
-    cfg.layers = "conv:2x3x3:relu,dense:3:softmax";
+    cfg.input_channels = channels;
+    cfg.input_rows = rows;
+    cfg.input_cols = cols;
+    cfg.layers = layers;
+    cfg.cost = BP_COST_QUADRATIC;
     cfg.threads = 1;
+    cfg.seed = 11;
     bp_net *net;
-    ck_assert_msg(bp_net_create(&net, &cfg) == BP_OK, "%s", bp_last_error());
-    ck_assert_int_eq(bp_net_export_onnx(net, tmp_path("conv.onnx"), NULL), BP_ENOTSUP);
-    ck_assert_error_has("layer 1 is a conv layer");
-    ck_assert_int_eq(tmp_entries(), 0);
+    ck_assert_msg(bp_net_create(&net, &cfg) == BP_OK, "%s: %s", layers, bp_last_error());
+    return net;
+}
+
+/* Biases and batch norm's four tensors away from their initial values (zeros, ones), so a
+ * bias left out or statistics taken in the wrong order change the outputs. */
+static void perturb(bp_net *net)
+{
+    size_t n_params, n_state;
+    float *params = bp_net_params(net, &n_params), *state = bp_net_state(net, &n_state);
+    for (int i = 0; i < bp_net_tensor_count(net); i++) {
+        bp_tensor_info t;
+        ck_assert_int_eq(bp_net_tensor(net, i, &t), BP_OK);
+        if (t.role != BP_ROLE_WEIGHT)
+            for (size_t k = 0; k < t.count; k++)
+                params[t.offset + k] = (t.role == BP_ROLE_SCALE ? 0.7f : -0.2f) + 0.15f * (float)k;
+    }
+    for (int i = 0; i < bp_net_buffer_count(net); i++) {
+        bp_tensor_info t;
+        ck_assert_int_eq(bp_net_buffer(net, i, &t), BP_OK);
+        for (size_t k = 0; k < t.count; k++)
+            state[t.offset + k] = t.role == BP_ROLE_RUNNING_MEAN ? 0.2f - 0.1f * (float)k
+                                                                 : 1.5f + 0.25f * (float)k;
+    }
+}
+
+static void check_ints(const Onnx__NodeProto *n, const char *name, const int64_t *want,
+                       size_t count)
+{
+    const int64_t *got = ints(n, name, count);
+    for (size_t i = 0; i < count; i++)
+        ck_assert_msg(got[i] == want[i], "%s %s[%zu] is %lld, not %lld", n->name, name, i,
+                      (long long)got[i], (long long)want[i]);
+}
+
+static void check_reshape_target(const Onnx__GraphProto *g, const Onnx__NodeProto *n, int c,
+                                 int h, int w)
+{
+    ck_assert_str_eq(n->op_type, "Reshape");
+    const Onnx__TensorProto *t = initializer(g, n->input[1]);
+    ck_assert_int_eq(t->data_type, ONNX__TENSOR_PROTO__DATA_TYPE__INT64);
+    int64_t d[4], want[4] = {-1, c, h, w};
+    ck_assert_uint_eq(t->raw_data.len, sizeof d);
+    memcpy(d, t->raw_data.data, sizeof d);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(d[i], want[i]);
+}
+
+/* Conv with stride and padding over two channels, max pooling whose last row and column of
+ * windows do not fit (floored away), dropout between images, then dense layers: the input
+ * reshaped to the net's image shape, flattened before the first dense layer. */
+START_TEST(test_conv_maxpool)
+{
+    make_tmp_dir();
+    bp_net *net = make_image_net(2, 9, 9, "conv:3x3x3:tanh:s2:p1,maxpool:2,dropout:0.5,"
+                                          "dense:4:sigmoid,dense:3:softmax");
+    perturb(net);
+    Onnx__ModelProto *m = export_and_read(net, "conv.onnx", NULL);
+    const Onnx__GraphProto *g = m->graph;
+    static const char *const ops[] = {"Reshape", "Conv", "Tanh", "MaxPool", "Identity",
+                                      "Flatten", "Gemm", "Sigmoid", "Gemm", "Softmax"};
+    check_ops(g, ops, sizeof ops / sizeof *ops);
+    check_reshape_target(g, g->node[0], 2, 9, 9);
+    const Onnx__NodeProto *conv = g->node[1], *pool = g->node[3];
+    ck_assert_str_eq(conv->input[1], "layers.0.weight");
+    ck_assert_str_eq(conv->input[2], "layers.0.bias");
+    const Onnx__TensorProto *w = initializer(g, "layers.0.weight");
+    static const int64_t filters[] = {3, 2, 3, 3};
+    ck_assert_uint_eq(w->n_dims, 4);
+    for (int d = 0; d < 4; d++)
+        ck_assert_int_eq(w->dims[d], filters[d]);
+    check_ints(conv, "kernel_shape", (const int64_t[]){3, 3}, 2);
+    check_ints(conv, "strides", (const int64_t[]){2, 2}, 2);
+    check_ints(conv, "pads", (const int64_t[]){1, 1, 1, 1}, 4);
+    check_ints(pool, "kernel_shape", (const int64_t[]){2, 2}, 2);
+    check_ints(pool, "strides", (const int64_t[]){2, 2}, 2);
+    ck_assert_str_eq(g->node[5]->name, "layers.3.flatten");
+    /* Dense layer 4 reads 3 channels of 2 x 2 (5 x 5 pooled by 2, floored). */
+    ck_assert_int_eq(initializer(g, "layers.3.weight")->dims[1], 12);
+    check_dense_weight(net, 4, g);
+    check_dense_weight(net, 5, g);
+    ck_assert_str_eq(meta_value(m, "input_shape"), "2x9x9");
+    check_arithmetic(net, g, 6);
+    onnx__model_proto__free_unpacked(m, NULL);
+    bp_net_free(net);
+    remove_tmp_dir();
+}
+END_TEST
+
+/* Per-channel batch norm after a linear conv, overlapping average pooling (3 x 3 by 2, the
+ * last column of the plane dropped), a second conv whose 1 x 1 planes the dense layer takes. */
+START_TEST(test_channel_batchnorm_avgpool)
+{
+    make_tmp_dir();
+    bp_net *net = make_image_net(1, 8, 8, "conv:4x3x3:linear,batchnorm:relu,avgpool:3:s2,"
+                                          "conv:2x2x2:sigmoid,dense:3:linear");
+    perturb(net);
+    Onnx__ModelProto *m = export_and_read(net, "bn.onnx", NULL);
+    const Onnx__GraphProto *g = m->graph;
+    static const char *const ops[] = {"Reshape", "Conv", "BatchNormalization", "Relu",
+                                      "AveragePool", "Conv", "Sigmoid", "Flatten", "Gemm"};
+    check_ops(g, ops, sizeof ops / sizeof *ops);
+    check_reshape_target(g, g->node[0], 1, 8, 8);
+    const Onnx__NodeProto *bn = g->node[2];
+    static const char *const inputs[] = {"layers.1.weight", "layers.1.bias",
+                                         "layers.1.running_mean", "layers.1.running_var"};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_str_eq(bn->input[i + 1], inputs[i]);
+        ck_assert_int_eq(elements(initializer(g, inputs[i])), 4); /* one per channel */
+    }
+    check_ints(g->node[4], "kernel_shape", (const int64_t[]){3, 3}, 2);
+    check_ints(g->node[4], "strides", (const int64_t[]){2, 2}, 2);
+    check_ints(g->node[5], "pads", (const int64_t[]){0, 0, 0, 0}, 4);
+    check_ints(g->node[5], "strides", (const int64_t[]){1, 1}, 2);
+    check_dense_weight(net, 5, g);
+    check_arithmetic(net, g, 5);
+    onnx__model_proto__free_unpacked(m, NULL);
+    bp_net_free(net);
+    remove_tmp_dir();
+}
+END_TEST
+
+/* Where the reshapes go: batch norm per channel straight on the input; a dense net on an image
+ * input (no reshape at all); a net ending on a convolution (its planes flattened into the
+ * output). */
+START_TEST(test_image_reshapes)
+{
+    make_tmp_dir();
+    bp_net *net = make_image_net(2, 4, 4, "batchnorm:tanh,maxpool:2:s1,dense:3:softmax");
+    perturb(net);
+    Onnx__ModelProto *m = export_and_read(net, "first.onnx", NULL);
+    static const char *const first[] = {"Reshape", "BatchNormalization", "Tanh", "MaxPool",
+                                        "Flatten", "Gemm", "Softmax"};
+    check_ops(m->graph, first, sizeof first / sizeof *first);
+    check_reshape_target(m->graph, m->graph->node[0], 2, 4, 4);
+    check_arithmetic(net, m->graph, 4);
+    onnx__model_proto__free_unpacked(m, NULL);
+    bp_net_free(net);
+
+    net = make_image_net(1, 4, 4, "dense:5:relu,dense:3:softmax");
+    m = export_and_read(net, "dense.onnx", NULL);
+    static const char *const dense[] = {"Gemm", "Relu", "Gemm", "Softmax"};
+    check_ops(m->graph, dense, sizeof dense / sizeof *dense);
+    ck_assert_str_eq(meta_value(m, "input_shape"), "1x4x4");
+    check_arithmetic(net, m->graph, 3);
+    onnx__model_proto__free_unpacked(m, NULL);
+    bp_net_free(net);
+
+    net = make_image_net(1, 5, 5, "conv:2x3x3:sigmoid");
+    perturb(net);
+    m = export_and_read(net, "last.onnx", NULL);
+    static const char *const last[] = {"Reshape", "Conv", "Sigmoid", "Flatten"};
+    check_ops(m->graph, last, sizeof last / sizeof *last);
+    check_arithmetic(net, m->graph, 3);
+    onnx__model_proto__free_unpacked(m, NULL);
     bp_net_free(net);
     remove_tmp_dir();
 }
@@ -704,7 +1015,9 @@ static Suite *onnx_suite(void)
     tcase_add_test(tc, test_refuses_non_finite);
     tcase_add_test(tc, test_refuses_bad_metadata);
     tcase_add_test(tc, test_unwritable_paths);
-    tcase_add_test(tc, test_refuses_unknown_kinds);
+    tcase_add_test(tc, test_conv_maxpool);
+    tcase_add_test(tc, test_channel_batchnorm_avgpool);
+    tcase_add_test(tc, test_image_reshapes);
 #else
     tcase_add_test(tc, test_without_support);
 #endif

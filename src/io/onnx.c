@@ -55,6 +55,7 @@ typedef struct builder {
     Onnx__TensorProto **inits;
     size_t n_inits, cap_inits;
     const char *current; /* the value the next layer reads */
+    int image;           /* current is [N, C, H, W] (after a Reshape), not [N, features] */
     const char *path;
 } builder;
 
@@ -150,6 +151,24 @@ static Onnx__AttributeProto *attr_float(builder *b, const char *name, float valu
     return a;
 }
 
+/* A list of ints, as Conv's and the pools' kernel_shape, strides and pads. */
+static Onnx__AttributeProto *attr_ints(builder *b, const char *name, const int64_t *values,
+                                       size_t n)
+{
+    Onnx__AttributeProto *a = take(b, sizeof *a);
+    int64_t *list = take(b, n * sizeof *list);
+    if (b->failed)
+        return NULL;
+    onnx__attribute_proto__init(a);
+    a->name = (char *)name;
+    a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+    a->has_type = 1;
+    memcpy(list, values, n * sizeof *list);
+    a->ints = list;
+    a->n_ints = n;
+    return a;
+}
+
 /* A node named "layers.<p>.<what>" reading `inputs` (the current value first, for every op
  * used here) and writing one value of the same name, which becomes the current one. */
 static void add_node(builder *b, int position, const char *what, const char *op,
@@ -221,6 +240,30 @@ static bp_status add_initializer(builder *b, const bp_tensor_info *t, const floa
         return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory", b->path);
     b->inits[b->n_inits++] = tp;
     return BP_OK;
+}
+
+/* An int64 initialiser of n elements, named `name`: a Reshape's target shape. */
+static void add_int64_initializer(builder *b, const char *name, const int64_t *values, size_t n)
+{
+    Onnx__TensorProto *tp = take(b, sizeof *tp);
+    int64_t *dims = take(b, sizeof *dims);
+    int64_t *data = take(b, n * sizeof *data);
+    if (b->failed)
+        return;
+    memcpy(data, values, n * sizeof *data);
+    onnx__tensor_proto__init(tp);
+    tp->name = (char *)name;
+    dims[0] = (int64_t)n;
+    tp->dims = dims;
+    tp->n_dims = 1;
+    tp->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+    tp->has_data_type = 1;
+    tp->raw_data.data = (uint8_t *)data;
+    tp->raw_data.len = n * sizeof *data;
+    tp->has_raw_data = 1;
+    b->inits = room_for_one(b, b->inits, b->n_inits, &b->cap_inits, sizeof *b->inits);
+    if (b->inits)
+        b->inits[b->n_inits++] = tp;
 }
 
 /* A float tensor [N, width] with N symbolic: the graph's input or output. */
@@ -334,24 +377,38 @@ static bp_status emit_activation(builder *b, const layer_view *v, bp_activation 
     return BP_OK;
 }
 
-/* The emitters below take [N, features]: what a layer after a convolution or pooling sees
- * (C planes of H x W) needs the image kinds' emitters, with a Flatten before a dense layer and
- * batch norm per channel; until they exist such a layer is refused, not written wrong. */
-static bp_status need_flat_input(const builder *b, const layer_view *v)
+/* The graph's input is [N, C*H*W], the columns bp_net_forward takes, so the same floats go
+ * to both; the image layers want [N, C, H, W]. A column is channel-major (C planes of H x W,
+ * each row by row), which is exactly the row-major order of an NCHW sample: Reshape to the
+ * layer's input shape before the first image layer, and Flatten (axis 1) back before a dense
+ * layer, move no element. The reshape's batch dimension is -1 so N stays free. */
+static void as_image(builder *b, const layer_view *v)
 {
+    if (b->image)
+        return;
     const bp_layer *l = v->layer;
-    if (l->in.h * l->in.w == 1)
-        return BP_OK;
-    return bp_fail(BP_ENOTSUP, "ONNX export to '%s': layer %d (%s) takes %d x %d x %d images, "
-                   "which the export does not write yet", b->path, v->position + 1,
-                   l->ops->name, l->in.c, l->in.h, l->in.w);
+    const char *shape = text(b, "layers.%d.image_shape", v->position);
+    const int64_t dims[] = {-1, l->in.c, l->in.h, l->in.w};
+    add_int64_initializer(b, shape, dims, 4);
+    const char *in[] = {b->current, shape};
+    add_node(b, v->position, "reshape", "Reshape", in, 2, NULL, 0);
+    b->image = 1;
+}
+
+static void as_flat(builder *b, int position)
+{
+    if (!b->image)
+        return;
+    const char *in[] = {b->current};
+    Onnx__AttributeProto *axis[] = {attr_int(b, "axis", 1)};
+    add_node(b, position, "flatten", "Flatten", in, 1, axis, 1);
+    b->image = 0;
 }
 
 /* dense: Gemm(X, W, b) = X W^T + b with W [n_out, n_in] (transB = 1), then the activation. */
 static bp_status emit_dense(builder *b, const layer_view *v)
 {
-    if (need_flat_input(b, v) != BP_OK)
-        return BP_ENOTSUP;
+    as_flat(b, v->position);
     static const bp_tensor_role roles[] = {BP_ROLE_WEIGHT, BP_ROLE_BIAS};
     const char *in[3];
     bp_status st = add_inputs(b, v, roles, 2, in);
@@ -373,14 +430,16 @@ static bp_status emit_dropout(builder *b, const layer_view *v)
 
 /* batchnorm, inference form: BatchNormalization(X, gamma, beta, running mean, running var)
  * with the layer's epsilon, then the activation the layer applies after it. Not folded into
- * the Gemm before it: the statistics stay visible and named as in PyTorch, and runtimes fold
- * them themselves. */
+ * the Gemm or Conv before it: the statistics stay visible and named as in PyTorch, and
+ * runtimes fold them themselves. ONNX normalises per channel, axis 1: on [N, features] that is
+ * per feature (BatchNorm1d), on [N, C, H, W] per channel over the plane (BatchNorm2d), which is
+ * what the layer does after a convolution (planes of more than one position). */
 static bp_status emit_batchnorm(builder *b, const layer_view *v)
 {
     static const bp_tensor_role roles[] = {BP_ROLE_SCALE, BP_ROLE_SHIFT, BP_ROLE_RUNNING_MEAN,
                                            BP_ROLE_RUNNING_VAR};
-    if (need_flat_input(b, v) != BP_OK)
-        return BP_ENOTSUP;
+    if (v->layer->in.h * v->layer->in.w > 1)
+        as_image(b, v);
     const char *in[5];
     bp_status st = add_inputs(b, v, roles, 4, in);
     if (st != BP_OK)
@@ -390,8 +449,55 @@ static bp_status emit_batchnorm(builder *b, const layer_view *v)
     return emit_activation(b, v, v->layer->act);
 }
 
-/* The kinds the export knows. A new kind (conv2d, maxpool, lstm) adds its emitter here; the
- * rest of the file does not change. */
+/* conv: Conv(X, W, B) with W [K, C, kh, kw] as the layer stores it (PyTorch's Conv2d.weight,
+ * also ONNX's layout), the same padding on every side, then the activation. */
+static bp_status emit_conv(builder *b, const layer_view *v)
+{
+    const bp_window *w = &v->layer->win;
+    as_image(b, v);
+    static const bp_tensor_role roles[] = {BP_ROLE_WEIGHT, BP_ROLE_BIAS};
+    const char *in[3];
+    bp_status st = add_inputs(b, v, roles, 2, in);
+    if (st != BP_OK)
+        return st;
+    const int64_t kernel[] = {w->kh, w->kw}, strides[] = {w->stride, w->stride},
+                  pads[] = {w->pad, w->pad, w->pad, w->pad};
+    Onnx__AttributeProto *attrs[] = {attr_ints(b, "kernel_shape", kernel, 2),
+                                     attr_ints(b, "strides", strides, 2),
+                                     attr_ints(b, "pads", pads, 4)};
+    add_node(b, v->position, "conv", "Conv", in, 3, attrs, 3);
+    return emit_activation(b, v, v->layer->act);
+}
+
+/* maxpool and avgpool: MaxPool / AveragePool over the layer's window and stride. The layer has
+ * no padding and floors the output size (pool.c, bp_window_plan), so every window lies inside
+ * the plane and an average is over all N x N of its inputs: ONNX's defaults (pads 0,
+ * ceil_mode 0) say the same, and count_include_pad, which only matters with padding, is left
+ * at its default. */
+static bp_status emit_pool(builder *b, const layer_view *v, const char *what, const char *op)
+{
+    const bp_window *w = &v->layer->win;
+    as_image(b, v);
+    const int64_t kernel[] = {w->kh, w->kw}, strides[] = {w->stride, w->stride};
+    const char *in[] = {b->current};
+    Onnx__AttributeProto *attrs[] = {attr_ints(b, "kernel_shape", kernel, 2),
+                                     attr_ints(b, "strides", strides, 2)};
+    add_node(b, v->position, what, op, in, 1, attrs, 2);
+    return BP_OK;
+}
+
+static bp_status emit_maxpool(builder *b, const layer_view *v)
+{
+    return emit_pool(b, v, "maxpool", "MaxPool");
+}
+
+static bp_status emit_avgpool(builder *b, const layer_view *v)
+{
+    return emit_pool(b, v, "avgpool", "AveragePool");
+}
+
+/* The kinds the export knows. A new kind (lstm) adds its emitter here; the rest of the file
+ * does not change. */
 typedef struct emitter {
     const char *kind; /* bp_layer_ops.name */
     bp_status (*emit)(builder *b, const layer_view *v);
@@ -401,6 +507,9 @@ static const emitter emitters[] = {
     {"dense", emit_dense},
     {"dropout", emit_dropout},
     {"batchnorm", emit_batchnorm},
+    {"conv", emit_conv},
+    {"maxpool", emit_maxpool},
+    {"avgpool", emit_avgpool},
 };
 
 static const emitter *find_emitter(const char *kind)
@@ -463,6 +572,10 @@ static void add_model_meta(builder *b, Onnx__ModelProto *model, const bp_net *ne
     add_meta(b, list, &n, "architecture", bp_net_spec(net));
     add_meta(b, list, &n, "input_width", text(b, "%d", bp_net_size(net, 0)));
     add_meta(b, list, &n, "cost", bp_cost_name(bp_net_cost(net)));
+    int channels, rows, cols;
+    bp_net_input_shape(net, &channels, &rows, &cols);
+    if (channels)
+        add_meta(b, list, &n, "input_shape", text(b, "%dx%dx%d", channels, rows, cols));
     if (meta->input_rows) {
         add_meta(b, list, &n, "input_rows", text(b, "%d", meta->input_rows));
         add_meta(b, list, &n, "input_cols", text(b, "%d", meta->input_cols));
@@ -512,6 +625,10 @@ static bp_status build_model(builder *b, const bp_net *net, const bp_model_meta 
             return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for layer %d", b->path,
                            p + 1);
     }
+    /* A net ending on a convolution gives its planes back as the column they are. */
+    as_flat(b, net->n_layers - 1);
+    if (b->failed)
+        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for the graph", b->path);
     /* The last node's value is the graph's output; an emitter always ends on a node of its
      * own, so that node exists. */
     if (b->n_nodes == 0 || strcmp(b->nodes[b->n_nodes - 1]->output[0], b->current) != 0)
