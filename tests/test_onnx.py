@@ -3,14 +3,18 @@
 export --onnx`, are valid ONNX and compute what backprop computes:
 
 - onnx.checker.check_model (full_check: shape inference too) accepts the export of a dense
-  net, a dropout net and a batch norm + dropout net, under Debian's /usr/bin/python3
+  net, a dropout net, a batch norm + dropout net and a conv net (padding, stride, per-channel
+  batch norm, max and average pooling, dropout between images), under Debian's /usr/bin/python3
   (python3-onnx; BACKPROP_ONNX_PYTHON overrides), and the graph holds, in order, the operators
   the model's architecture stands for, with the metadata a deployer needs;
 - ONNX Runtime (onnxruntime-node, scripts/install-onnxruntime.sh, run by tests/onnx_runtime.js)
   on the first 1,000 test images gives `backprop predict --limit 1000`'s outputs: the same
   argmax for every image and every output within 1e-5.
 
-    test_onnx.py BACKPROP_CLI ONNX_RUNTIME_JS INSTALL_ONNXRUNTIME_SH
+    test_onnx.py BACKPROP_CLI ONNX_RUNTIME_JS INSTALL_ONNXRUNTIME_SH TRAIN_ARCH_MODEL
+
+The conv net is trained by `backprop train --arch` when the CLI has that flag, else by
+TRAIN_ARCH_MODEL (tests/train_arch_model.c: the same one epoch through the public API).
 
 TAP on stdout. Skipped, with the reason, only when the build has no ONNX support or there is
 no node; anything else missing (MNIST, python3-onnx, the runtime's install) fails.
@@ -38,7 +42,13 @@ MODELS = {
     "batchnorm": ["--layers", "784,64,32,10", "--hidden-act", "relu", "--output", "softmax",
                   "--cost", "log-likelihood", "--init", "he", "--batchnorm", "--dropout", "0.2",
                   "--eta", "0.1", "--batch", "32"],
+    "conv": None,  # CONV_ARCH, by train_conv
 }
+# Every image kind and option the export maps: a linear conv with padding under per-channel
+# batch norm, max pooling, a strided conv, average pooling, dropout between images, the
+# Flatten into dense layers.
+CONV_ARCH = ("conv:6x5x5:linear:p2,batchnorm:relu,maxpool:2,conv:8x3x3:tanh:s2,avgpool:2,"
+             "dropout:0.2,dense:32:sigmoid,dense:10:softmax")
 
 # Run under ONNX_PYTHON: check the model and describe it as JSON on stdout.
 CHECK = r"""
@@ -66,21 +76,47 @@ ACTIVATION_OPS = {"sigmoid": ["Sigmoid"], "tanh": ["Tanh"], "relu": ["Relu"], "l
                   "softmax": ["Softmax"]}
 
 
-def expected_ops(architecture):
+def expected_ops(architecture, shaped):
     """The operators an architecture ("dense:30:sigmoid,dropout:0.2,...") stands for, by
-    docs/FORMAT.md ("ONNX export"), worked out here independently of the exporter."""
-    ops = []
+    docs/FORMAT.md ("ONNX export"), worked out here independently of the exporter. `shaped`:
+    the model has an input_shape of more than one position a plane. The graph's values are
+    "flat" ([N, features]) or "image" ([N, C, H, W]); the input is flat but holds images when
+    shaped, so per-channel batch norm straight on it needs the Reshape too."""
+    ops, form = [], "input" if shaped else "flat"
     for layer in architecture.split(","):
         kind, *args = layer.split(":")
+        if kind in ("conv", "maxpool", "avgpool") or (kind == "batchnorm" and form == "input"):
+            if form != "image":
+                ops.append("Reshape")
+            form = "image"
         if kind == "dense":
+            if form == "image":
+                ops.append("Flatten")
+            form = "flat"
             ops += ["Gemm"] + ACTIVATION_OPS[args[1]]
+        elif kind == "conv":
+            act = [a for a in args[1:] if not (a[:1] in "sp" and a[1:].isdigit())]
+            ops += ["Conv"] + ACTIVATION_OPS[act[0] if act else "relu"]
+        elif kind in ("maxpool", "avgpool"):
+            ops.append("MaxPool" if kind == "maxpool" else "AveragePool")
         elif kind == "batchnorm":
             ops += ["BatchNormalization"] + ACTIVATION_OPS[args[0] if args else "linear"]
         elif kind == "dropout":
             ops += ["Identity"]
         else:
             ops += [f"<unknown kind {kind}>"]
-    return ops
+    return ops + (["Flatten"] if form == "image" else [])
+
+
+def train_conv(cli, helper, model):
+    """CONV_ARCH for one epoch on real MNIST into `model`, by the CLI when it has --arch."""
+    r = run([cli, "train", "--help"])
+    if r.returncode == 0 and "--arch" in r.stdout + r.stderr:
+        return run([cli, "train", "--data", "mnist", "--epochs", "1", "--arch", CONV_ARCH,
+                    "--cost", "log-likelihood", "--init", "he", "--eta", "0.05", "--batch",
+                    "10", "--save", model])
+    print("# backprop train has no --arch: the conv net comes from train_arch_model")
+    return run([helper, mnist_dir(), CONV_ARCH, model])
 
 
 def mnist_dir():
@@ -151,20 +187,22 @@ def check_model(tap, name, onnx_path, info):
               and info["producer"][0] == "backprop",
               f"{name}: IR version 8, opset 13, producer backprop "
               f"(got {info['ir_version']}, {info['opsets']}, {info['producer']})")
-    want = expected_ops(meta.get("architecture", ""))
+    shape = meta.get("input_shape", "1x1x1").split("x")
+    want = expected_ops(meta.get("architecture", ""), int(shape[1]) * int(shape[2]) > 1)
     tap.check(info["ops"] == want, f"{name}: operators {info['ops']} are those of "
               f"{meta.get('architecture')!r}" + ("" if info["ops"] == want else f": {want}"))
     ok = (info["inputs"] == {"input": ["N", 784]} and info["outputs"] == {"output": ["N", 10]}
           and meta.get("input_width") == "784" and meta.get("input_rows") == "28"
           and meta.get("input_cols") == "28" and meta.get("input_scale") == "0.00392156886"
-          and meta.get("class_names") == "0,1,2,3,4,5,6,7,8,9")
+          and meta.get("class_names") == "0,1,2,3,4,5,6,7,8,9"
+          and meta.get("input_shape") in ("1x28x28", None if name != "conv" else "1x28x28"))
     tap.check(ok, f"{name}: input {info['inputs']}, output {info['outputs']}, metadata "
               f"{meta.get('input_rows')} x {meta.get('input_cols')}, scale "
               f"{meta.get('input_scale')}, classes {meta.get('class_names')}")
 
 
 def main():
-    cli, runtime_js, install_sh = sys.argv[1:4]
+    cli, runtime_js, install_sh, helper = sys.argv[1:5]
     data = mnist_dir()
     images = os.path.join(data, "t10k-images-idx3-ubyte")
     if shutil.which("node") is None:
@@ -201,7 +239,11 @@ def main():
 
         for name, flags in MODELS.items():
             model, onnx_path = (os.path.join(tmp, f"{name}.{ext}") for ext in ("st", "onnx"))
-            r = run([cli, "train", "--data", "mnist", "--epochs", "1", *flags, "--save", model])
+            if flags is None:
+                r = train_conv(cli, helper, model)
+            else:
+                r = run([cli, "train", "--data", "mnist", "--epochs", "1", *flags, "--save",
+                         model])
             if r.returncode == 0:
                 r = run([cli, "export", "--model", model, "--onnx", onnx_path])
             if not tap.check(r.returncode == 0, f"{name}: backprop train --save, export "
