@@ -40,47 +40,102 @@ ACTIVATIONS = {
 }
 
 
+def conv_options(entry, args):
+    """(activation, stride, padding) of a conv entry's options after KxHxW: ACT, sS, pP in any
+    order (relu, 1, 0 when absent)."""
+    act, stride, pad = "relu", 1, 0
+    for a in args:
+        if a[:1] == "s" and a[1:].isdigit():
+            stride = int(a[1:])
+        elif a[:1] == "p" and a[1:].isdigit():
+            pad = int(a[1:])
+        elif a in ACTIVATIONS:
+            act = a
+        else:
+            raise ValueError(f"architecture: cannot map option '{a}' of '{entry}'")
+    return act, stride, pad
+
+
 class BackpropNet(nn.Module):
     """The PyTorch module equivalent to a backprop layer stack.
 
     spec is the `architecture` string ("dense:100:linear,batchnorm:relu,dropout:0.2,
-    dense:10:softmax"), width the input width. Position p of the stack is self.layers[p], so
-    its tensors are "layers.<p>.weight" and so on, the names the file uses:
-      dense:N[:ACT]      nn.Linear(width, N)        then ACT (default sigmoid)
-      dropout:P          nn.Dropout(P)              no tensors; the identity in eval()
-      batchnorm[:ACT]    nn.BatchNorm1d(width)      then ACT (default linear); eps 1e-5,
-                                                    momentum 0.1 as the library's
+    dense:10:softmax"), width the input width and shape the input's (C, H, W) from the file's
+    input_shape, or None for a flat input. Position p of the stack is self.layers[p], so its
+    tensors are "layers.<p>.weight" and so on, the names the file uses:
+      dense:N[:ACT]          nn.Linear(width, N)         then ACT (default sigmoid)
+      conv:KxHxW[:ACT][:sS][:pP]
+                             nn.Conv2d(C, K, (H, W), S, P) then ACT (default relu)
+      maxpool:N[:sS]         nn.MaxPool2d(N, S)          S defaults to N; no padding, floor
+      avgpool:N[:sS]         nn.AvgPool2d(N, S)          the same; every window inside the
+                                                         plane, so a mean of N x N inputs
+      dropout:P              nn.Dropout(P)               no tensors; the identity in eval()
+      batchnorm[:ACT]        nn.BatchNorm2d(C) on planes of more than one position (after a
+                             conv, or on an image input), else nn.BatchNorm1d(width); then
+                             ACT (default linear); eps 1e-5, momentum 0.1 as the library's
     The activations are functions of forward, not modules, so they take no position: the
-    library counts them as part of their layer.
+    library counts them as part of their layer. So do the reshapes: the net's input and a
+    dense layer's are [N, features], an image layer's [N, C, H, W]; a sample's features are its
+    C planes of H x W, each row by row, which is what flattening NCHW gives, so forward only
+    views x in the form each layer takes.
     """
 
-    def __init__(self, spec, width):
+    def __init__(self, spec, width, shape=None):
         super().__init__()
-        layers, self.activations = [], []
+        c, h, w = shape if shape else (width, 1, 1)
+        if c * h * w != width:
+            raise ValueError(f"input shape {c}x{h}x{w} is not {width} inputs")
+        layers, self.activations, self.forms = [], [], []
         for entry in spec.split(","):
             kind, *args = entry.split(":")
+            form = None  # the layer takes either form
             if kind == "dense" and len(args) in (1, 2):
                 units = int(args[0])
-                layers.append(nn.Linear(width, units))
-                width = units
+                layers.append(nn.Linear(c * h * w, units))
+                c, h, w, form = units, 1, 1, "flat"
                 act = args[1] if len(args) == 2 else "sigmoid"
+            elif kind == "conv" and args:
+                k, kh, kw = (int(v) for v in args[0].split("x"))
+                act, stride, pad = conv_options(entry, args[1:])
+                layers.append(nn.Conv2d(c, k, (kh, kw), stride=stride, padding=pad))
+                form = ("image", c, h, w)
+                c, h, w = k, (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+            elif kind in ("maxpool", "avgpool") and len(args) in (1, 2):
+                n = int(args[0])
+                stride = int(args[1][1:]) if len(args) == 2 and args[1][:1] == "s" else n
+                if len(args) == 2 and args[1] != f"s{stride}":
+                    raise ValueError(f"architecture: cannot map option '{args[1]}' of '{entry}'")
+                pool = nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d
+                layers.append(pool(n, stride=stride))
+                form = ("image", c, h, w)
+                h, w, act = (h - n) // stride + 1, (w - n) // stride + 1, "linear"
             elif kind == "dropout" and len(args) == 1:
                 layers.append(nn.Dropout(float(args[0])))
                 act = "linear"
             elif kind == "batchnorm" and len(args) <= 1:
-                layers.append(nn.BatchNorm1d(width, eps=1e-5, momentum=0.1))
+                if h * w > 1:
+                    layers.append(nn.BatchNorm2d(c, eps=1e-5, momentum=0.1))
+                    form = ("image", c, h, w)
+                else:
+                    layers.append(nn.BatchNorm1d(c, eps=1e-5, momentum=0.1))
+                    form = "flat"
                 act = args[0] if args else "linear"
             else:
                 raise ValueError(f"architecture: cannot map layer '{entry}'")
             if act not in ACTIVATIONS:
                 raise ValueError(f"architecture: unknown activation in '{entry}'")
             self.activations.append(act)
+            self.forms.append(form)
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x):
-        for layer, act in zip(self.layers, self.activations):
+        for layer, act, form in zip(self.layers, self.activations, self.forms):
+            if form == "flat":
+                x = x.reshape(x.shape[0], -1)
+            elif form is not None:
+                x = x.reshape(x.shape[0], *form[1:])
             x = ACTIVATIONS[act](layer(x))
-        return x
+        return x.reshape(x.shape[0], -1)
 
 
 def read_safetensors(path):
@@ -138,7 +193,10 @@ def load_model(path):
     major = int(meta.get("format_version", "").split(".")[0])
     if major != FORMAT_MAJOR:
         raise ValueError(f"{path}: format version {meta['format_version']} is not {FORMAT_MAJOR}.x")
-    model = BackpropNet(meta["architecture"], int(meta["input_width"]))
+    shape = None
+    if "input_shape" in meta:  # "CxHxW", the column's shape the image layers were planned for
+        shape = tuple(int(v) for v in meta["input_shape"].split("x"))
+    model = BackpropNet(meta["architecture"], int(meta["input_width"]), shape)
     model.load_state_dict(load_tensors(path), strict=True)
     model.eval()  # dropout off, batch norm on its running statistics: the library's inference
     return model, meta
