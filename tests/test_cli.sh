@@ -808,7 +808,8 @@ start_long_run() {
     return 1
 }
 
-# SIGTERM ends the run like Ctrl-C: after the epoch, with the test figure and the summary.
+# SIGTERM ends the run like Ctrl-C: after the mini-batch, with the test figure and the summary,
+# and the status says which signal (128 + 15).
 SIGDIR=$TMP/signals
 mkdir -p "$SIGDIR"
 echo '{"old": true}' >"$SIGDIR/s.json"
@@ -816,10 +817,10 @@ start_long_run "$SIGDIR/s.json"
 kill -TERM "$pid"
 wait "$pid"
 rc=$?
-if [[ $rc -eq 0 ]] && grep -q '^interrupted by SIGTERM: stopped after epoch' "$TMP/out" &&
+if [[ $rc -eq 143 ]] && grep -q '^interrupted by SIGTERM: stopped ' "$TMP/out" &&
     grep -q '^test accuracy' "$TMP/out" && grep -q '"epochs": [0-9]' "$SIGDIR/s.json" &&
     ! grep -q '"old"' "$SIGDIR/s.json" && [[ $(ls -A "$SIGDIR") == s.json ]]; then
-    ok "SIGTERM finishes the epoch, reports and replaces the summary whole (exit 0)"
+    ok "SIGTERM stops training, reports and replaces the summary whole (exit 143)"
 else
     not_ok "SIGTERM: exit $rc, files: $(ls -A "$SIGDIR" | tr '\n' ' ')"
 fi
@@ -1466,6 +1467,81 @@ if [[ $flags == *" avx2 "* && $flags == *" fma "* ]]; then
     *) not_ok "an AVX2 CPU trained with OpenBLAS's '$core' kernels (exit $rc)" ;;
     esac
 fi
+
+# ---- every command's flags: accepted, documented, in the reference -----------------------
+# `backprop help --options CMD` lists the long options CMD's parser accepts, from the table
+# getopt_long is given. Each must be taken by the binary (a value-taking one alone "needs a
+# value", any other given a value "takes no value": neither runs anything), have its line in
+# CMD --help and be named in CMD's section of docs/CLI.md, so a flag added without help or
+# reference fails here. And every command refuses an unknown flag, a flag without its value
+# and, where it takes numbers, a bad one, each with status 2 and a message.
+
+DOC=$(cd "$(dirname "$0")/.." && pwd)/docs/CLI.md
+# doc_section CMD: the lines of docs/CLI.md from the heading naming CMD to the next heading.
+doc_section() {
+    awk -v cmd="$1" '/^## /{on = ($0 ~ "(^|[^a-z])" cmd "([^a-z]|$)")} on' "$DOC" 2>/dev/null
+}
+# A numeric flag of each command that has one, and a value it must refuse.
+declare -A bad_number=([train]="--batch 1x" [eval]="--threads -2" [predict]="--limit 0x10"
+    [bench]="" [inspect]="" [export]="" [plot]="")
+
+# The commands as the binary lists them, so a new one is held to the same rules.
+commands=$("$BIN" --help | sed -n '/^commands:/,/^$/p' | awk 'NR > 1 && NF {print $1}' |
+    grep -vx -e help -e openblas-core -e --version)
+if [[ $(wc -w <<<"$commands") -ge 4 ]]; then
+    ok "backprop --help lists the commands: $(echo $commands)"
+else
+    not_ok "backprop --help lists the commands: '$commands'"
+fi
+for cmd in $commands; do
+    "$BIN" help --options "$cmd" >"$TMP/opts-$cmd" 2>"$TMP/err"
+    rc=$?
+    if [[ $rc -ne 0 || ! -s $TMP/opts-$cmd ]]; then
+        not_ok "help --options $cmd: exit $rc, $(head -n 1 "$TMP/err")"
+        continue
+    fi
+    "$BIN" "$cmd" --help >"$TMP/help-$cmd" 2>/dev/null
+    doc_section "$cmd" >"$TMP/doc-$cmd"
+    refused='' undocumented='' unreferenced='' first_valued=''
+    while read -r opt value; do
+        if [[ -n $value ]]; then
+            [[ -z $first_valued ]] && first_valued=$opt
+            run "$cmd" "$opt"
+            [[ $rc -eq 2 ]] && has_message "$opt needs a value" || refused+=" $opt"
+        elif [[ $opt != --help ]]; then
+            run "$cmd" "$opt=1"
+            [[ $rc -eq 2 ]] && has_message "option '$opt' takes no value" || refused+=" $opt"
+        fi
+        grep -q -- "^  \(-., \)\?$opt\( \|$\)" "$TMP/help-$cmd" || undocumented+=" $opt"
+        [[ $opt == --help ]] || grep -qF -- "$opt" "$TMP/doc-$cmd" || unreferenced+=" $opt"
+    done <"$TMP/opts-$cmd"
+    n_opts=$(wc -l <"$TMP/opts-$cmd")
+    if [[ -z $refused ]] && grep -qx -- '--help' "$TMP/opts-$cmd"; then
+        ok "$cmd: its $n_opts long options are all taken, each with or without its value"
+    else
+        not_ok "$cmd: options the parser does not take as listed:$refused"
+    fi
+    if [[ -z $undocumented ]]; then
+        ok "$cmd --help documents each of its $n_opts long options"
+    else
+        not_ok "$cmd --help lacks:$undocumented"
+    fi
+    if [[ -s $TMP/doc-$cmd && -z $unreferenced ]]; then
+        ok "docs/CLI.md's $cmd section names each of its options"
+    else
+        not_ok "docs/CLI.md ($DOC) lacks a $cmd section or, in it:$unreferenced"
+    fi
+    expect_fail 2 "$cmd --no-such-flag" "unknown option '--no-such-flag'" "$cmd" --no-such-flag
+    if [[ -n $first_valued ]]; then
+        expect_fail 2 "$cmd $first_valued without its value" "$first_valued needs a value" \
+            "$cmd" "$first_valued"
+    fi
+    if [[ -n ${bad_number[$cmd]} ]]; then
+        read -r flag value <<<"${bad_number[$cmd]}"
+        expect_fail 2 "$cmd $flag $value" "$flag: '$value' is not a whole number" \
+            "$cmd" "$flag" "$value"
+    fi
+done
 
 echo "1..$n"
 if [[ $failures -ne 0 ]]; then

@@ -975,285 +975,340 @@ static int resume_run(options *o, const data *d, int dim, const char *dir, bp_ne
     return 0;
 }
 
-int cmd_train(int argc, char **argv)
-{
+/* One run, from the flags to the last file: what the steps of cmd_train hand on to each other.
+ * Each step returns 0, or the exit status it failed with (its reason printed). */
+typedef struct train_run {
     options o;
-    parse_train_args(argc, argv, &o);
-
-    int rc = 1;
-    bp_status st;
-    bp_net *net = NULL;
-    data d = {0};
+    double t_start;
     data_dir dd;
     char path[DATA_FILES][PATH_BUF];
-    float *probe_x = NULL, *probe_out = NULL;
-    epoch_log *log = NULL;
-    char why[PATH_BUF + 256];
-    double t_start = bp_clock_seconds();
+    bp_idx_info train_info, test_info;
+    int dim, classes, n_out;
+    data d;
+    bp_net *net;
+    bp_trainer *trainer;
+    snapshot snap;
+    epoch_log *log;
+    char *training_json;
+    bp_model_meta meta;
+    float *probe_x, *probe_out; /* room for looks_saturated */
+    progress prog;
+    bp_train_result res;
+    int interrupted; /* the signal that stopped training, 0 if none did */
+    size_t correct, n_test;
+} train_run;
 
-    if ((o.runtime.threads > 0 && (st = bp_set_threads(o.runtime.threads)) != BP_OK) ||
-        (st = bp_set_memory_limit(o.runtime.max_memory)) != BP_OK) {
+/* Everything that can be refused before any data is read: the process settings, the data
+ * directory, the output paths. */
+static int check_before_work(train_run *r)
+{
+    const options *o = &r->o;
+    bp_status st;
+    if ((o->runtime.threads > 0 && (st = bp_set_threads(o->runtime.threads)) != BP_OK) ||
+        (st = bp_set_memory_limit(o->runtime.max_memory)) != BP_OK) {
         print_lib_error(st);
         return 1;
     }
-    if (resolve_data_dir(o.data.data, &dd) != 0)
+    if (resolve_data_dir(o->data.data, &r->dd) != 0)
         return 1;
     /* JSON strings are Unicode: a path of other bytes cannot be recorded faithfully, and a
      * summary that misnames its data is worse than none. Refused now, before any work. */
-    if (o.output.summary && !is_utf8(dd.path)) {
+    if (o->output.summary && !is_utf8(r->dd.path)) {
         print_error("--summary-json: the data directory '%s' is not valid UTF-8, which a JSON "
                     "string cannot hold; rename it or reach it through a link with a UTF-8 "
-                    "name", dd.path);
+                    "name", r->dd.path);
         return EXIT_USAGE;
     }
-    if (o.output.summary && check_output_path("--summary-json", o.output.summary) != 0)
-        return 1;
-    if (o.log && check_output_path("--log", o.log) != 0)
-        return 1;
-    if (o.save && check_output_path("--save", o.save) != 0)
-        return 1;
-    if (o.checkpoint && check_output_path("--checkpoint", o.checkpoint) != 0)
-        return 1;
-    if (find_data(o.data.data, &dd, DATA_ALL_FILES, path) != 0)
-        return 1;
+    const char *flags[] = {"--summary-json", "--log", "--save", "--checkpoint"};
+    const char *paths[] = {o->output.summary, o->log, o->save, o->checkpoint};
+    for (int i = 0; i < 4; i++)
+        if (paths[i] && check_output_path(flags[i], paths[i]) != 0)
+            return 1;
+    return find_data(o->data.data, &r->dd, DATA_ALL_FILES, r->path) != 0 ? 1 : 0;
+}
 
-    /* The headers first: they cost a few bytes each, and what they say decides whether the
-     * payload (50 MB of gunzip for MNIST) is worth reading and how big the net's plan is. */
-    bp_idx_info train_info, test_info;
-    if ((st = bp_idx_info_read(path[TRAIN_IMAGES], &train_info)) != BP_OK ||
-        (st = bp_idx_info_read(path[TEST_IMAGES], &test_info)) != BP_OK) {
+/* The image files' headers: they cost a few bytes each, and what they say decides whether the
+ * payload (50 MB of gunzip for MNIST) is worth reading and how big the net's plan is. */
+static int read_headers(train_run *r)
+{
+    bp_status st;
+    if ((st = bp_idx_info_read(r->path[TRAIN_IMAGES], &r->train_info)) != BP_OK ||
+        (st = bp_idx_info_read(r->path[TEST_IMAGES], &r->test_info)) != BP_OK) {
         print_lib_error(st);
         return 1;
     }
+    const bp_idx_info *train = &r->train_info, *test = &r->test_info;
     /* Equal pixel counts are not enough: 784x1 images are not 28x28 ones. */
-    if (test_info.rows != train_info.rows || test_info.cols != train_info.cols) {
+    if (test->rows != train->rows || test->cols != train->cols) {
         print_error("'%s' holds %dx%d images but '%s' holds %dx%d: the test images must have "
-                    "the training images' shape", path[TRAIN_IMAGES], train_info.rows,
-                    train_info.cols, path[TEST_IMAGES], test_info.rows, test_info.cols);
+                    "the training images' shape", r->path[TRAIN_IMAGES], train->rows,
+                    train->cols, r->path[TEST_IMAGES], test->rows, test->cols);
         return 1;
     }
-    int dim = train_info.rows * train_info.cols;
-    bp_trainer *trainer = NULL;
-    snapshot snap = {0};
-    char *training_json = NULL;
+    r->dim = train->rows * train->cols;
+    const int *sizes = r->o.net.sizes;
     /* A wrong --layers for this data set is the user's to fix: status 2, like any bad flag. */
-    if (!o.resume && o.net.sizes[0] != dim) {
+    if (!r->o.resume && sizes[0] != r->dim) {
         print_error("--layers: the input layer has %d %s but '%s' has %d %s per sample (%dx%d "
-                    "images; try --layers %d,...)", o.net.sizes[0],
-                    plural(o.net.sizes[0], "neuron", "neurons"), dd.path, dim,
-                    plural(dim, "input", "inputs"), train_info.rows, train_info.cols, dim);
+                    "images; try --layers %d,...)", sizes[0], plural(sizes[0], "neuron",
+                    "neurons"), r->dd.path, r->dim, plural(r->dim, "input", "inputs"),
+                    train->rows, train->cols, r->dim);
         return EXIT_USAGE;
     }
+    return 0;
+}
+
+/* The net of a new run, before the data is loaded: the library's pairing and memory checks
+ * cost nothing and should not wait for the payload. A resumed run's comes with its data. */
+static int build_net(train_run *r)
+{
+    options *o = &r->o;
     /* Planned for the larger of a mini-batch and what training can use of it: a batch beyond
      * the training set trains as one batch of the whole set (as load_data splits it). */
-    size_t n_train = train_info.count - train_info.count / 6;
-    int max_batch = (size_t)o.train.batch < n_train ? o.train.batch : (int)n_train;
-
-    /* Build the net before loading data: the library's pairing and memory checks cost nothing
-     * and should not wait for the payload. */
-    o.net.cfg.sizes = o.net.sizes;
-    o.net.cfg.max_batch = max_batch > 0 ? max_batch : 1;
-    if (!o.resume && (st = bp_net_create(&net, &o.net.cfg)) != BP_OK) {
+    size_t n_train = r->train_info.count - r->train_info.count / 6;
+    int max_batch = (size_t)o->train.batch < n_train ? o->train.batch : (int)n_train;
+    o->net.cfg.sizes = o->net.sizes;
+    o->net.cfg.max_batch = max_batch > 0 ? max_batch : 1;
+    if (o->resume)
+        return 0;
+    bp_status st = bp_net_create(&r->net, &o->net.cfg);
+    if (st != BP_OK) {
         print_lib_error(st);
         /* The whole configuration comes from the command line, so a configuration the library
          * refuses is the user's to fix; running out of memory is not. */
-        rc = st == BP_EINVAL ? EXIT_USAGE : 1;
-        goto out;
+        return st == BP_EINVAL ? EXIT_USAGE : 1;
     }
-
-    if (!o.resume && print_header(&o, net, NULL) != 0)
-        goto out;
-
-    /* Both files held to the shape read above, should they have changed since. */
-    const bp_idx_expect shape = {.rows = train_info.rows, .cols = train_info.cols};
-    if (load_data(path, DATA_ALL_FILES, &shape, &d) != 0 ||
-        check_labels(o.data.data, &d, path) != 0)
-        goto out;
-    /* A resumed run's net and settings come from its checkpoint, which needs the training set
-     * (the run's, checked by its size) to make the trainer. */
-    if (o.resume && (resume_run(&o, &d, dim, dd.path, &net, &trainer) != 0 ||
-                     print_header(&o, net, trainer) != 0))
-        goto out;
-
-    int classes = bp_dataset_classes(d.train), test_classes = bp_dataset_classes(d.test);
-    if (test_classes > classes)
-        classes = test_classes;
-    int n_out = o.net.sizes[o.net.cfg.n_sizes - 1];
-    if (n_out < classes) {
-        print_error("--layers: the output layer has %d %s but '%s' has %d classes", n_out,
-                    plural(n_out, "neuron", "neurons"), dd.path, classes);
-        rc = EXIT_USAGE;
-        goto out;
-    }
-    printf("data %s: %zu train, %zu validation, %zu test, %d %s, %d %s\n", dd.path,
-           bp_dataset_count(d.train), d.valid ? bp_dataset_count(d.valid) : (size_t)0,
-           bp_dataset_count(d.test), dim, plural(dim, "input", "inputs"), classes,
-           plural(classes, "class", "classes"));
-    if (stdout_failed())
-        goto out;
-
-    if (d.valid) {
-        probe_x = malloc(sizeof(float) * PROBE_SAMPLES * (size_t)dim);
-        probe_out = malloc(sizeof(float) * PROBE_SAMPLES * (size_t)n_out);
-        if (!probe_x || !probe_out) {
-            print_error("%s", strerror(ENOMEM));
-            goto out;
-        }
-    }
-    /* The library refuses these without a validation set too, but as a runtime failure; the
-     * fix is on the command line, and training has not started. */
-    if (!d.valid && (o.train.early_stop > 0 || o.train.schedule.kind == BP_SCHEDULE_HALVE)) {
-        print_error("%s: needs a validation set, and '%s' has too few training images to "
-                    "split one off", o.train.early_stop > 0 ? "--early-stop" : "--schedule",
-                    dd.path);
-        rc = EXIT_USAGE;
-        goto out;
-    }
-    progress prog = {.epochs = o.train.epochs, .classes = classes, .net = net, .valid = d.valid,
-                     .show_eta = o.train.schedule.kind != BP_SCHEDULE_CONST,
-                     .x = probe_x, .out = probe_out, .quiet = o.quiet};
-    /* Created (or emptied) only now, when training is about to start: a run that fails on its
-     * data leaves an old log as it was. */
-    if (o.log && !(log = epoch_log_open(o.log, net, o.train.norm_samples > 0, why, sizeof why))) {
-        print_error("%s", why);
-        goto out;
-    }
-    if (!o.resume && log && o.train.norm_samples > 0 &&
-        log_initial_net(log, net, &d, &o.train) != 0)
-        goto out;
-    prog.log = log;
-    bp_model_meta meta;
-    if ((o.save || o.checkpoint) &&
-        model_meta(&o, n_out, &train_info, bp_net_threads(net), dd.path,
-                   o.save ? "--save" : "--checkpoint", &meta, &training_json) != 0)
-        goto out;
-    if (!trainer && (st = bp_trainer_create(&trainer, net, d.train, &o.train)) != BP_OK) {
-        print_lib_error(st);
-        goto out;
-    }
-    prog.trainer = trainer;
-    prog.checkpoint = o.checkpoint;
-    prog.checkpoint_every = o.checkpoint_every;
-    prog.meta = &meta;
-    if (o.rollback) {
-        prog.snapshot = &snap;
-        if (snapshot_take(&snap, trainer) != 0) {
-            print_error("--on-diverge rollback: %s", strerror(ENOMEM));
-            goto out;
-        }
-    }
-    install_stop_handlers();
-    progress_bar_start(&prog.bar, progress_wanted(o.progress, stdout, o.quiet) ? stdout : NULL,
-                       o.train.epochs);
-    bp_trainer_set_batch_callback(trainer, after_batch, &prog);
-    bp_train_result res;
-    /* A diverged run rolls back to its last good epoch with half the rate, at most
-     * MAX_ROLLBACKS times; the last good checkpoint, written only after good epochs, stays. */
-    for (int rollbacks = 0;; rollbacks++) {
-        st = bp_trainer_run(trainer, d.valid, o.train.epochs, print_epoch, &prog, &res);
-        if (st != BP_EDIVERGED || !o.rollback || rollbacks == MAX_ROLLBACKS || !snap.valid)
-            break;
-        printf("rollback %d of %d: %s; back to epoch %d with eta %g\n", rollbacks + 1,
-               MAX_ROLLBACKS, bp_last_error(), snap.state.epoch, snap.state.eta / 2.0);
-        if ((st = snapshot_restore(&snap, trainer)) != BP_OK)
-            break;
-        snap.state.eta /= 2.0; /* the rate a further rollback halves again */
-    }
-    progress_bar_clear(&prog.bar);
-    /* The signal that stopped the run, 0 if none did. */
-    int interrupted = st == BP_ESTOPPED || prog.stopped_by_signal ? stop_signal : 0;
-    if (st != BP_OK && st != BP_ESTOPPED) {
-        print_lib_error(st);
-        goto out;
-    }
-    if (prog.output_failed || prog.log_failed || prog.checkpoint_failed)
-        goto out;
-    int log_closed = epoch_log_close(log, why, sizeof why);
-    log = NULL;
-    if (log_closed != 0) {
-        print_error("%s", why);
-        goto out;
-    }
-    if (res.stopped_early)
-        printf("stopped after epoch %d: %s\n", res.epochs,
-               o.train.early_stop > 0 && res.epochs - res.best_epoch >= o.train.early_stop
-                   ? "no better validation accuracy for --early-stop epochs"
-                   : "the rate dropped to 1/128 of --eta (--schedule halve)");
-    if (o.train.early_stop > 0 && res.best_epoch > 0)
-        printf("kept the best epoch's net: epoch %d, validation %.2f%%\n", res.best_epoch,
-               100.0 * res.best_validation_accuracy);
-    if (interrupted && report_interruption(&prog, st == BP_ESTOPPED, o.train.early_stop) != 0)
-        goto out;
-
-    float test_acc;
-    if ((st = bp_evaluate(net, d.test, &test_acc, NULL)) != BP_OK) {
-        print_lib_error(st);
-        goto out;
-    }
-    size_t n_test = bp_dataset_count(d.test);
-    /* bp_evaluate reports a fraction; the count is recovered exactly while n < 2^24. */
-    size_t correct = (size_t)llround((double)test_acc * (double)n_test);
-    printf("test accuracy %.2f%% (%zu/%zu)\n", 100.0 * test_acc, correct, n_test);
-    printf("training %.2f s  %.0f samples/s  (wall %.2f s)\n", res.train_seconds,
-           res.samples_per_second, bp_clock_seconds() - t_start);
-    if (stdout_failed())
-        goto out;
-
-    if (o.save) {
-        if (save_model(&o, net, &meta) != 0)
-            goto out;
-        /* bp_train has put the best epoch's parameters back: that is the net saved. */
-        if (o.train.early_stop > 0 && res.best_epoch > 0)
-            printf("saved the best epoch's net (epoch %d) to %s\n", res.best_epoch, o.save);
-        else
-            printf("saved the net to %s\n", o.save);
-        if (stdout_failed())
-            goto out;
-    }
-
-    if (o.output.summary) {
-        /* The library's accuracies pass through float; snap them back to count/n so the file
-         * says 0.9542 rather than 0.95419999957084656. */
-        double valid_acc = res.validation_accuracy, best_acc = res.best_validation_accuracy;
-        if (d.valid && best_acc >= 0) {
-            double nv = (double)bp_dataset_count(d.valid);
-            best_acc = (double)llround(best_acc * nv) / nv;
-        }
-        if (d.valid && valid_acc >= 0) {
-            double nv = (double)bp_dataset_count(d.valid);
-            valid_acc = (double)llround(valid_acc * nv) / nv;
-        }
-        summary s = {
-            .test_accuracy = (double)correct / (double)n_test,
-            .validation_accuracy = valid_acc,
-            .train_seconds = res.train_seconds,
-            .samples_per_second = res.samples_per_second,
-            .epochs = res.epochs,
-            .best_validation_accuracy = best_acc,
-            .final_eta = res.final_eta,
-            .best_epoch = res.best_epoch,
-            .stopped_early = res.stopped_early,
-            .interrupted = interrupted == SIGTERM ? "SIGTERM" : interrupted ? "SIGINT" : NULL,
-            .threads = bp_net_threads(net),
-            .data_dir = dd.path,
-        };
-        summary_job job = {.o = &o, .s = &s};
-        if (write_output_file("--summary-json", o.output.summary, write_summary_json, &job) != 0)
-            goto out;
-    }
-    rc = interrupted ? 128 + interrupted : 0;
-
-out:
-    /* On a failed run the log keeps the epochs it has; a second error about it would add
-     * nothing. */
-    epoch_log_close(log, why, sizeof why);
-    bp_trainer_free(trainer);
-    snapshot_free(&snap);
-    free(training_json);
-    free(probe_x);
-    free(probe_out);
-    bp_net_free(net);
-    data_free(&d);
-    return rc;
+    return print_header(o, r->net, NULL) != 0 ? 1 : 0;
 }
 
+/* Both files, held to the shape the headers gave should they have changed since; a resumed
+ * run's net and settings, from its checkpoint, which needs the training set (the run's,
+ * checked by its size) to make the trainer; the classes against the output layer. */
+static int load_run_data(train_run *r)
+{
+    options *o = &r->o;
+    data *d = &r->d;
+    const bp_idx_expect shape = {.rows = r->train_info.rows, .cols = r->train_info.cols};
+    if (load_data(r->path, DATA_ALL_FILES, &shape, d) != 0 ||
+        check_labels(o->data.data, d, r->path) != 0)
+        return 1;
+    if (o->resume && (resume_run(o, d, r->dim, r->dd.path, &r->net, &r->trainer) != 0 ||
+                      print_header(o, r->net, r->trainer) != 0))
+        return 1;
+    int classes = bp_dataset_classes(d->train), test_classes = bp_dataset_classes(d->test);
+    r->classes = test_classes > classes ? test_classes : classes;
+    r->n_out = o->net.sizes[o->net.cfg.n_sizes - 1];
+    if (r->n_out < r->classes) {
+        print_error("--layers: the output layer has %d %s but '%s' has %d classes", r->n_out,
+                    plural(r->n_out, "neuron", "neurons"), r->dd.path, r->classes);
+        return EXIT_USAGE;
+    }
+    printf("data %s: %zu train, %zu validation, %zu test, %d %s, %d %s\n", r->dd.path,
+           bp_dataset_count(d->train), d->valid ? bp_dataset_count(d->valid) : (size_t)0,
+           bp_dataset_count(d->test), r->dim, plural(r->dim, "input", "inputs"), r->classes,
+           plural(r->classes, "class", "classes"));
+    return stdout_failed() ? 1 : 0;
+}
+
+/* What the epochs report to: the saturation probe's buffers, the log (created or emptied only
+ * now, when training is about to start: a run that fails on its data leaves an old log as it
+ * was), the model metadata for --save and --checkpoint, the trainer, the rollback snapshot. */
+static int prepare_training(train_run *r)
+{
+    const options *o = &r->o;
+    const data *d = &r->d;
+    char why[PATH_BUF + 256];
+    /* The library refuses these without a validation set too, but as a runtime failure; the
+     * fix is on the command line, and training has not started. */
+    if (!d->valid && (o->train.early_stop > 0 || o->train.schedule.kind == BP_SCHEDULE_HALVE)) {
+        print_error("%s: needs a validation set, and '%s' has too few training images to "
+                    "split one off", o->train.early_stop > 0 ? "--early-stop" : "--schedule",
+                    r->dd.path);
+        return EXIT_USAGE;
+    }
+    if (d->valid && (!(r->probe_x = malloc(sizeof(float) * PROBE_SAMPLES * (size_t)r->dim)) ||
+                     !(r->probe_out = malloc(sizeof(float) * PROBE_SAMPLES * (size_t)r->n_out)))) {
+        print_error("%s", strerror(ENOMEM));
+        return 1;
+    }
+    if (o->log &&
+        !(r->log = epoch_log_open(o->log, r->net, o->train.norm_samples > 0, why, sizeof why))) {
+        print_error("%s", why);
+        return 1;
+    }
+    if (!o->resume && r->log && o->train.norm_samples > 0 &&
+        log_initial_net(r->log, r->net, d, &o->train) != 0)
+        return 1;
+    if ((o->save || o->checkpoint) &&
+        model_meta(o, r->n_out, &r->train_info, bp_net_threads(r->net), r->dd.path,
+                   o->save ? "--save" : "--checkpoint", &r->meta, &r->training_json) != 0)
+        return 1;
+    bp_status st;
+    if (!r->trainer &&
+        (st = bp_trainer_create(&r->trainer, r->net, d->train, &o->train)) != BP_OK) {
+        print_lib_error(st);
+        return 1;
+    }
+    r->prog = (progress){.epochs = o->train.epochs, .classes = r->classes, .net = r->net,
+                         .valid = d->valid,
+                         .show_eta = o->train.schedule.kind != BP_SCHEDULE_CONST,
+                         .x = r->probe_x, .out = r->probe_out, .log = r->log,
+                         .trainer = r->trainer, .checkpoint = o->checkpoint,
+                         .checkpoint_every = o->checkpoint_every, .meta = &r->meta,
+                         .quiet = o->quiet};
+    if (o->rollback) {
+        r->prog.snapshot = &r->snap;
+        if (snapshot_take(&r->snap, r->trainer) != 0) {
+            print_error("--on-diverge rollback: %s", strerror(ENOMEM));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The epochs. A diverged run rolls back to its last good epoch with half the rate, at most
+ * MAX_ROLLBACKS times; the last good checkpoint, written only after good epochs, stays. Then
+ * what ended the run is said. */
+static int run_epochs(train_run *r)
+{
+    const options *o = &r->o;
+    progress *prog = &r->prog;
+    snapshot *snap = &r->snap;
+    bp_train_result *res = &r->res;
+    char why[PATH_BUF + 256];
+    bp_status st;
+    install_stop_handlers();
+    progress_bar_start(&prog->bar, progress_wanted(o->progress, stdout, o->quiet) ? stdout : NULL,
+                       o->train.epochs);
+    bp_trainer_set_batch_callback(r->trainer, after_batch, prog);
+    for (int rollbacks = 0;; rollbacks++) {
+        st = bp_trainer_run(r->trainer, r->d.valid, o->train.epochs, print_epoch, prog, res);
+        if (st != BP_EDIVERGED || !o->rollback || rollbacks == MAX_ROLLBACKS || !snap->valid)
+            break;
+        printf("rollback %d of %d: %s; back to epoch %d with eta %g\n", rollbacks + 1,
+               MAX_ROLLBACKS, bp_last_error(), snap->state.epoch, snap->state.eta / 2.0);
+        if ((st = snapshot_restore(snap, r->trainer)) != BP_OK)
+            break;
+        snap->state.eta /= 2.0; /* the rate a further rollback halves again */
+    }
+    progress_bar_clear(&prog->bar);
+    r->interrupted = st == BP_ESTOPPED || prog->stopped_by_signal ? stop_signal : 0;
+    if (st != BP_OK && st != BP_ESTOPPED) {
+        print_lib_error(st);
+        return 1;
+    }
+    if (prog->output_failed || prog->log_failed || prog->checkpoint_failed)
+        return 1;
+    int log_closed = epoch_log_close(r->log, why, sizeof why);
+    r->log = NULL;
+    if (log_closed != 0) {
+        print_error("%s", why);
+        return 1;
+    }
+    int early_stop = o->train.early_stop;
+    if (res->stopped_early)
+        printf("stopped after epoch %d: %s\n", res->epochs,
+               early_stop > 0 && res->epochs - res->best_epoch >= early_stop
+                   ? "no better validation accuracy for --early-stop epochs"
+                   : "the rate dropped to 1/128 of --eta (--schedule halve)");
+    if (early_stop > 0 && res->best_epoch > 0)
+        printf("kept the best epoch's net: epoch %d, validation %.2f%%\n", res->best_epoch,
+               100.0 * res->best_validation_accuracy);
+    if (r->interrupted && report_interruption(prog, st == BP_ESTOPPED, early_stop) != 0)
+        return 1;
+    return 0;
+}
+
+/* The test set's figure, once, on the net that training ended with. */
+static int report_test(train_run *r)
+{
+    float test_acc;
+    bp_status st = bp_evaluate(r->net, r->d.test, &test_acc, NULL);
+    if (st != BP_OK) {
+        print_lib_error(st);
+        return 1;
+    }
+    r->n_test = bp_dataset_count(r->d.test);
+    /* bp_evaluate reports a fraction; the count is recovered exactly while n < 2^24. */
+    r->correct = (size_t)llround((double)test_acc * (double)r->n_test);
+    printf("test accuracy %.2f%% (%zu/%zu)\n", 100.0 * test_acc, r->correct, r->n_test);
+    printf("training %.2f s  %.0f samples/s  (wall %.2f s)\n", r->res.train_seconds,
+           r->res.samples_per_second, bp_clock_seconds() - r->t_start);
+    return stdout_failed() ? 1 : 0;
+}
+
+/* A validation accuracy as count/n: the library's pass through float, so the file says
+ * 0.9542 rather than 0.95419999957084656 (negative: none, kept). */
+static double snap_accuracy(double accuracy, const bp_dataset *valid)
+{
+    if (!valid || accuracy < 0)
+        return accuracy;
+    double n = (double)bp_dataset_count(valid);
+    return (double)llround(accuracy * n) / n;
+}
+
+/* --save and --summary-json, after the run. */
+static int write_run_files(train_run *r)
+{
+    const options *o = &r->o;
+    const bp_train_result *res = &r->res;
+    if (o->save) {
+        if (save_model(o, r->net, &r->meta) != 0)
+            return 1;
+        /* bp_train has put the best epoch's parameters back: that is the net saved. */
+        if (o->train.early_stop > 0 && res->best_epoch > 0)
+            printf("saved the best epoch's net (epoch %d) to %s\n", res->best_epoch, o->save);
+        else
+            printf("saved the net to %s\n", o->save);
+        if (stdout_failed())
+            return 1;
+    }
+    if (!o->output.summary)
+        return 0;
+    summary s = {
+        .test_accuracy = (double)r->correct / (double)r->n_test,
+        .validation_accuracy = snap_accuracy(res->validation_accuracy, r->d.valid),
+        .train_seconds = res->train_seconds,
+        .samples_per_second = res->samples_per_second,
+        .epochs = res->epochs,
+        .best_validation_accuracy = snap_accuracy(res->best_validation_accuracy, r->d.valid),
+        .final_eta = res->final_eta,
+        .best_epoch = res->best_epoch,
+        .stopped_early = res->stopped_early,
+        .interrupted = r->interrupted == SIGTERM ? "SIGTERM" : r->interrupted ? "SIGINT" : NULL,
+        .threads = bp_net_threads(r->net),
+        .data_dir = r->dd.path,
+    };
+    summary_job job = {.o = o, .s = &s};
+    return write_output_file("--summary-json", o->output.summary, write_summary_json, &job) != 0;
+}
+
+static void train_run_free(train_run *r)
+{
+    char why[PATH_BUF + 256];
+    /* On a failed run the log keeps the epochs it has; a second error about it would add
+     * nothing. */
+    epoch_log_close(r->log, why, sizeof why);
+    bp_trainer_free(r->trainer);
+    snapshot_free(&r->snap);
+    free(r->training_json);
+    free(r->probe_x);
+    free(r->probe_out);
+    bp_net_free(r->net);
+    data_free(&r->d);
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_run run = {0}, *r = &run;
+    parse_train_args(argc, argv, &r->o);
+    r->t_start = bp_clock_seconds();
+    int rc;
+    if ((rc = check_before_work(r)) == 0 && (rc = read_headers(r)) == 0 &&
+        (rc = build_net(r)) == 0 && (rc = load_run_data(r)) == 0 &&
+        (rc = prepare_training(r)) == 0 && (rc = run_epochs(r)) == 0 &&
+        (rc = report_test(r)) == 0 && (rc = write_run_files(r)) == 0)
+        rc = r->interrupted ? 128 + r->interrupted : 0;
+    train_run_free(r);
+    return rc;
+}
