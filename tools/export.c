@@ -45,12 +45,14 @@ const command_line export_line = {
     .synopsis = "usage: backprop export --model FILE --onnx OUT.onnx\n",
     .about = "Write a model saved by train --save as an ONNX model (IR version 8, operator set\n"
              "13) for other runtimes: input \"input\" and output \"output\", float [N, width]\n"
-             "with the batch N free; a Gemm and its activation per dense layer,\n"
-             "BatchNormalization with the running statistics per batchnorm layer, an Identity\n"
-             "per dropout layer; the parameters under the model file's names. The graph takes\n"
-             "the inputs already scaled (pixel bytes times input_scale, 1/255 for IDX images):\n"
-             "the scale, the image shape, the class names and the architecture are in the\n"
-             "model's metadata_props. docs/FORMAT.md (\"ONNX export\") describes the graph.\n",
+             "with the batch N free; a Gemm and its activation per dense layer, a Conv and\n"
+             "its activation per conv layer, MaxPool or AveragePool per pooling layer (with a\n"
+             "Reshape to [N, C, H, W] before the first of these and a Flatten after the\n"
+             "last), BatchNormalization with the running statistics per batchnorm layer, an\n"
+             "Identity per dropout layer; the parameters under the model file's names. The\n"
+             "graph takes the inputs already scaled (pixel bytes times input_scale, 1/255 for\n"
+             "IDX images): the scale, the image shape, the class names and the architecture\n"
+             "are in the model's metadata_props. docs/FORMAT.md (\"ONNX export\") describes the graph.\n",
     .notes = "A build without ONNX support (protobuf-c and libonnx-dev's onnx.proto, meson\n"
              "option onnx) has the command but refuses the export, saying what to install.\n"
              "exit status: 0 ok, 1 runtime failure (model file, memory, output file, no ONNX\n"
