@@ -1468,6 +1468,83 @@ if [[ $flags == *" avx2 "* && $flags == *" fma "* ]]; then
     esac
 fi
 
+# ---- conv nets: train --arch ---------------------------------------------------------------
+# The 4x4 images as one plane: a 3x3 conv leaves 2x2 planes, the 2x2 max pool one value each.
+ARCH=conv:4x3x3,maxpool:2,dense:10:softmax
+ADIR=$TMP/arch
+mkdir -p "$ADIR"
+run train --data "$DATA" --arch "$ARCH" --cost log-likelihood --epochs 3 --eta 0.5 --threads 1 \
+    --save "$ADIR/m.st" --checkpoint "$ADIR/c.ck" --summary-json "$ADIR/train.json"
+arch_acc=$(sed -n 's/^test accuracy \(.*\)$/\1/p' "$TMP/out")
+spec=conv:4x3x3:relu:s1:p0,maxpool:2:s2,dense:10:softmax
+if [[ $rc -eq 0 && -s $ADIR/m.st && -n $arch_acc ]] &&
+    grep -q "^backprop .*  input 1x4x4  arch $spec  cost log-likelihood " "$TMP/out" &&
+    grep -q "\"arch\": \"$spec\"" "$ADIR/train.json" && ! grep -q '"hidden_act"' "$ADIR/train.json"
+then
+    ok "train --arch trains a conv net, its spec in the header and the summary"
+else
+    not_ok "train --arch: exit $rc"
+fi
+run inspect --model "$ADIR/m.st"
+if [[ $rc -eq 0 ]] && grep -q "^architecture  $spec\$" "$TMP/out"; then
+    ok "inspect shows the conv model's architecture"
+else
+    not_ok "inspect on a conv model: exit $rc"
+fi
+run eval --model "$ADIR/m.st" --data "$DATA" --threads 1
+eval_arch=$(sed -n 's/^accuracy \(.*\)  cost .*$/\1/p' "$TMP/out")
+if [[ $rc -eq 0 && $eval_arch == "$arch_acc" ]]; then
+    ok "eval of the conv model gives train's test accuracy ($eval_arch)"
+else
+    not_ok "eval on a conv model: exit $rc, accuracy '$eval_arch', train's '$arch_acc'"
+fi
+# predict's argmax is the class eval counts: the same hits, row by row.
+run predict --model "$ADIR/m.st" --data "$DATA" --threads 1
+hits=$(awk -F, 'NR > 1 && $2 == $3 { c++ } NR > 1 { n++ } END { printf "%d/%d", c, n }' "$TMP/out")
+if [[ $rc -eq 0 && "($hits)" == "${eval_arch#* }" ]]; then
+    ok "predict on the conv model scores as eval does ($hits)"
+else
+    not_ok "predict on a conv model: exit $rc, $hits against eval's $eval_arch"
+fi
+run train --data "$DATA" --resume "$ADIR/c.ck" --epochs 4 --threads 1
+if [[ $rc -eq 0 ]] && grep -q "arch $spec .* resumed from $ADIR/c.ck at epoch 3" "$TMP/out" &&
+    grep -q '^epoch 4/4 ' "$TMP/out" && ! grep -q '^epoch 3/' "$TMP/out"; then
+    ok "a conv run resumes from its checkpoint"
+else
+    not_ok "--resume of a conv run: exit $rc"
+fi
+expect_fail 2 "--resume with --arch" "--resume: --arch would change the resumed run" \
+    train --data "$DATA" --resume "$ADIR/c.ck" --arch dense:10
+for flag in "--layers 16,10" "--hidden-act relu" "--output softmax" "--dropout 0.5" "--batchnorm"
+do
+    # shellcheck disable=SC2086 # the flag and its value are two words
+    expect_fail 2 "--arch with ${flag%% *}" "--arch and ${flag%% *}: --arch names every layer" \
+        train --data "$DATA" --arch dense:10 $flag
+done
+expect_fail 2 "--arch's output narrower than the classes" \
+    "--arch: the output layer has 5 neurons but '$DATA' has 10 classes" \
+    train --data "$DATA" --arch conv:2x3x3,dense:5 --epochs 1
+# Every malformed token: its position, its text and what was expected, before any data is read.
+while IFS='|' read -r arch text; do
+    expect_fail 2 "--arch $arch" "--arch: $text" train --data "$DATA" --arch "$arch" --epochs 1
+    if ! no_training; then not_ok "--arch $arch trained"; fi
+done <<'LIST'
+conv:0x5x5|layers spec: entry 1 of 'conv:0x5x5': layer spec 'conv:0x5x5': conv: '0x5x5' has a zero count
+dense:10,conv:20x5|layers spec: entry 2 of 'dense:10,conv:20x5': layer spec 'conv:20x5': conv: '20x5' is not KxHxW
+conv:20x5x5:bogus|layers spec: entry 1 of 'conv:20x5x5:bogus': layer spec 'conv:20x5x5:bogus': conv: 'bogus' is not an activation
+conv:20x5x5:s0|layers spec: entry 1 of 'conv:20x5x5:s0': layer spec 'conv:20x5x5:s0': conv: 's0' is not a stride sS with S >= 1
+maxpool:0|layers spec: entry 1 of 'maxpool:0': layer spec 'maxpool:0': maxpool: '0' does not start with a window size N >= 1
+conv:2x3x3,maxpool:2:s0|layers spec: entry 2 of 'conv:2x3x3,maxpool:2:s0': layer spec 'maxpool:2:s0': maxpool: 's0' is not a stride sS with S >= 1
+dense:0|layers spec: entry 1 of 'dense:0': layer spec 'dense:0': dense: '0' does not start with a width of 1 to
+dropout:1|layers spec: entry 1 of 'dropout:1': layer spec 'dropout:1': dropout: '1' is not a drop probability in [0, 1)
+frob:3,dense:10|layers spec: entry 1 of 'frob:3,dense:10': layer spec 'frob:3': unknown kind 'frob' (known:
+conv:2x3x3,,dense:10|layers spec: entry 2 of 'conv:2x3x3,,dense:10' is empty
+conv:2x3x3,dense:10,|layers spec: entry 3 of 'conv:2x3x3,dense:10,' is empty
+conv:2x5x5,dense:10|layer 1: conv: a 5 x 5 window (padding 0) is larger than its 4 x 4 input
+conv:2x3x3,maxpool:3,dense:10|layer 2: maxpool: a 3 x 3 window (padding 0) is larger than its 2 x 2 input
+conv:2x3x3:softmax,dense:10|layers spec: entry 1 of 'conv:2x3x3:softmax,dense:10': layer spec 'conv:2x3x3:softmax': conv: softmax normalises a whole output column, which a convolution's
+LIST
+
 # ---- every command's flags: accepted, documented, in the reference -----------------------
 # `backprop help --options CMD` lists the long options CMD's parser accepts, from the table
 # getopt_long is given. Each must be taken by the binary (a value-taking one alone "needs a

@@ -549,13 +549,22 @@ static const opt_spec net_opts[] = {
      "batch normalisation in the hidden layers\n"
      "between each one's linear part and its activation: batch\n"
      "statistics in training, running averages when evaluating", 0, OPT_CHANGES_RUN},
+    {"arch", NET_ARCH, "LIST",
+     "the layers after the input, instead of --layers\n"
+     "comma separated, the input shape taken from the data:\n"
+     "conv:KxHxW[:ACT][:sS][:pP] (ACT relu, stride 1, padding 0),\n"
+     "maxpool:N[:sS], avgpool:N[:sS] (stride N), dense:N[:ACT]\n"
+     "(ACT sigmoid; the last one's is the output's), dropout:P,\n"
+     "batchnorm[:ACT]", 0, OPT_CHANGES_RUN},
     {0},
 };
 
 static void net_parse(void *target, const opt_spec *o, const char *flag, const char *value)
 {
     net_args *n = target;
+    n->given |= 1u << o->key;
     switch (o->key) {
+    case NET_ARCH: n->arch = value; break;
     case NET_LAYERS: n->cfg.n_sizes = parse_layers(flag, value, n->sizes); break;
     case NET_HIDDEN: n->cfg.hidden = parse_activation(flag, value, 1); break;
     case NET_OUTPUT: n->cfg.output = parse_activation(flag, value, 0); break;
@@ -605,6 +614,7 @@ static void net_describe(const void *target, const opt_spec *o, opt_text *t)
         snprintf(t->dflt, sizeof t->dflt, "%g", (double)n->cfg.dropout);
         return;
     case NET_BATCHNORM: v = n->cfg.batchnorm ? "on" : "off"; break;
+    case NET_ARCH: v = n->arch ? n->arch : "none (--layers)"; break;
     }
     snprintf(t->dflt, sizeof t->dflt, "%s", v);
 }

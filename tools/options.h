@@ -152,12 +152,16 @@ enum { DATA_DATA, DATA_SET, DATA_LIMIT };
 extern const opt_group data_group;
 void data_args_init(data_args *d);
 
-/* The network: --layers, --hidden-act, --output, --cost, --init, --dropout, --batchnorm. */
+/* The network: --layers, --hidden-act, --output, --cost, --init, --dropout, --batchnorm,
+ * --arch. */
 typedef struct net_args {
     bp_net_config cfg; /* sizes and max_batch are the command's to set */
     int sizes[BP_MAX_SIZES];
+    const char *arch; /* --arch: the layers after the input as spec strings, or NULL */
+    unsigned given;   /* bit NET_* set for each flag of the group on the command line */
 } net_args;
-enum { NET_LAYERS, NET_HIDDEN, NET_OUTPUT, NET_COST, NET_INIT, NET_DROPOUT, NET_BATCHNORM };
+enum { NET_LAYERS, NET_HIDDEN, NET_OUTPUT, NET_COST, NET_INIT, NET_DROPOUT, NET_BATCHNORM,
+       NET_ARCH };
 extern const opt_group net_group;
 /* The library's defaults, and Nielsen's chapter-1 sizes (the library has no default sizes). */
 void net_args_init(net_args *n);

@@ -403,6 +403,19 @@ static void parse_train_args(int argc, char **argv, options *o)
     parsed_args p = parse_command_line(&train_line, o, argc, argv);
     o->net.cfg.backend = o->runtime.backend;
     check_optimizer_flags(o);
+    /* --arch names every layer itself: a flag that shapes --layers' net would be ignored. */
+    if (o->net.arch) {
+        static const struct {
+            int key;
+            const char *flag;
+        } dense_only[] = {{NET_LAYERS, "--layers"}, {NET_HIDDEN, "--hidden-act"},
+                          {NET_OUTPUT, "--output"}, {NET_DROPOUT, "--dropout"},
+                          {NET_BATCHNORM, "--batchnorm"}};
+        for (size_t i = 0; i < sizeof dense_only / sizeof dense_only[0]; i++)
+            if (o->net.given & (1u << dense_only[i].key))
+                usage_error("--arch and %s: --arch names every layer and its activation; give "
+                            "one or the other", dense_only[i].flag);
+    }
     /* Both act behind hidden layers only: without one they would do nothing, silently. */
     const bp_net_config *nc = &o->net.cfg;
     if (nc->n_sizes < 3 && (nc->batchnorm || nc->dropout > 0.0f))
@@ -725,13 +738,18 @@ static void write_config_json(FILE *f, const options *o, int threads, const char
     for (int i = 0; i < o->net.cfg.n_sizes; i++)
         fprintf(f, "%s%d", i ? ", " : "", o->net.sizes[i]);
     fputs("]", f);
+    if (o->net.arch) {
+        fprintf(f, ",\n%s  \"arch\": ", in);
+        json_string(f, o->net.arch);
+    }
     const struct {
         const char *key, *value;
     } names[] = {{"hidden_act", bp_activation_name(o->net.cfg.hidden)},
                  {"output", bp_activation_name(o->net.cfg.output)},
                  {"cost", bp_cost_name(o->net.cfg.cost)},
                  {"init", bp_init_name(o->net.cfg.init)}};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    /* --arch's spec holds each layer's activation: hidden_act and output would misstate it. */
+    for (size_t i = o->net.arch ? 2 : 0; i < sizeof names / sizeof names[0]; i++) {
         fprintf(f, ",\n%s  \"%s\": ", in, names[i].key);
         json_string(f, names[i].value);
     }
@@ -868,6 +886,13 @@ static void options_from_net(options *o, const bp_net *net)
     o->net.sizes[0] = bp_net_size(net, 0);
     o->net.cfg.batchnorm = 0;
     o->net.cfg.dropout = 0.0f;
+    /* Image layers have no --layers form: such a net is described by its spec, as --arch. */
+    o->net.arch = NULL;
+    if (spec && (strstr(spec, "conv:") || strstr(spec, "pool:"))) {
+        o->net.arch = spec;
+        o->net.cfg.cost = bp_net_cost(net);
+        return;
+    }
     for (const char *p = spec; p && *p;) {
         size_t len = strcspn(p, ",");
         char tok[64];
@@ -934,9 +959,17 @@ static int print_header(const options *o, const bp_net *net, const bp_trainer *r
     printf("backprop %s  layers ", bp_version());
     for (int i = 0; i < o->net.cfg.n_sizes; i++)
         printf("%s%d", i ? "," : "", o->net.sizes[i]);
-    printf("  hidden %s  output %s  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
+    /* --arch's spec names each layer's activation, so hidden and output would misstate it. */
+    if (o->net.arch) {
+        int channels, rows, cols;
+        bp_net_input_shape(net, &channels, &rows, &cols);
+        printf("  input %dx%dx%d  arch %s", channels, rows, cols, bp_net_spec(net));
+    } else {
+        printf("  hidden %s  output %s", bp_activation_name(o->net.cfg.hidden),
+               bp_activation_name(o->net.cfg.output));
+    }
+    printf("  cost %s  init %s  eta %g  batch %d  epochs %d  backend %s"
            "  threads %d  seed %llu  openblas %s",
-           bp_activation_name(o->net.cfg.hidden), bp_activation_name(o->net.cfg.output),
            bp_cost_name(o->net.cfg.cost), bp_init_name(o->net.cfg.init), (double)o->train.eta,
            o->train.batch, o->train.epochs, bp_net_backend(net), bp_net_threads(net),
            (unsigned long long)o->net.cfg.seed, bp_blas_core());
@@ -1048,7 +1081,7 @@ static int read_headers(train_run *r)
     r->dim = train->rows * train->cols;
     const int *sizes = r->o.net.sizes;
     /* A wrong --layers for this data set is the user's to fix: status 2, like any bad flag. */
-    if (!r->o.resume && sizes[0] != r->dim) {
+    if (!r->o.resume && !r->o.net.arch && sizes[0] != r->dim) {
         print_error("--layers: the input layer has %d %s but '%s' has %d %s per sample (%dx%d "
                     "images; try --layers %d,...)", sizes[0], plural(sizes[0], "neuron",
                     "neurons"), r->dd.path, r->dim, plural(r->dim, "input", "inputs"),
@@ -1071,9 +1104,23 @@ static int build_net(train_run *r)
     o->net.cfg.max_batch = max_batch > 0 ? max_batch : 1;
     if (o->resume)
         return 0;
+    if (o->net.arch) {
+        /* The images are one plane each: the IDX header's rows and columns are the shape. */
+        o->net.sizes[0] = r->dim;
+        o->net.cfg.n_sizes = 1;
+        o->net.cfg.layers = o->net.arch;
+        o->net.cfg.input_channels = 1;
+        o->net.cfg.input_rows = r->train_info.rows;
+        o->net.cfg.input_cols = r->train_info.cols;
+    }
     bp_status st = bp_net_create(&r->net, &o->net.cfg);
+    if (st == BP_OK && o->net.arch)
+        o->net.arch = bp_net_spec(r->net); /* the spec as the model file records it */
     if (st != BP_OK) {
-        print_lib_error(st);
+        if (o->net.arch && st == BP_EINVAL)
+            print_error("--arch: %s", bp_last_error());
+        else
+            print_lib_error(st);
         /* The whole configuration comes from the command line, so a configuration the library
          * refuses is the user's to fix; running out of memory is not. */
         return st == BP_EINVAL ? EXIT_USAGE : 1;
@@ -1097,9 +1144,10 @@ static int load_run_data(train_run *r)
         return 1;
     int classes = bp_dataset_classes(d->train), test_classes = bp_dataset_classes(d->test);
     r->classes = test_classes > classes ? test_classes : classes;
-    r->n_out = o->net.sizes[o->net.cfg.n_sizes - 1];
+    r->n_out = bp_net_size(r->net, bp_net_layers(r->net));
     if (r->n_out < r->classes) {
-        print_error("--layers: the output layer has %d %s but '%s' has %d classes", r->n_out,
+        print_error("%s: the output layer has %d %s but '%s' has %d classes",
+                    o->net.arch ? "--arch" : "--layers", r->n_out,
                     plural(r->n_out, "neuron", "neurons"), r->dd.path, r->classes);
         return EXIT_USAGE;
     }

@@ -126,7 +126,9 @@ static bp_status make_specs(const bp_net_config *cfg, bp_layer_spec **out, int *
         }
         memcpy(one, p, len);
         one[len] = '\0';
-        st = bp_layer_spec_parse(one, &specs[i]);
+        /* Entries can repeat ("dense:0,...,dense:0"): the position says which one is meant. */
+        if ((st = bp_layer_spec_parse(one, &specs[i])) != BP_OK)
+            st = bp_fail_context(st, "layers spec: entry %d of '%s'", i + 1, text);
         p += len + (p[len] == ',');
     }
     bp_free(made);
