@@ -466,6 +466,15 @@ BP_API int bp_dataset_label(const bp_dataset *ds, size_t i);
 BP_API bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, float *x,
                                    float *y, int n_out);
 
+/* ---- data expansion -------------------------------------------------------------------- */
+
+/* A view of src five times as long (Nielsen ch. 6): sample 5 i + k is src's sample i as is
+ * (k = 0) or moved one pixel up, down, left or right (k = 1..4) in its rows x cols image, the
+ * row or column that comes in being 0. Nothing is stored: the shift is made as a batch is
+ * gathered, and labels are the sample's. Shares src's storage, like a slice; slices of the
+ * view are of its expanded samples. An already expanded src is BP_EINVAL. */
+BP_API bp_status bp_dataset_expand_shifts(const bp_dataset *src, bp_dataset **out);
+
 /* ---- training -------------------------------------------------------------------------- */
 
 /* The optimisers (Nielsen ch. 1 and 3; Kingma & Ba for Adam; Loshchilov & Hutter for AdamW). G is

@@ -163,7 +163,7 @@ expect_fail 2 "--eta infinity" "--eta: 'infinity' is not a decimal number" train
 
 # getopt_long takes unique prefixes; one that fits two options is ambiguous, not unknown.
 expect_fail 2 "--e is ambiguous" \
-    "ambiguous option '--e' (could be --early-stop, --epochs, --eps, --eta)" train --e 3
+    "ambiguous option '--e' (could be --early-stop, --epochs, --eps, --eta, --expand)" train --e 3
 expect_fail 2 "--b=2 is ambiguous" \
     "ambiguous option '--b' (could be --backend, --batch, --batchnorm, --beta1, --beta2)" \
     train --b=2
@@ -1544,6 +1544,31 @@ conv:2x5x5,dense:10|layer 1: conv: a 5 x 5 window (padding 0) is larger than its
 conv:2x3x3,maxpool:3,dense:10|layer 2: maxpool: a 3 x 3 window (padding 0) is larger than its 2 x 2 input
 conv:2x3x3:softmax,dense:10|layers spec: entry 1 of 'conv:2x3x3:softmax,dense:10': layer spec 'conv:2x3x3:softmax': conv: softmax normalises a whole output column, which a convolution's
 LIST
+
+# ---- data expansion: train --expand --------------------------------------------------------
+# Each of the 200 training images and its four one-pixel shifts; validation and test as they are.
+run train --data "$DATA" --arch "$ARCH" --cost log-likelihood --epochs 2 --eta 0.5 --threads 1 \
+    --expand --checkpoint "$ADIR/e.ck" --summary-json "$ADIR/e.json"
+if [[ $rc -eq 0 ]] && grep -q "^data $DATA: 1000 train, 40 validation, 50 test, " "$TMP/out" &&
+    grep -q '"expand": true' "$ADIR/e.json" && grep -q '"expand": false' "$ADIR/train.json"; then
+    ok "--expand trains on 5x the training images, validation and test unchanged"
+else
+    not_ok "--expand: exit $rc"
+fi
+run train --data "$DATA" --resume "$ADIR/e.ck" --epochs 3 --threads 1
+if [[ $rc -eq 1 ]] && has_message "the run trained on 1000 samples, the training set given has 200"
+then
+    ok "an expanded run does not resume without --expand (exit 1)"
+else
+    not_ok "resume of an expanded run without --expand: exit $rc"
+fi
+run train --data "$DATA" --resume "$ADIR/e.ck" --epochs 3 --threads 1 --expand
+if [[ $rc -eq 0 ]] && grep -q '^epoch 3/3 ' "$TMP/out"; then
+    ok "an expanded run resumes with --expand"
+else
+    not_ok "resume of an expanded run with --expand: exit $rc"
+fi
+expect_fail 2 "--expand=1" "option '--expand' takes no value" train --expand=1
 
 # ---- every command's flags: accepted, documented, in the reference -----------------------
 # `backprop help --options CMD` lists the long options CMD's parser accepts, from the table

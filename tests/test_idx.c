@@ -1100,6 +1100,92 @@ START_TEST(test_gather)
 }
 END_TEST
 
+/* What sample 5 i + k of an expanded view must hold at (r, c): image i moved one pixel up,
+ * down, left or right for k = 1..4 (so read from the neighbour below, above, right, left),
+ * 0 where that neighbour is off the image. */
+static float shifted_pixel(int i, int k, int r, int c)
+{
+    static const int dr[5] = {0, 1, -1, 0, 0}, dc[5] = {0, 0, 0, 1, -1};
+    int rr = r + dr[k], cc = c + dc[k];
+    if (rr < 0 || rr >= ROWS || cc < 0 || cc >= COLS)
+        return 0.0f;
+    return (float)pixel(i, rr * COLS + cc) * (1.0f / 255.0f); /* the gather's scaling */
+}
+
+static void check_expanded_column(const float *x, int i, int k)
+{
+    for (int r = 0; r < ROWS; r++)
+        for (int c = 0; c < COLS; c++)
+            ck_assert_msg(x[r * COLS + c] == shifted_pixel(i, k, r, c),
+                          "image %d shift %d pixel (%d, %d): %g, want %g", i, k, r, c,
+                          (double)x[r * COLS + c], (double)shifted_pixel(i, k, r, c));
+}
+
+START_TEST(test_expand_shifts)
+{
+    const char *img = tmp_path("img"), *lbl = tmp_path("lbl");
+    write_good_pair(img, lbl, 0);
+    bp_dataset *ds = NULL, *big = NULL, *again = NULL, *part = NULL, *tail = NULL, *big2 = NULL;
+    ck_assert_int_eq(bp_dataset_load_idx(&ds, img, lbl), BP_OK);
+    ck_assert_int_eq(bp_dataset_expand_shifts(ds, &big), BP_OK);
+    ck_assert_uint_eq(bp_dataset_count(big), 5 * N);
+    ck_assert_int_eq(bp_dataset_dim(big), DIM);
+    ck_assert_int_eq(bp_dataset_classes(big), 8);
+    int rows, cols;
+    bp_dataset_image_shape(big, &rows, &cols);
+    ck_assert_int_eq(rows, ROWS);
+    ck_assert_int_eq(cols, COLS);
+    for (int s = 0; s < 5 * N; s++)
+        ck_assert_int_eq(bp_dataset_label(big, (size_t)s), labels5[s / 5]);
+    ck_assert_int_eq(bp_dataset_label(big, 5 * N), -1);
+
+    /* In order, then in an order that visits every shift of several images out of turn. */
+    float x[5 * N * DIM], y[5 * N * 8];
+    ck_assert_int_eq(bp_dataset_gather(big, NULL, 5 * N, x, y, 8), BP_OK);
+    for (int s = 0; s < 5 * N; s++) {
+        check_expanded_column(x + s * DIM, s / 5, s % 5);
+        for (int c = 0; c < 8; c++)
+            ck_assert_float_eq(y[s * 8 + c], c == labels5[s / 5] ? 1.0f : 0.0f);
+    }
+    const size_t idx[7] = {24, 3, 9, 12, 0, 21, 8};
+    ck_assert_int_eq(bp_dataset_gather(big, idx, 7, x, y, 8), BP_OK);
+    for (int j = 0; j < 7; j++) {
+        check_expanded_column(x + j * DIM, (int)idx[j] / 5, (int)idx[j] % 5);
+        ck_assert_float_eq(y[j * 8 + labels5[idx[j] / 5]], 1.0f);
+    }
+    /* Image 2 has label 7: 7 outputs do not hold it, in any of its shifts. */
+    const size_t has7[1] = {13};
+    ck_assert_int_eq(bp_dataset_gather(big, has7, 1, x, y, 7), BP_EINVAL);
+    ck_assert_int_eq(bp_dataset_gather(big, idx, 1, x, y, 7), BP_OK); /* sample 24: label 3 */
+
+    /* Nothing expands twice; a slice of the view is of expanded samples; the view of a slice
+     * starts at the slice's first image. */
+    ck_assert_int_eq(bp_dataset_expand_shifts(big, &again), BP_EINVAL);
+    ck_assert_ptr_null(again);
+    ck_assert_int_eq(bp_dataset_slice(big, 7, 9, &part), BP_OK);
+    ck_assert_int_eq(bp_dataset_gather(part, NULL, 9, x, NULL, 0), BP_OK);
+    for (int j = 0; j < 9; j++)
+        check_expanded_column(x + j * DIM, (7 + j) / 5, (7 + j) % 5);
+    ck_assert_int_eq(bp_dataset_label(part, 0), labels5[1]);
+    ck_assert_int_eq(bp_dataset_slice(ds, 2, 3, &tail), BP_OK);
+    ck_assert_int_eq(bp_dataset_expand_shifts(tail, &big2), BP_OK);
+    ck_assert_uint_eq(bp_dataset_count(big2), 15);
+    ck_assert_int_eq(bp_dataset_gather(big2, NULL, 15, x, NULL, 0), BP_OK);
+    for (int j = 0; j < 15; j++)
+        check_expanded_column(x + j * DIM, 2 + j / 5, j % 5);
+    ck_assert_int_eq(bp_dataset_expand_shifts(NULL, &again), BP_EINVAL);
+    ck_assert_int_eq(bp_dataset_expand_shifts(ds, NULL), BP_EINVAL);
+    /* The views keep the store alive after the set they came from is freed. */
+    bp_dataset_free(ds);
+    bp_dataset_free(tail);
+    ck_assert_int_eq(bp_dataset_gather(big2, NULL, 1, x, NULL, 0), BP_OK);
+    check_expanded_column(x, 2, 0);
+    bp_dataset_free(big2);
+    bp_dataset_free(part);
+    bp_dataset_free(big);
+}
+END_TEST
+
 START_TEST(test_from_floats)
 {
     enum { D = 3, M = 4 };
@@ -1279,6 +1365,7 @@ Suite *bp_suite_idx(void)
     tcase_add_test(api, test_null_arguments);
     tcase_add_test(api, test_slices_share_storage);
     tcase_add_test(api, test_gather);
+    tcase_add_test(api, test_expand_shifts);
     tcase_add_test(api, test_from_floats);
     tcase_add_test(api, test_from_floats_nonfinite);
     tcase_add_test(api, test_image_shape);

@@ -83,6 +83,7 @@ typedef struct options {
     int rollback;           /* --on-diverge rollback */
     progress_mode progress; /* --progress */
     int quiet;              /* --quiet */
+    int expand;             /* --expand */
     int epochs_given;
 } options;
 
@@ -92,7 +93,7 @@ enum { MAX_ROLLBACKS = 3 };
 enum {
     TRAIN_EPOCHS, TRAIN_BATCH, TRAIN_ETA, TRAIN_LAMBDA, TRAIN_L1, TRAIN_OPTIMIZER,
     TRAIN_MOMENTUM, TRAIN_BETA1, TRAIN_BETA2, TRAIN_EPS, TRAIN_WEIGHT_DECAY, TRAIN_CLIP_NORM,
-    TRAIN_SCHEDULE, TRAIN_EARLY_STOP, TRAIN_SEED,
+    TRAIN_SCHEDULE, TRAIN_EARLY_STOP, TRAIN_SEED, TRAIN_EXPAND,
 };
 enum {
     RUN_SAVE, RUN_CHECKPOINT, RUN_CHECKPOINT_EVERY, RUN_RESUME, RUN_ON_DIVERGE, RUN_LOG,
@@ -130,6 +131,12 @@ static const opt_spec training_opts[] = {
      "stop after N epochs without a better validation\n"
      "accuracy and keep the best epoch's net; 0: never", 0, OPT_CHANGES_RUN},
     {"seed", TRAIN_SEED, "S", "drives initialisation and shuffling", 0, OPT_CHANGES_RUN},
+    /* Not OPT_CHANGES_RUN: a resumed run needs it again to have its training set, which the
+     * checkpoint holds to its size. */
+    {"expand", TRAIN_EXPAND, NULL,
+     "train on each image and its copies moved one pixel up,\n"
+     "down, left and right (5x the training set, Nielsen ch. 6),\n"
+     "made as batches are gathered; validation and test as they are", 0, 0},
     {0},
 };
 
@@ -205,6 +212,7 @@ static void training_parse(void *target, const opt_spec *spec, const char *flag,
     case TRAIN_SCHEDULE: tc->schedule = parse_schedule(flag, value); break;
     case TRAIN_EARLY_STOP: tc->early_stop = (int)parse_uint(flag, value, 0, INT_MAX); break;
     case TRAIN_SEED: o->net.cfg.seed = tc->seed = parse_uint(flag, value, 0, UINT64_MAX); break;
+    case TRAIN_EXPAND: o->expand = 1; break;
     }
     if (spec->key >= TRAIN_MOMENTUM && spec->key <= TRAIN_WEIGHT_DECAY)
         o->optim_flag[spec->key - TRAIN_MOMENTUM] = optim_names[spec->key - TRAIN_MOMENTUM];
@@ -240,6 +248,7 @@ static void training_describe(const void *target, const opt_spec *spec, opt_text
     case TRAIN_SEED:
         snprintf(t->dflt, sizeof t->dflt, "%llu", (unsigned long long)tc->seed);
         return;
+    case TRAIN_EXPAND: snprintf(t->dflt, sizeof t->dflt, "%s", o->expand ? "on" : "off"); return;
     }
     snprintf(t->dflt, sizeof t->dflt, "%g", value);
 }
@@ -322,7 +331,8 @@ const command_line train_line = {
     .name = "train",
     .synopsis = "usage: backprop train [options]\n",
     .about =
-        "Train a fully connected network with mini-batch SGD on MNIST-style IDX data.\n"
+        "Train a fully connected or (--arch) convolutional network with mini-batch SGD on\n"
+        "MNIST-style IDX data.\n"
         "When OpenBLAS does not know the CPU and falls back to narrower kernels than it has,\n"
         "train restarts itself once with OPENBLAS_CORETYPE set to the fitting ones (unless\n"
         "OPENBLAS_CORETYPE is already set) and names both in its first line.\n"
@@ -777,6 +787,7 @@ static void write_config_json(FILE *f, const options *o, int threads, const char
     fprintf(f, ",\n%s  \"schedule\": ", in);
     json_string(f, schedule);
     fprintf(f, ",\n%s  \"early_stop\": %d", in, o->train.early_stop);
+    fprintf(f, ",\n%s  \"expand\": %s", in, o->expand ? "true" : "false");
     fprintf(f, ",\n%s  \"dropout\": ", in);
     json_float(f, o->net.cfg.dropout);
     fprintf(f, ",\n%s  \"batchnorm\": %s", in, o->net.cfg.batchnorm ? "true" : "false");
@@ -1098,7 +1109,7 @@ static int build_net(train_run *r)
     options *o = &r->o;
     /* Planned for the larger of a mini-batch and what training can use of it: a batch beyond
      * the training set trains as one batch of the whole set (as load_data splits it). */
-    size_t n_train = r->train_info.count - r->train_info.count / 6;
+    size_t n_train = (r->train_info.count - r->train_info.count / 6) * (o->expand ? 5 : 1);
     int max_batch = (size_t)o->train.batch < n_train ? o->train.batch : (int)n_train;
     o->net.cfg.sizes = o->net.sizes;
     o->net.cfg.max_batch = max_batch > 0 ? max_batch : 1;
@@ -1139,6 +1150,16 @@ static int load_run_data(train_run *r)
     if (load_data(r->path, DATA_ALL_FILES, &shape, d) != 0 ||
         check_labels(o->data.data, d, r->path) != 0)
         return 1;
+    if (o->expand) {
+        bp_dataset *expanded;
+        bp_status st = bp_dataset_expand_shifts(d->train, &expanded);
+        if (st != BP_OK) {
+            print_lib_error(st);
+            return 1;
+        }
+        bp_dataset_free(d->train);
+        d->train = expanded;
+    }
     if (o->resume && (resume_run(o, d, r->dim, r->dd.path, &r->net, &r->trainer) != 0 ||
                       print_header(o, r->net, r->trainer) != 0))
         return 1;

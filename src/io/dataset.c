@@ -31,7 +31,14 @@ struct bp_dataset {
     ds_storage *st;
     size_t first;
     size_t count;
+    /* bp_dataset_expand_shifts: first and count then index the store's samples times
+     * SHIFTS, sample a being stored sample a / SHIFTS moved as shift a % SHIFTS says, so a
+     * slice of such a view needs nothing of its own. */
+    int expanded;
 };
+
+/* Unmoved, then one pixel up, down, left, right (Nielsen's expand_mnist.py order). */
+enum { SHIFT_NONE, SHIFT_UP, SHIFT_DOWN, SHIFT_LEFT, SHIFT_RIGHT, SHIFTS };
 
 static void storage_release(ds_storage *st)
 {
@@ -54,6 +61,7 @@ static bp_status dataset_wrap(ds_storage *st, bp_dataset **out)
     ds->st = st;
     ds->first = 0;
     ds->count = st->n;
+    ds->expanded = 0;
     *out = ds;
     return BP_OK;
 }
@@ -217,8 +225,74 @@ bp_status bp_dataset_slice(const bp_dataset *src, size_t first, size_t count, bp
     ds->st = src->st;
     ds->first = src->first + first;
     ds->count = count;
+    ds->expanded = src->expanded;
     *out = ds;
     return BP_OK;
+}
+
+bp_status bp_dataset_expand_shifts(const bp_dataset *src, bp_dataset **out)
+{
+    if (!out)
+        return bp_fail(BP_EINVAL, "bp_dataset_expand_shifts: out is NULL");
+    *out = NULL;
+    if (!src)
+        return bp_fail(BP_EINVAL, "bp_dataset_expand_shifts: src is NULL");
+    if (src->expanded)
+        return bp_fail(BP_EINVAL, "bp_dataset_expand_shifts: src is already expanded");
+    if (src->count > SIZE_MAX / SHIFTS)
+        return bp_fail(BP_EINVAL, "bp_dataset_expand_shifts: %zu samples times %d overflow",
+                       src->count, SHIFTS);
+    bp_dataset *ds = bp_alloc(sizeof *ds);
+    if (!ds)
+        return bp_fail(BP_ENOMEM, "cannot allocate a data set view");
+    atomic_fetch_add_explicit(&src->st->refs, 1, memory_order_relaxed);
+    ds->st = src->st;
+    ds->first = src->first * SHIFTS;
+    ds->count = src->count * SHIFTS;
+    ds->expanded = 1;
+    *out = ds;
+    return BP_OK;
+}
+
+/* The stored sample behind sample s of the view, and the shift it is seen through. */
+static size_t stored_sample(const bp_dataset *ds, size_t s, int *shift)
+{
+    size_t a = ds->first + s;
+    if (!ds->expanded) {
+        *shift = SHIFT_NONE;
+        return a;
+    }
+    *shift = (int)(a % SHIFTS);
+    return a / SHIFTS;
+}
+
+/* Move a rows x cols image one pixel in place, the pixels that come in being 0 (black). */
+static void shift_image(float *img, int rows, int cols, int shift)
+{
+    size_t r = (size_t)rows, c = (size_t)cols, row_bytes = c * sizeof *img;
+    switch (shift) {
+    case SHIFT_UP:
+        memmove(img, img + c, (r - 1) * row_bytes);
+        memset(img + (r - 1) * c, 0, row_bytes);
+        break;
+    case SHIFT_DOWN:
+        memmove(img + c, img, (r - 1) * row_bytes);
+        memset(img, 0, row_bytes);
+        break;
+    case SHIFT_LEFT:
+        for (size_t i = 0; i < r; i++) {
+            memmove(img + i * c, img + i * c + 1, (c - 1) * sizeof *img);
+            img[i * c + c - 1] = 0.0f;
+        }
+        break;
+    case SHIFT_RIGHT:
+        for (size_t i = 0; i < r; i++) {
+            memmove(img + i * c + 1, img + i * c, (c - 1) * sizeof *img);
+            img[i * c] = 0.0f;
+        }
+        break;
+    default: break;
+    }
 }
 
 void bp_dataset_free(bp_dataset *ds)
@@ -254,7 +328,8 @@ int bp_dataset_label(const bp_dataset *ds, size_t i)
                 "%zu sample%s)", i, ds->count, bp_plural(ds->count));
         return -1;
     }
-    return ds->st->labels[ds->first + i];
+    int shift;
+    return ds->st->labels[stored_sample(ds, i, &shift)];
 }
 
 /* The hot loops, kept apart with restrict so the compiler vectorises them.
@@ -289,7 +364,7 @@ bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, 
         return bp_fail(BP_EINVAL, "bp_dataset_gather: batch of %d sample%s but the data set "
                        "holds %zu", batch, bp_plural((unsigned)batch), ds->count);
     const ds_storage *st = ds->st;
-    const int32_t *labels = st->labels + ds->first;
+    int shift;
 
     /* Check everything before writing anything, so a failed call leaves x and y as they were.
      * One pass over batch indices: nothing next to the copy below. */
@@ -299,9 +374,10 @@ bp_status bp_dataset_gather(const bp_dataset *ds, const size_t *idx, int batch, 
             return bp_fail(BP_EINVAL, "bp_dataset_gather: idx[%d] = %zu is out of range (the "
                            "data set holds %zu sample%s)", j, s, ds->count,
                            bp_plural(ds->count));
-        if (y && labels[s] >= n_out)
+        int label = y ? st->labels[stored_sample(ds, s, &shift)] : 0;
+        if (y && label >= n_out)
             return bp_fail(BP_EINVAL, "bp_dataset_gather: sample %zu has label %d, which "
-                           "does not fit %d output%s", s, (int)labels[s], n_out,
+                           "does not fit %d output%s", s, label, n_out,
                            bp_plural((unsigned)n_out));
     }
     bp_dataset_gather_unchecked(ds, idx, batch, x, y, n_out);
@@ -314,6 +390,22 @@ void bp_dataset_gather_unchecked(const bp_dataset *ds, const size_t *idx, int ba
     const ds_storage *st = ds->st;
     const int32_t *labels = st->labels + ds->first;
     const size_t dim = (size_t)st->dim;
+    if (ds->expanded) {
+        /* Kept off the plain path below, whose prefetching row walk it would not fit. */
+        for (int j = 0; j < batch; j++) {
+            int shift;
+            size_t a = stored_sample(ds, idx ? idx[j] : (size_t)j, &shift);
+            float *col = x + (size_t)j * dim;
+            if (st->pixels)
+                column_from_bytes(col, st->pixels + a * dim, dim);
+            else
+                memcpy(col, st->floats + a * dim, dim * sizeof *col);
+            shift_image(col, st->rows, st->cols, shift);
+            if (y)
+                column_one_hot(y + (size_t)j * (size_t)n_out, n_out, st->labels[a]);
+        }
+        return;
+    }
     if (st->pixels) {
         const uint8_t *base = st->pixels + ds->first * dim;
         /* A shuffled epoch reads rows in random order, so each row starts with cache misses
