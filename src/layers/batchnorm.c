@@ -143,6 +143,34 @@ static bp_status batchnorm_init(bp_layer *l, bp_init scheme, bp_rng *rng)
  * BP2, after a barrier. */
 static int writes_state(const bp_pass *pass) { return !pass->team || pass->member == 0; }
 
+/* From the team-wide sums and sums of squares (sums[0..n), sums[n..2n)) of `count` values per
+ * feature or channel: the mean and 1/std that normalise, and, by the one writer, the saved
+ * 1/std and (training only) the running averages moved. Dense and per-channel batch norm share
+ * it: their statistics differ only in what they count. */
+static void finish_statistics(const bp_layer *l, const bp_pass *pass, int f0, int n,
+                              const double *sums, double count, float *mean, float *inv)
+{
+    const double *s = sums, *q = sums + n;
+    int writer = writes_state(pass), moves = pass->mode == BP_PASS_TRAIN;
+    for (int k = 0; k < n; k++) {
+        double m = s[k] / count, var = q[k] / count - m * m;
+        var = var > 0.0 ? var : 0.0;
+        mean[k] = (float)m;
+        inv[k] = (float)(1.0 / sqrt(var + BN_EPS));
+        if (!writer)
+            continue;
+        batch_inv_std(l)[f0 + k] = inv[k];
+        if (!moves)
+            continue;
+        float *rm = running_mean(l) + f0 + k, *rv = running_var(l) + f0 + k;
+        *rm = (float)((1.0 - BN_MOMENTUM) * *rm + BN_MOMENTUM * m);
+        /* PyTorch's unbiased estimate. One value has none (PyTorch refuses such a batch); the
+         * last mini-batch of an epoch can be one sample, so the estimate is left as it was. */
+        if (count > 1.0)
+            *rv = (float)((1.0 - BN_MOMENTUM) * *rv + BN_MOMENTUM * var * count / (count - 1.0));
+    }
+}
+
 /* Training mode for features [f0, f0 + n): statistics of the whole batch, xhat kept per column,
  * out = gamma xhat (beta and the activation follow over the whole block). */
 BP_CLONES static void normalise_batch(const bp_layer *l, const bp_pass *pass, int f0, int n,
@@ -165,26 +193,8 @@ BP_CLONES static void normalise_batch(const bp_layer *l, const bp_pass *pass, in
     }
     bp_pass_sum(pass, sums, 2 * (size_t)n);
 
-    double b = pass->batch;
     float mean[CHUNK], inv[CHUNK];
-    int writer = writes_state(pass), moves = pass->mode == BP_PASS_TRAIN;
-    for (int k = 0; k < n; k++) {
-        double m = s[k] / b, var = q[k] / b - m * m;
-        var = var > 0.0 ? var : 0.0;
-        mean[k] = (float)m;
-        inv[k] = (float)(1.0 / sqrt(var + BN_EPS));
-        if (!writer)
-            continue;
-        batch_inv_std(l)[f0 + k] = inv[k];
-        if (!moves)
-            continue;
-        float *rm = running_mean(l) + f0 + k, *rv = running_var(l) + f0 + k;
-        *rm = (float)((1.0 - BN_MOMENTUM) * *rm + BN_MOMENTUM * m);
-        /* One sample has no unbiased variance (PyTorch refuses such a batch); the last
-         * mini-batch of an epoch can be one, so the estimate is left as it was. */
-        if (pass->batch > 1)
-            *rv = (float)((1.0 - BN_MOMENTUM) * *rv + BN_MOMENTUM * var * b / (b - 1.0));
-    }
+    finish_statistics(l, pass, f0, n, sums, pass->batch, mean, inv);
 
     const float *restrict gamma = l->scale + f0;
     for (int j = 0; j < batch; j++) {
@@ -376,24 +386,7 @@ BP_CLONES static void planar_normalise(const bp_layer *l, const bp_pass *pass, i
                 q[k] += qk;
             }
         bp_pass_sum(pass, sums, 2 * (size_t)n);
-        double m_count = (double)pass->batch * (double)np;
-        int writer = writes_state(pass), moves = pass->mode == BP_PASS_TRAIN;
-        for (int k = 0; k < n; k++) {
-            double m = s[k] / m_count, var = q[k] / m_count - m * m;
-            var = var > 0.0 ? var : 0.0;
-            mean[k] = (float)m;
-            inv[k] = (float)(1.0 / sqrt(var + BN_EPS));
-            if (!writer)
-                continue;
-            batch_inv_std(l)[f0 + k] = inv[k];
-            if (!moves)
-                continue;
-            float *rm = running_mean(l) + f0 + k, *rv = running_var(l) + f0 + k;
-            *rm = (float)((1.0 - BN_MOMENTUM) * *rm + BN_MOMENTUM * m);
-            if (m_count > 1.0) /* PyTorch's unbiased estimate over every value of the channel */
-                *rv = (float)((1.0 - BN_MOMENTUM) * *rv +
-                              BN_MOMENTUM * var * m_count / (m_count - 1.0));
-        }
+        finish_statistics(l, pass, f0, n, sums, (double)pass->batch * (double)np, mean, inv);
     }
     int train = pass->mode != BP_PASS_INFER;
     for (int j = 0; j < batch; j++)
