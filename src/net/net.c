@@ -393,6 +393,11 @@ bp_status bp_net_set_backend(bp_net *net, const char *name)
 
 const char *bp_net_backend(const bp_net *net) { return net ? net->be->name : NULL; }
 
+size_t bp_net_column_bytes(const bp_net *net)
+{
+    return buffer_floats(net, 1) * sizeof(float);
+}
+
 bp_status bp_net_reserve(bp_net *net, int max_batch)
 {
     if (!net || max_batch < 1 || max_batch > MAX_BATCH)

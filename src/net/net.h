@@ -96,6 +96,10 @@ double bp_net_backprop_unchecked(bp_net *net, const float *x, int ldx, const flo
 double bp_net_backprop_pass(bp_net *net, bp_pass_mode mode, const float *x, int ldx,
                             const float *y, int ldy, int batch, const bp_grad_target *target,
                             const bp_batch_fill *fill);
+/* The bytes of buffers one column of a planned batch needs (activations, deltas, the batch,
+ * what the layers keep per column), an upper bound including each buffer's rounding. */
+size_t bp_net_column_bytes(const bp_net *net);
+
 void bp_net_forward_unchecked(bp_net *net, const float *x, int ldx, int batch);
 
 /* The checks of a step's arguments (inputs, targets, leading dimensions, the planned batch),

@@ -15,7 +15,16 @@
 #include "optim/optim.h"
 
 enum {
+    /* Evaluation goes in chunks of up to EVAL_BATCH columns, fewer when the net's buffers
+     * would take more than EVAL_BUDGET bytes: a dense net's columns are a few KB, so its
+     * chunks are 256, while a conv net keeps its im2col windows per column (network3: 520 KB,
+     * so 256 columns would be 133 MB for a pass that gains nothing from the width; its
+     * layers go column by column anyway). The chunk depends on the net alone, not on the
+     * batch it happens to have reserved, so a model evaluates to the same bits in train and
+     * in eval. */
     EVAL_BATCH = 256,
+    EVAL_MIN_BATCH = 16,
+    EVAL_BUDGET = 32 << 20,
     /* The unfused update is split across the net's team only when every member gets this many
      * floats: below it, waking the members costs more than the loop. */
     UPDATE_MIN_PER_MEMBER = 1 << 14,
@@ -190,14 +199,16 @@ bp_status bp_evaluate(bp_net *net, const bp_dataset *ds, float *accuracy, double
     if (!net || !ds)
         return bp_fail(BP_EINVAL, "bp_evaluate: network or data set is NULL");
     bp_status st = check_data(net, ds, "evaluation");
-    if (st != BP_OK || (st = bp_net_reserve(net, EVAL_BATCH)) != BP_OK)
+    size_t fit = EVAL_BUDGET / bp_net_column_bytes(net);
+    int chunk = fit >= EVAL_BATCH ? EVAL_BATCH : fit <= EVAL_MIN_BATCH ? EVAL_MIN_BATCH : (int)fit;
+    if (st != BP_OK || (st = bp_net_reserve(net, chunk)) != BP_OK)
         return st;
     size_t n = bp_dataset_count(ds), correct = 0;
     int n_out = bp_net_outputs(net);
     double total = 0.0;
     size_t idx[EVAL_BATCH];
-    for (size_t start = 0; start < n; start += EVAL_BATCH) {
-        int batch = n - start < EVAL_BATCH ? (int)(n - start) : EVAL_BATCH;
+    for (size_t start = 0; start < n; start += (size_t)chunk) {
+        int batch = n - start < (size_t)chunk ? (int)(n - start) : chunk;
         for (int j = 0; j < batch; j++)
             idx[j] = start + (size_t)j;
         st = bp_dataset_gather(ds, idx, batch, net->x_batch, net->y_batch, n_out);
