@@ -4,12 +4,20 @@ docs/PERFORMANCE.md. Not part of any test; needs Debian's python3-torch, run wit
 interpreter (/usr/bin/python3), which uses the same OpenBLAS as backprop.
 
     /usr/bin/python3 bench/torch_reference.py [--threads 1] [--batches 1,10,128,1024] [--big]
-                                              [--optimizer sgd|adam]
+                                              [--optimizer sgd|adam] [--conv]
 
 Each epoch is 60,000 samples: a shuffled index per epoch, the mini-batch gathered from one float
 tensor, forward, backward, the optimiser's step (plain SGD, or torch.optim.Adam with its default
 betas and eps, the counterpart of bench_features' adam line), as a minimal hand-written PyTorch
 loop does.
+
+--conv times Nielsen's two-stage network3 with ReLU instead, the counterpart of
+bench_conv_epoch: Conv2d(1, 20, 5), ReLU, MaxPool2d(2), Conv2d(20, 40, 5), ReLU, MaxPool2d(2),
+Linear(640, 100), ReLU, Linear(100, 10), LogSoftmax with NLLLoss, SGD at lr 0.03 with
+Nielsen's L2 of lambda 0.1 over n = 50,000 as weight_decay (applied to every parameter, as
+SGD's weight_decay does; ours spares the biases, a difference too small to time). Its epochs
+are 50,000 images, as bench_conv_epoch's are, and it warms up for 50 steps: the first steps of
+oneDNN's convolutions are several times slower than the rest.
 """
 import argparse
 import os
@@ -34,6 +42,8 @@ def load_mnist():
 def epoch_seconds(model, loss_fn, one_hot, x, y, batch, max_samples, optimizer="sgd"):
     if optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    elif optimizer == "nielsen-l2":
+        opt = torch.optim.SGD(model.parameters(), lr=0.03, weight_decay=0.1 / 50000)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
     n = min(len(x), max_samples)
@@ -56,9 +66,12 @@ def main():
     ap.add_argument("--batches", default="1,10,32,128,1024")
     ap.add_argument("--big", action="store_true")
     ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    ap.add_argument("--conv", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x, y = load_mnist()
+    if args.conv:
+        return conv_epochs(args, x[:50000].reshape(-1, 1, 28, 28).contiguous(), y[:50000])
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"blas: {torch.__config__.show().count('OpenBLAS') and 'OpenBLAS' or 'other'}")
     for b in [int(v) for v in args.batches.split(",")]:
@@ -78,6 +91,23 @@ def main():
         print(f"{name:17s} torch {args.optimizer:4s} {args.threads} thr  B={b:5d}  "
               f"{s:8.3f} s/epoch  "
               f"{60000 / s:9.0f} samples/s{'  scaled' if scaled else ''}", flush=True)
+
+
+def conv_epochs(args, x, y):
+    nn = torch.nn
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"mkldnn (oneDNN) {torch.backends.mkldnn.is_available()}")
+    for b in [int(v) for v in args.batches.split(",")]:
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(20, 40, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(640, 100), nn.ReLU(), nn.Linear(100, 10),
+                              nn.LogSoftmax(dim=1))
+        loss_fn = nn.NLLLoss()
+        epoch_seconds(model, loss_fn, False, x, y, b, 50 * b, "nielsen-l2")  # warm-up
+        s, _ = epoch_seconds(model, loss_fn, False, x, y, b, len(x), "nielsen-l2")
+        print(f"network3-relu     torch sgd  {args.threads} thr  B={b:5d}  {s:8.3f} s/epoch  "
+              f"{len(x) / s:9.0f} samples/s", flush=True)
 
 
 if __name__ == "__main__":
