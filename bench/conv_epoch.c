@@ -6,11 +6,12 @@
  * test files are the fidelity suite's business).
  *
  *   bench_conv_epoch [--batch 10,64] [--threads 1] [--epochs 1] [--backend blas]
- *                    [--arch SPEC] [--train N]
+ *                    [--arch SPEC] [--train N] [--json]
  *
  * One line per batch size: "batch B threads T epochs E seconds S per_epoch S/E accuracy A".
  * The net is made afresh for each batch size from the same seed. The peak resident set
- * (getrusage) is printed at the end.
+ * (getrusage) is printed at the end. With --json the header and each of these is one JSON
+ * object per line instead.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,10 +27,15 @@ int main(int argc, char **argv)
 {
     int batches[MAX_LIST] = {10, 64}, n_batches = 2, threads = 1, epochs = 1, train_n = 50000;
     const char *backend = "blas";
+    int json = 0;
     const char *arch = "conv:20x5x5:relu,maxpool:2,conv:40x5x5:relu,maxpool:2,dense:100:relu,"
                        "dense:10:softmax";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
         int ok = v != NULL;
         if (ok && !strcmp(a, "--batch"))
             ok = (n_batches = bench_parse_list(v, batches, MAX_LIST, 1)) > 0;
@@ -63,8 +69,13 @@ int main(int argc, char **argv)
     }
     char tdesc[16];
     snprintf(tdesc, sizeof tdesc, "%d", threads);
-    bench_header(stdout, 0, tdesc);
-    printf("# %s, data %s, %d training images, backend %s\n", arch, source, train_n, backend);
+    bench_header(stdout, json, tdesc);
+    if (json)
+        printf("\n{\"arch\": \"%s\", \"data\": \"%s\", \"train\": %d, \"backend\": \"%s\"}\n",
+               arch, source, train_n, backend);
+    else
+        printf("# %s, data %s, %d training images, backend %s\n", arch, source, train_n,
+               backend);
     int status = 0;
     for (int b = 0; b < n_batches && status == 0; b++) {
         int sizes[1] = {784};
@@ -99,7 +110,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_conv_epoch: %s\n", bp_last_error());
             status = 1;
         } else {
-            printf("batch %d threads %d epochs %d seconds %.2f per_epoch %.2f accuracy %.4f\n",
+            printf(json ? "{\"batch\": %d, \"threads\": %d, \"epochs\": %d, \"seconds\": %.3f, "
+                          "\"per_epoch\": %.3f, \"accuracy\": %.4f}\n"
+                        : "batch %d threads %d epochs %d seconds %.2f per_epoch %.2f accuracy "
+                          "%.4f\n",
                    batches[b], threads, epochs, res.train_seconds, res.train_seconds / epochs,
                    accuracy);
             fflush(stdout);
@@ -108,7 +122,8 @@ int main(int argc, char **argv)
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("# peak resident set %.1f MB\n", ru.ru_maxrss / 1024.0);
+    printf(json ? "{\"peak_resident_mb\": %.1f}\n" : "# peak resident set %.1f MB\n",
+           ru.ru_maxrss / 1024.0);
     bp_dataset_free(train);
     bp_dataset_free(valid);
     bp_dataset_free(all);

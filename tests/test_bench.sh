@@ -13,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 out=$("$bp" bench --list 2>&1); rc=$?
 check "--list finds every suite's program in the build tree" \
-    '[[ $rc -eq 0 ]] && [[ $(grep -c "/bench/bench_" <<<"$out") -eq 3 ]] && ! grep -q "not found" <<<"$out"'
+    '[[ $rc -eq 0 ]] && [[ $(grep -c "/bench/bench_" <<<"$out") -eq 4 ]] && ! grep -q "not found" <<<"$out"'
 
 out=$("$bp" bench --quick --json --suite ops 2>"$tmp/err"); rc=$?
 check "--quick --json --suite ops succeeds" '[[ $rc -eq 0 ]]'
@@ -25,6 +25,17 @@ import json, sys
 rows = [json.loads(l) for l in sys.stdin.read().splitlines()]
 blas = [r for r in rows if r.get(\"backend\") == \"blas\"]
 assert blas and all(r[\"speedup\"] > 0 for r in blas)
+" <<<"$out"'
+
+out=$("$bp" bench --quick --json --suite conv 2>"$tmp/err"); rc=$?
+check "--quick --json --suite conv: a header, the net, an epoch per batch size, the peak memory" \
+    '[[ $rc -eq 0 ]] && /usr/bin/python3 -c "
+import json, sys
+rows = [json.loads(l) for l in sys.stdin.read().splitlines()]
+assert rows[0][\"openblas_core\"] and rows[1][\"arch\"].startswith(\"conv:20x5x5\")
+epochs = [r for r in rows if \"per_epoch\" in r]
+assert [r[\"batch\"] for r in epochs] == [10, 64] and all(r[\"per_epoch\"] > 0 for r in epochs)
+assert all(0 <= r[\"accuracy\"] <= 1 for r in epochs) and rows[-1][\"peak_resident_mb\"] > 0
 " <<<"$out"'
 
 out=$("$bp" bench --quick --suite ops -- --layers 784,37,10 2>&1); rc=$?

@@ -48,6 +48,10 @@ static const suite suites[] = {
      "the cost of each training feature (optimisers, dropout, batch norm, L1/L2) as a ratio "
      "to the fused SGD step, in one run",
      {"--rounds", "1", NULL}, {"--rounds", "3", NULL}, "--json"},
+    {"conv", "bench_conv_epoch",
+     "epoch time of Nielsen's network3 (two conv-pool stages, ReLU) at B = 10 and 64 on "
+     "MNIST, and the peak memory; bench/torch_reference.py --conv is PyTorch's side",
+     {"--train", "2000", NULL}, {NULL}, "--json"},
 };
 enum { N_SUITES = sizeof suites / sizeof suites[0] };
 
