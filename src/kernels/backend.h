@@ -84,6 +84,19 @@ typedef struct bp_backend {
                         int ldout);
     void (*avgpool_bwd)(const bp_window *g, int cols, const float *d, int ldd, float *d_in,
                         int ld_din);
+
+    /* One time step of an LSTM cell over cols columns (layers/lstm.c). Column j's gates, at
+     * gates + j ldg, are 4h floats (input, forget, cell, output: PyTorch's order) of W_x x_t +
+     * W_h h_{t-1} without the bias; lstm_fwd replaces them with their activations (sigmoid,
+     * sigmoid, tanh, sigmoid of z + bias) and writes c = f c_prev + i g, tc = tanh c and
+     * out = o tc (h floats each, column j at j lds; c_prev NULL at the first step: zeros).
+     * lstm_bwd takes the activated gates, c_prev and tc, this step's dC/dh (dh) and the
+     * dC/dc carried from the later steps (dc, both ld ldd), and leaves the gates' dC/dZ in
+     * place of the gates and dC/dc_prev in dc. */
+    void (*lstm_fwd)(int h, int cols, const float *bias, float *gates, int ldg,
+                     const float *c_prev, float *c, float *tc, float *out, int lds);
+    void (*lstm_bwd)(int h, int cols, float *gates, int ldg, const float *c_prev,
+                     const float *tc, int lds, const float *dh, float *dc, int ldd);
 } bp_backend;
 
 extern const bp_backend bp_backend_naive;
@@ -128,6 +141,14 @@ void bp_axpy_fast(size_t n, float alpha, const float *x, float *y);
  * copy or add whole rows of a window's tap, the pooling kernels handle a row of outputs at a
  * time. The same values as the reference ones: im2col, bias_act_planes (relu, linear) and
  * pooling to the bit; col2im sums in another order (within rounding). */
+/* The LSTM cell (recurrent.c): libm's exponential in the reference, vexp.h's in the fast form;
+ * the backward pass has none and is shared. */
+void bp_lstm_fwd_ref(int h, int cols, const float *bias, float *gates, int ldg,
+                     const float *c_prev, float *c, float *tc, float *out, int lds);
+void bp_lstm_fwd_fast(int h, int cols, const float *bias, float *gates, int ldg,
+                      const float *c_prev, float *c, float *tc, float *out, int lds);
+void bp_lstm_bwd(int h, int cols, float *gates, int ldg, const float *c_prev, const float *tc,
+                 int lds, const float *dh, float *dc, int ldd);
 void bp_im2col_fast(const bp_window *g, int cols, const float *in, int ldin, float *x, int ldx);
 void bp_col2im_fast(const bp_window *g, int cols, const float *x, int ldx, float *out,
                     int ldout);

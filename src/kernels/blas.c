@@ -135,4 +135,6 @@ const bp_backend bp_backend_blas = {
     .maxpool_bwd = bp_maxpool_bwd_ref, /* a scatter: nothing to vectorise */
     .avgpool_fwd = bp_avgpool_fwd_fast,
     .avgpool_bwd = bp_avgpool_bwd_ref,
+    .lstm_fwd = bp_lstm_fwd_fast,
+    .lstm_bwd = bp_lstm_bwd,
 };

@@ -37,4 +37,6 @@ const bp_backend bp_backend_naive = {
     .maxpool_bwd = bp_maxpool_bwd_ref,
     .avgpool_fwd = bp_avgpool_fwd_ref,
     .avgpool_bwd = bp_avgpool_bwd_ref,
+    .lstm_fwd = bp_lstm_fwd_ref,
+    .lstm_bwd = bp_lstm_bwd,
 };

@@ -83,6 +83,11 @@ typedef struct bp_layer_plan {
     /* Non-zero for kinds that must not be the output layer (dropout, batch norm): the cost's
      * BP1 needs the output activation of a layer that computes one. */
     int hidden_only;
+    /* Non-zero for kinds whose backward_params reads what backward_data leaves (lstm: the
+     * gates' dC/dZ of every time step, from backpropagation through time): the net then calls
+     * backward_data for them even as the first layer, with d_in NULL when nothing asked for
+     * dC/dX. */
+    int params_need_data_pass;
 } bp_layer_plan;
 
 /* "dense:100:relu" -> spec, by the kinds the registry lists (registry.c). */
@@ -131,7 +136,7 @@ struct bp_layer_ops {
      * d_in, from the parameters as they are before this step's update; in and out are the
      * forward pass's input and output of these columns (pass as for forward). Each column
      * depends on its own column alone, except through bp_pass_sum: the net may call this on
-     * any column range. */
+     * any column range. d_in may be NULL for a kind that plans params_need_data_pass. */
     void (*backward_data)(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                           int batch, const float *in, int ldin, const float *out, int ldout,
                           const float *d, int ldd, float *d_in, int ld_din);
@@ -160,12 +165,18 @@ struct bp_layer {
      * column j's at saved + j * saved_per_column (likewise work). */
     size_t n_state, saved_per_column, work_per_column;
     float *state, *saved, *work;
+    int params_need_data_pass; /* from the plan */
     /* Views into the arenas (dense: W is n_out x n_in with leading dimension ldw). */
     float *w, *b, *gw, *gb;
     int ldw;
     /* Batch norm's gamma and beta (n_out each) and their gradients. Not w and b: those are the
      * public bp_net_weights view, which promises an n_out x n_in matrix. */
     float *scale, *shift, *gscale, *gshift;
+    /* A recurrent layer's second weight matrix, W_h (lstm: 4H x H, ld ldw), and its gradient;
+     * w is then W_x. */
+    float *w2, *gw2;
+    /* lstm: time steps and features per step of the input column (1 x steps x features). */
+    int steps, features;
 };
 
 extern const bp_layer_ops bp_dense_ops;
@@ -178,6 +189,7 @@ extern const bp_layer_ops bp_batchnorm_ops;
 extern const bp_layer_ops bp_conv_ops;
 extern const bp_layer_ops bp_maxpool_ops;
 extern const bp_layer_ops bp_avgpool_ops;
+extern const bp_layer_ops bp_lstm_ops;
 
 /* The window of a kh x kw kernel moved by `stride` over `in` zero-padded by `pad` (conv.c),
  * for conv and pooling; BP_EINVAL naming `kind` when it does not fit the input. */

@@ -172,6 +172,7 @@ static bp_status plan_layers(bp_net *net, const bp_layer_spec *specs)
         l->n_state = plan.state;
         l->saved_per_column = plan.saved_per_column;
         l->work_per_column = plan.work_per_column;
+        l->params_need_data_pass = plan.params_need_data_pass;
         net->n_params += plan.params;
         net->n_state += plan.state;
         net->sizes[i + 1] = (int)bp_shape_size(plan.out);
@@ -568,14 +569,17 @@ static double step_columns(const step_job *job, bp_team *team, int member, int c
         /* dC/dA of the layer below becomes its dC/dZ: its activation, its derivative. */
         below->ops->act_backward(below, be, cols, in, below->n_out, d_in, below->n_out);
     }
-    /* dC_x/dX = W1^T D1 when asked: the input has no activation to differentiate. */
-    if (job->dx) {
+    /* dC_x/dX = W1^T D1 when asked: the input has no activation to differentiate. A first
+     * layer whose BP4 needs its own data pass (lstm's backpropagation through time) gets it
+     * either way. */
+    if (job->dx || net->layers[0].params_need_data_pass) {
         const bp_layer *first = &net->layers[0];
         first->ops->backward_data(first, be, &pass, cols, job->x + (size_t)c0 * job->ldx,
                                   job->ldx,
                                   net->a[0] + (size_t)c0 * first->n_out, first->n_out,
                                   net->d[0] + (size_t)c0 * first->n_out, first->n_out,
-                                  job->dx + (size_t)c0 * job->lddx, job->lddx);
+                                  job->dx ? job->dx + (size_t)c0 * job->lddx : NULL,
+                                  job->lddx);
     }
     return cost;
 }

@@ -1,0 +1,92 @@
+/*
+ * recurrent.c - the LSTM cell of one time step over a block of columns, forward and backward,
+ * each one pass over the gates (layers/lstm.c does the GEMMs around them).
+ *
+ * The reference form calls libm's expf and tanhf; the fast form inlines vexp.h's sigmoid and
+ * tanh into the same loop, compiled once per ISA, so it vectorises. The two agree to within
+ * vexp.h's 2 ulp per activation, not to the bit (tests/test_lstm.c compares them).
+ */
+#include <math.h>
+#include <stddef.h>
+
+#include "core/core.h"
+#include "kernels/backend.h"
+#include "kernels/vexp.h"
+
+#define BP_INLINE static inline __attribute__((always_inline))
+
+BP_INLINE float sigmoid_of(float z, int fast)
+{
+    return fast ? bp_vsigmoidf(z) : 1.0f / (1.0f + expf(-z));
+}
+
+BP_INLINE float tanh_of(float z, int fast) { return fast ? bp_vtanhf(z) : tanhf(z); }
+
+/* One column: the gates z (i, f, g, o: four runs of h floats, before the bias) become their
+ * activations in place; c = f c_prev + i g, tc = tanh c, out = o tc. `fast` is a constant in
+ * each caller, so the choice folds away. */
+BP_INLINE void lstm_column_fwd(int h, const float *restrict bias, float *restrict z,
+                               const float *restrict c_prev, float *restrict c,
+                               float *restrict tc, float *restrict out, int fast)
+{
+    for (int k = 0; k < h; k++) {
+        float i = sigmoid_of(z[k] + bias[k], fast);
+        float f = sigmoid_of(z[h + k] + bias[h + k], fast);
+        float g = tanh_of(z[2 * h + k] + bias[2 * h + k], fast);
+        float o = sigmoid_of(z[3 * h + k] + bias[3 * h + k], fast);
+        float cell = f * (c_prev ? c_prev[k] : 0.0f) + i * g;
+        float t = tanh_of(cell, fast);
+        z[k] = i;
+        z[h + k] = f;
+        z[2 * h + k] = g;
+        z[3 * h + k] = o;
+        c[k] = cell;
+        tc[k] = t;
+        out[k] = o * t;
+    }
+}
+
+void bp_lstm_fwd_ref(int h, int cols, const float *bias, float *gates, int ldg,
+                     const float *c_prev, float *c, float *tc, float *out, int lds)
+{
+    for (int j = 0; j < cols; j++) {
+        size_t s = (size_t)j * lds;
+        lstm_column_fwd(h, bias, gates + (size_t)j * ldg, c_prev ? c_prev + s : NULL, c + s,
+                        tc + s, out + s, 0);
+    }
+}
+
+BP_CLONES void bp_lstm_fwd_fast(int h, int cols, const float *bias, float *gates, int ldg,
+                                const float *c_prev, float *c, float *tc, float *out, int lds)
+{
+    for (int j = 0; j < cols; j++) {
+        size_t s = (size_t)j * lds;
+        lstm_column_fwd(h, bias, gates + (size_t)j * ldg, c_prev ? c_prev + s : NULL, c + s,
+                        tc + s, out + s, 1);
+    }
+}
+
+/* One column backward, from the activated gates, c_prev, tanh c and this step's dC/dh (dh)
+ * and dC/dc from the steps after it (dc): the gates' dC/dZ replace the gates, dC/dc_prev
+ * replaces dc. No exponential, so one form serves both tables. */
+BP_CLONES void bp_lstm_bwd(int h, int cols, float *gates, int ldg, const float *c_prev,
+                           const float *tc, int lds, const float *dh, float *dc, int ldd)
+{
+    for (int j = 0; j < cols; j++) {
+        float *restrict z = gates + (size_t)j * ldg;
+        const float *restrict cp = c_prev ? c_prev + (size_t)j * lds : NULL;
+        const float *restrict t = tc + (size_t)j * lds;
+        const float *restrict dhj = dh + (size_t)j * ldd;
+        float *restrict dcj = dc + (size_t)j * ldd;
+        for (int k = 0; k < h; k++) {
+            float i = z[k], f = z[h + k], g = z[2 * h + k], o = z[3 * h + k], tk = t[k];
+            float dct = dcj[k] + dhj[k] * o * (1.0f - tk * tk);
+            float before = cp ? cp[k] : 0.0f;
+            z[k] = dct * g * i * (1.0f - i);
+            z[h + k] = dct * before * f * (1.0f - f);
+            z[2 * h + k] = dct * i * (1.0f - g * g);
+            z[3 * h + k] = dhj[k] * tk * o * (1.0f - o);
+            dcj[k] = dct * f;
+        }
+    }
+}

@@ -1,0 +1,302 @@
+/*
+ * lstm.c - the long short-term memory layer, trained by backpropagation through time.
+ *
+ * A column is a sequence: 1 x T x F, T time steps of F features, step t's features contiguous
+ * at t F (an MNIST image read row by row is 28 steps of 28). The layer returns the last
+ * step's hidden state h_T (H floats), so what follows it sees one H-vector per sample. Per
+ * step, in PyTorch's gate order (input, forget, cell, output):
+ *   z_t = W_x x_t + W_h h_{t-1} + b               (4H)
+ *   i, f, o = sigmoid(z_i, z_f, z_o), g = tanh(z_g)
+ *   c_t = f c_{t-1} + i g, h_t = o tanh(c_t)      (h_0 = c_0 = 0 before the first step)
+ *
+ * The GEMMs: the input projection of every step of every column is one GEMM, W_x times the
+ * F x (B T) matrix the batch's columns already are (column j's steps follow each other, and
+ * column j + 1 follows column j); the recurrent projection is one GEMM per step over the
+ * batch, W_h times the batch's h_{t-1}, added onto that step's gates; the cell's elementwise
+ * work is one fused pass per step (backend.h, lstm_fwd and lstm_bwd). Backward mirrors it:
+ * the cell pass per step, dC/dh_{t-1} = W_h^T dZ_t per step over the batch, and then
+ * dC/dX = W_x^T dZ, G_Wx = dZ X^T / B and G_b = dZ 1 / B as one GEMM (or row sum) each over
+ * all B T columns; G_Wh = sum_j dZ_j(steps 2..T) H_j(steps 1..T-1)^T / B is one GEMM per
+ * column.
+ *
+ * Buffers, planned per column for the largest batch: saved holds the gates of every step (T 4H
+ * floats; their activations after the forward pass, their dC/dZ after BPTT, which BP4 reads),
+ * laid out so that a batch's gates are one 4H x (B T) matrix with ld 4H; work holds c_t,
+ * tanh c_t and h_t of every step (3 T H floats) and BPTT's running dC/dh and dC/dc (2 H).
+ *
+ * Parameters, stored so that PyTorch's nn.LSTM tensors are their transposes' views: W_x is
+ * 4H x F column-major (ld 4H), which row-major is weight_ih_l0^T; likewise W_h; one bias of 4H
+ * (PyTorch's bias_ih_l0, with bias_hh_l0 zero). The forget gate's bias starts at 1, so a
+ * fresh cell keeps its state rather than forgetting it (Gers et al.; Jozefowicz et al.).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers/layer.h"
+#include "parallel/team.h"
+
+static int gate_rows(const bp_layer *l) { return 4 * l->n_out; }
+
+static size_t lstm_recurrent_at(const bp_layer *l)
+{
+    return bp_round_floats((size_t)gate_rows(l) * (size_t)l->features);
+}
+
+static size_t lstm_bias_at(const bp_layer *l)
+{
+    return lstm_recurrent_at(l) + bp_round_floats((size_t)gate_rows(l) * (size_t)l->n_out);
+}
+
+/* "H": the hidden units. */
+static bp_status lstm_parse(const char *args, bp_layer_spec *spec)
+{
+    char *end;
+    errno = 0;
+    long units = strtol(args, &end, 10);
+    if (end == args || !isdigit((unsigned char)args[0]) || errno == ERANGE || units < 1 ||
+        units > BP_MAX_WIDTH / 4 || *end != '\0')
+        return bp_fail(BP_EINVAL, "lstm: '%s' is not a count of 1 to %d hidden units (e.g. "
+                       "lstm:128)", args, BP_MAX_WIDTH / 4);
+    spec->units = (int)units;
+    spec->act = BP_ACT_LINEAR;
+    return BP_OK;
+}
+
+static bp_status lstm_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape in,
+                           bp_layer_plan *plan)
+{
+    if (in.c != 1)
+        return bp_fail(BP_EINVAL, "lstm: an input of %d x %d x %d; a sequence is 1 x steps x "
+                       "features (input_channels 1, input_rows steps, input_cols features)",
+                       in.c, in.h, in.w);
+    if (spec->units < 1 || spec->units > BP_MAX_WIDTH / 4)
+        return bp_fail(BP_EINVAL, "lstm: %d hidden units (allowed: 1 to %d)", spec->units,
+                       BP_MAX_WIDTH / 4);
+    size_t h = (size_t)spec->units, t = (size_t)in.h;
+    if (t * 4 * h > BP_MAX_WIDTH)
+        return bp_fail(BP_EINVAL, "lstm: %zu steps of %zu gates are more than %d values in a "
+                       "column", t, 4 * h, BP_MAX_WIDTH);
+    l->in = in;
+    l->out = (bp_shape){spec->units, 1, 1};
+    l->n_in = (int)bp_shape_size(in);
+    l->n_out = spec->units;
+    l->steps = in.h;
+    l->features = in.w;
+    l->act = BP_ACT_LINEAR;
+    *plan = (bp_layer_plan){
+        .out = l->out,
+        .params = lstm_bias_at(l) + bp_round_floats(4 * h),
+        .saved_per_column = t * 4 * h, /* the gates of every step */
+        .work_per_column = 3 * t * h + 2 * h, /* c, tanh c, h per step; BPTT's dh, dc */
+        .params_need_data_pass = 1,
+    };
+    return BP_OK;
+}
+
+static void lstm_bind(bp_layer *l, float *params, float *grads)
+{
+    size_t rec = lstm_recurrent_at(l), bias = lstm_bias_at(l);
+    l->ldw = gate_rows(l);
+    l->w = params;
+    l->gw = grads;
+    l->w2 = params + rec;
+    l->gw2 = grads + rec;
+    l->b = params + bias;
+    l->gb = grads + bias;
+}
+
+static int lstm_tensors(const bp_layer *l, bp_tensor_info *out, int max)
+{
+    int64_t g = gate_rows(l), f = l->features, h = l->n_out;
+    const bp_tensor_info tensors[] = {
+        {.name = "weight_ih", .role = BP_ROLE_WEIGHT, .ndim = 2, .shape = {g, f},
+         .stride = {1, g}, .offset = 0, .count = (size_t)(g * f)},
+        {.name = "weight_hh", .role = BP_ROLE_WEIGHT, .ndim = 2, .shape = {g, h},
+         .stride = {1, g}, .offset = lstm_recurrent_at(l), .count = (size_t)(g * h)},
+        {.name = "bias", .role = BP_ROLE_BIAS, .ndim = 1, .shape = {g}, .stride = {1},
+         .offset = lstm_bias_at(l), .count = (size_t)g},
+    };
+    int n = (int)(sizeof tensors / sizeof *tensors);
+    for (int i = 0; i < n && i < max; i++)
+        out[i] = tensors[i];
+    return n;
+}
+
+/* One gate's block (H rows of a 4H x cols matrix, ld 4H) by the scheme, fan-in `cols`. */
+static bp_status init_block(float *w, int rows, int cols, int ld, bp_init scheme, bp_rng *rng)
+{
+    if (scheme == BP_INIT_ORTHOGONAL)
+        return bp_init_orthogonal(w, rows, cols, 1, (size_t)ld, rng);
+    double scale = scheme == BP_INIT_HE ? sqrt(2.0 / cols)
+                   : scheme == BP_INIT_LARGE ? 1.0 : 1.0 / sqrt((double)cols);
+    double bound = sqrt(6.0 / ((double)cols + rows));
+    for (int j = 0; j < cols; j++)
+        for (int i = 0; i < rows; i++)
+            w[i + (size_t)j * ld] =
+                (float)(scheme == BP_INIT_XAVIER ? bound * (2.0 * bp_rng_uniform(rng) - 1.0)
+                                                 : scale * bp_rng_gaussian(rng));
+    return BP_OK;
+}
+
+/* Each gate's blocks of W_x and W_h on their own (a gate's fan-in is F or H; orthogonal makes
+ * each H x H recurrent block orthogonal); biases 0 but the forget gate's, 1. */
+static bp_status lstm_init(bp_layer *l, bp_init scheme, bp_rng *rng)
+{
+    int h = l->n_out, g = gate_rows(l);
+    for (int q = 0; q < 4; q++) {
+        bp_status st = init_block(l->w + (size_t)q * h, h, l->features, g, scheme, rng);
+        if (st == BP_OK)
+            st = init_block(l->w2 + (size_t)q * h, h, h, g, scheme, rng);
+        if (st != BP_OK)
+            return st;
+    }
+    for (int i = 0; i < g; i++)
+        l->b[i] = i >= h && i < 2 * h ? 1.0f : 0.0f;
+    return BP_OK;
+}
+
+/* The buffers of a pass's columns: its first column's gates and states. */
+static float *gates_of(const bp_layer *l, const bp_pass *pass)
+{
+    return l->saved + (size_t)pass->column0 * l->saved_per_column;
+}
+
+static float *states_of(const bp_layer *l, const bp_pass *pass)
+{
+    return l->work + (size_t)pass->column0 * l->work_per_column;
+}
+
+static void lstm_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
+                         int batch, const float *in, int ldin, float *out, int ldout)
+{
+    int h = l->n_out, g4 = gate_rows(l), steps = l->steps, f = l->features;
+    int spc = (int)l->saved_per_column, wpc = (int)l->work_per_column;
+    float *gates = gates_of(l, pass), *s = states_of(l, pass);
+    size_t th = (size_t)steps * h;
+    float *c = s, *tc = s + th, *hs = s + 2 * th;
+    /* Z = W_x X over every step of every column: X is F x (B T), ld F, when the columns are
+     * packed (ldin = T F, as the net lays them out); else a GEMM per column. */
+    if (ldin == steps * f)
+        be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, batch * steps, f, 1.0f, l->w, l->ldw, in, f, 0.0f,
+                  gates, g4);
+    else
+        for (int j = 0; j < batch; j++)
+            be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, steps, f, 1.0f, l->w, l->ldw,
+                      in + (size_t)j * ldin, f, 0.0f, gates + (size_t)j * spc, g4);
+    for (int t = 0; t < steps; t++) {
+        float *zt = gates + (size_t)t * g4;
+        if (t > 0)
+            be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, batch, h, 1.0f, l->w2, l->ldw,
+                      hs + (size_t)(t - 1) * h, wpc, 1.0f, zt, spc);
+        be->lstm_fwd(h, batch, l->b, zt, spc, t ? c + (size_t)(t - 1) * h : NULL,
+                     c + (size_t)t * h, tc + (size_t)t * h, hs + (size_t)t * h, wpc);
+    }
+    for (int j = 0; j < batch; j++)
+        memcpy(out + (size_t)j * ldout, hs + (size_t)j * wpc + (size_t)(steps - 1) * h,
+               sizeof(float) * (size_t)h);
+}
+
+/* The output is h_T itself: dC/dA is dC/dZ. */
+static void lstm_act_backward(const bp_layer *l, const bp_backend *be, int batch,
+                              const float *out, int ldout, float *d, int ldd)
+{
+    (void)l, (void)be, (void)batch, (void)out, (void)ldout, (void)d, (void)ldd;
+}
+
+/* BPTT for these columns: the gates' dC/dZ of every step replace their activations in saved
+ * (backward_params reads them), and dC/dX goes to d_in when it is not NULL. */
+static void lstm_backward_data(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
+                               int batch, const float *in, int ldin, const float *out,
+                               int ldout, const float *d, int ldd, float *d_in, int ld_din)
+{
+    (void)in, (void)ldin, (void)out, (void)ldout;
+    int h = l->n_out, g4 = gate_rows(l), steps = l->steps, f = l->features;
+    int spc = (int)l->saved_per_column, wpc = (int)l->work_per_column;
+    float *gates = gates_of(l, pass), *s = states_of(l, pass);
+    size_t th = (size_t)steps * h;
+    float *c = s, *tc = s + th, *dh = s + 3 * th, *dc = dh + h;
+    for (int j = 0; j < batch; j++) {
+        memcpy(dh + (size_t)j * wpc, d + (size_t)j * ldd, sizeof(float) * (size_t)h);
+        memset(dc + (size_t)j * wpc, 0, sizeof(float) * (size_t)h);
+    }
+    for (int t = steps - 1; t >= 0; t--) {
+        float *zt = gates + (size_t)t * g4;
+        be->lstm_bwd(h, batch, zt, spc, t ? c + (size_t)(t - 1) * h : NULL, tc + (size_t)t * h,
+                     wpc, dh, dc, wpc);
+        if (t > 0) /* dC/dh_{t-1} = W_h^T dZ_t: h_{t-1} feeds nothing else */
+            be->sgemm(BP_TRANS, BP_NOTRANS, h, batch, g4, 1.0f, l->w2, l->ldw, zt, spc, 0.0f,
+                      dh, wpc);
+    }
+    if (!d_in)
+        return;
+    if (ld_din == steps * f)
+        be->sgemm(BP_TRANS, BP_NOTRANS, f, batch * steps, g4, 1.0f, l->w, l->ldw, gates, g4,
+                  0.0f, d_in, f);
+    else
+        for (int j = 0; j < batch; j++)
+            be->sgemm(BP_TRANS, BP_NOTRANS, f, steps, g4, 1.0f, l->w, l->ldw,
+                      gates + (size_t)j * spc, g4, 0.0f, d_in + (size_t)j * ld_din, f);
+}
+
+/* BP3/BP4 for rows [r0, r1) of the gates (of b, W_x and W_h alike), from the dC/dZ BPTT left
+ * in saved, written as target says. */
+static void lstm_backward_params(const bp_layer *l, const bp_backend *be, int batch,
+                                 const float *in, int ldin, const float *d, int ldd,
+                                 const bp_grad_target *target, int part, int parts)
+{
+    (void)d, (void)ldd; /* BPTT has turned it into the gates' dC/dZ */
+    int h = l->n_out, g4 = gate_rows(l), steps = l->steps, f = l->features;
+    int spc = (int)l->saved_per_column, wpc = (int)l->work_per_column;
+    int r0, r1;
+    bp_team_share(g4, part, parts, 16, &r0, &r1);
+    if (r1 <= r0)
+        return;
+    int rows = r1 - r0;
+    float inv_batch = 1.0f / (float)batch, a = target->alpha * inv_batch;
+    int into_params = target->into == BP_TARGET_PARAMS;
+    const float *dz = l->saved + r0; /* all columns: one 4H x (B T) matrix, ld 4H */
+    if (into_params) {
+        be->rowsum(rows, batch * steps, inv_batch, dz, g4, l->gb + r0);
+        be->axpy((size_t)rows, target->alpha, l->gb + r0, l->b + r0);
+    } else {
+        be->rowsum(rows, batch * steps, a, dz, g4, l->gb + r0);
+    }
+    float *tx = (into_params ? l->w : l->gw) + r0;
+    if (ldin == steps * f)
+        be->sgemm(BP_NOTRANS, BP_TRANS, rows, f, batch * steps, a, dz, g4, in, f, target->beta,
+                  tx, l->ldw);
+    else
+        for (int j = 0; j < batch; j++)
+            be->sgemm(BP_NOTRANS, BP_TRANS, rows, f, steps, a, dz + (size_t)j * spc, g4,
+                      in + (size_t)j * ldin, f, j ? 1.0f : target->beta, tx, l->ldw);
+    /* dZ_t pairs with h_{t-1}: steps 2..T of a column's gates against steps 1..T-1 of its
+     * hidden states (k = 0 with one step: T = beta T, as sgemm promises). */
+    float *th = (into_params ? l->w2 : l->gw2) + r0;
+    const float *hs = l->work + 2 * (size_t)steps * h;
+    for (int j = 0; j < batch; j++)
+        be->sgemm(BP_NOTRANS, BP_TRANS, rows, h, steps - 1, a, dz + (size_t)j * spc + g4, g4,
+                  hs + (size_t)j * wpc, h, j ? 1.0f : target->beta, th, l->ldw);
+}
+
+static int lstm_format(const bp_layer *l, char *buf, size_t size)
+{
+    return snprintf(buf, size, "lstm:%d", l->n_out);
+}
+
+const bp_layer_ops bp_lstm_ops = {
+    .name = "lstm",
+    .parse = lstm_parse,
+    .format = lstm_format,
+    .plan = lstm_plan,
+    .bind = lstm_bind,
+    .tensors = lstm_tensors,
+    .init = lstm_init,
+    .forward = lstm_forward,
+    .act_backward = lstm_act_backward,
+    .backward_data = lstm_backward_data,
+    .backward_params = lstm_backward_params,
+};
