@@ -322,8 +322,8 @@ START_TEST(test_cell_kernels_agree)
     float bias[4 * H];
     bp_test_fill(bias, 4 * H, -1.0f, 1.0f, &seed);
     memcpy(gb, ga, sizeof ga);
-    bp_backend_naive.lstm_fwd(H, COLS, bias, ga, LDG, cp, s[0][0], s[0][1], s[0][2], LDS);
-    bp_backend_blas.lstm_fwd(H, COLS, bias, gb, LDG, cp, s[1][0], s[1][1], s[1][2], LDS);
+    bp_backend_naive.lstm_fwd(H, COLS, bias, ga, LDG, cp, s[0][0], s[0][1], LDS, s[0][2], LDS);
+    bp_backend_blas.lstm_fwd(H, COLS, bias, gb, LDG, cp, s[1][0], s[1][1], LDS, s[1][2], LDS);
     for (int j = 0; j < COLS; j++) {
         for (int k = 0; k < 4 * H; k++)
             ck_assert_msg(fabsf(ga[j * LDG + k] - gb[j * LDG + k]) <= 1e-6f, "gate %d", k);

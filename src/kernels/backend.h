@@ -88,13 +88,14 @@ typedef struct bp_backend {
     /* One time step of an LSTM cell over cols columns (layers/lstm.c). Column j's gates, at
      * gates + j ldg, are 4h floats (input, forget, cell, output: PyTorch's order) of W_x x_t +
      * W_h h_{t-1} without the bias; lstm_fwd replaces them with their activations (sigmoid,
-     * sigmoid, tanh, sigmoid of z + bias) and writes c = f c_prev + i g, tc = tanh c and
-     * out = o tc (h floats each, column j at j lds; c_prev NULL at the first step: zeros).
+     * sigmoid, tanh, sigmoid of z + bias) and writes c = f c_prev + i g, tc = tanh c (h
+     * floats each, column j at j lds; c_prev NULL at the first step: zeros) and out = o tc
+     * (column j at j ldo).
      * lstm_bwd takes the activated gates, c_prev and tc, this step's dC/dh (dh) and the
      * dC/dc carried from the later steps (dc, both ld ldd), and leaves the gates' dC/dZ in
      * place of the gates and dC/dc_prev in dc. */
     void (*lstm_fwd)(int h, int cols, const float *bias, float *gates, int ldg,
-                     const float *c_prev, float *c, float *tc, float *out, int lds);
+                     const float *c_prev, float *c, float *tc, int lds, float *out, int ldo);
     void (*lstm_bwd)(int h, int cols, float *gates, int ldg, const float *c_prev,
                      const float *tc, int lds, const float *dh, float *dc, int ldd);
 } bp_backend;
@@ -144,9 +145,9 @@ void bp_axpy_fast(size_t n, float alpha, const float *x, float *y);
 /* The LSTM cell (recurrent.c): libm's exponential in the reference, vexp.h's in the fast form;
  * the backward pass has none and is shared. */
 void bp_lstm_fwd_ref(int h, int cols, const float *bias, float *gates, int ldg,
-                     const float *c_prev, float *c, float *tc, float *out, int lds);
+                     const float *c_prev, float *c, float *tc, int lds, float *out, int ldo);
 void bp_lstm_fwd_fast(int h, int cols, const float *bias, float *gates, int ldg,
-                      const float *c_prev, float *c, float *tc, float *out, int lds);
+                      const float *c_prev, float *c, float *tc, int lds, float *out, int ldo);
 void bp_lstm_bwd(int h, int cols, float *gates, int ldg, const float *c_prev, const float *tc,
                  int lds, const float *dh, float *dc, int ldd);
 void bp_im2col_fast(const bp_window *g, int cols, const float *in, int ldin, float *x, int ldx);

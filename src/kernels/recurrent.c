@@ -23,46 +23,51 @@ BP_INLINE float sigmoid_of(float z, int fast)
 BP_INLINE float tanh_of(float z, int fast) { return fast ? bp_vtanhf(z) : tanhf(z); }
 
 /* One column: the gates z (i, f, g, o: four runs of h floats, before the bias) become their
- * activations in place; c = f c_prev + i g, tc = tanh c, out = o tc. `fast` is a constant in
- * each caller, so the choice folds away. */
+ * activations in place; c = f c_prev + i g, tc = tanh c, out = o tc. Each pass is a loop over
+ * one contiguous run with no branch inside, which the compiler vectorises (one loop doing all
+ * of it per unit did not vectorise, and took two thirds of an LSTM epoch). `fast` is a
+ * constant in each caller, so the choice of functions folds away. */
 BP_INLINE void lstm_column_fwd(int h, const float *restrict bias, float *restrict z,
                                const float *restrict c_prev, float *restrict c,
                                float *restrict tc, float *restrict out, int fast)
 {
-    for (int k = 0; k < h; k++) {
-        float i = sigmoid_of(z[k] + bias[k], fast);
-        float f = sigmoid_of(z[h + k] + bias[h + k], fast);
-        float g = tanh_of(z[2 * h + k] + bias[2 * h + k], fast);
-        float o = sigmoid_of(z[3 * h + k] + bias[3 * h + k], fast);
-        float cell = f * (c_prev ? c_prev[k] : 0.0f) + i * g;
-        float t = tanh_of(cell, fast);
-        z[k] = i;
-        z[h + k] = f;
-        z[2 * h + k] = g;
-        z[3 * h + k] = o;
-        c[k] = cell;
-        tc[k] = t;
-        out[k] = o * t;
-    }
+    for (int k = 0; k < 2 * h; k++)
+        z[k] = sigmoid_of(z[k] + bias[k], fast);
+    for (int k = 2 * h; k < 3 * h; k++)
+        z[k] = tanh_of(z[k] + bias[k], fast);
+    for (int k = 3 * h; k < 4 * h; k++)
+        z[k] = sigmoid_of(z[k] + bias[k], fast);
+    const float *i = z, *f = z + h, *g = z + 2 * h, *o = z + 3 * h;
+    if (c_prev)
+        for (int k = 0; k < h; k++)
+            c[k] = f[k] * c_prev[k] + i[k] * g[k];
+    else
+        for (int k = 0; k < h; k++)
+            c[k] = i[k] * g[k];
+    for (int k = 0; k < h; k++)
+        tc[k] = tanh_of(c[k], fast);
+    for (int k = 0; k < h; k++)
+        out[k] = o[k] * tc[k];
 }
 
 void bp_lstm_fwd_ref(int h, int cols, const float *bias, float *gates, int ldg,
-                     const float *c_prev, float *c, float *tc, float *out, int lds)
+                     const float *c_prev, float *c, float *tc, int lds, float *out, int ldo)
 {
     for (int j = 0; j < cols; j++) {
         size_t s = (size_t)j * lds;
         lstm_column_fwd(h, bias, gates + (size_t)j * ldg, c_prev ? c_prev + s : NULL, c + s,
-                        tc + s, out + s, 0);
+                        tc + s, out + (size_t)j * ldo, 0);
     }
 }
 
 BP_CLONES void bp_lstm_fwd_fast(int h, int cols, const float *bias, float *gates, int ldg,
-                                const float *c_prev, float *c, float *tc, float *out, int lds)
+                                const float *c_prev, float *c, float *tc, int lds, float *out,
+                                int ldo)
 {
     for (int j = 0; j < cols; j++) {
         size_t s = (size_t)j * lds;
         lstm_column_fwd(h, bias, gates + (size_t)j * ldg, c_prev ? c_prev + s : NULL, c + s,
-                        tc + s, out + s, 1);
+                        tc + s, out + (size_t)j * ldo, 1);
     }
 }
 

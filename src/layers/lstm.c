@@ -15,14 +15,15 @@
  * batch, W_h times the batch's h_{t-1}, added onto that step's gates; the cell's elementwise
  * work is one fused pass per step (backend.h, lstm_fwd and lstm_bwd). Backward mirrors it:
  * the cell pass per step, dC/dh_{t-1} = W_h^T dZ_t per step over the batch, and then
- * dC/dX = W_x^T dZ, G_Wx = dZ X^T / B and G_b = dZ 1 / B as one GEMM (or row sum) each over
- * all B T columns; G_Wh = sum_j dZ_j(steps 2..T) H_j(steps 1..T-1)^T / B is one GEMM per
- * column.
+ * dC/dX = W_x^T dZ, G_Wx = dZ X^T / B, G_Wh = dZ H_prev^T / B and G_b = dZ 1 / B as one GEMM
+ * (or row sum) each over all B T (column, step) pairs.
  *
- * Buffers, planned per column for the largest batch: saved holds the gates of every step (T 4H
- * floats; their activations after the forward pass, their dC/dZ after BPTT, which BP4 reads),
- * laid out so that a batch's gates are one 4H x (B T) matrix with ld 4H; work holds c_t,
- * tanh c_t and h_t of every step (3 T H floats) and BPTT's running dC/dh and dC/dc (2 H).
+ * Buffers, planned per column for the largest batch. saved holds, for every step t, the gates
+ * (4H floats: their activations after the forward pass, their dC/dZ after BPTT, which BP4
+ * reads) followed by h_{t-1} (H floats, zeros at the first step): 5H floats a step, so over a
+ * batch the gates are one 4H x (B T) matrix and the previous hidden states one H x (B T)
+ * matrix, both with ld 5H, paired step by step as G_Wh's GEMM needs them. work holds c_t and
+ * tanh c_t of every step (2 T H floats) and BPTT's running dC/dh and dC/dc (2 H).
  *
  * Parameters, stored so that PyTorch's nn.LSTM tensors are their transposes' views: W_x is
  * 4H x F column-major (ld 4H), which row-major is weight_ih_l0^T; likewise W_h; one bias of 4H
@@ -90,8 +91,8 @@ static bp_status lstm_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape in,
     *plan = (bp_layer_plan){
         .out = l->out,
         .params = lstm_bias_at(l) + bp_round_floats(4 * h),
-        .saved_per_column = t * 4 * h, /* the gates of every step */
-        .work_per_column = 3 * t * h + 2 * h, /* c, tanh c, h per step; BPTT's dh, dc */
+        .saved_per_column = t * 5 * h, /* per step the gates and h_{t-1} */
+        .work_per_column = 2 * t * h + 2 * h, /* c, tanh c per step; BPTT's dh, dc */
         .params_need_data_pass = 1,
     };
     return BP_OK;
@@ -173,31 +174,32 @@ static float *states_of(const bp_layer *l, const bp_pass *pass)
 static void lstm_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                          int batch, const float *in, int ldin, float *out, int ldout)
 {
-    int h = l->n_out, g4 = gate_rows(l), steps = l->steps, f = l->features;
+    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h, steps = l->steps, f = l->features;
     int spc = (int)l->saved_per_column, wpc = (int)l->work_per_column;
     float *gates = gates_of(l, pass), *s = states_of(l, pass);
-    size_t th = (size_t)steps * h;
-    float *c = s, *tc = s + th, *hs = s + 2 * th;
+    float *c = s, *tc = s + (size_t)steps * h;
     /* Z = W_x X over every step of every column: X is F x (B T), ld F, when the columns are
      * packed (ldin = T F, as the net lays them out); else a GEMM per column. */
     if (ldin == steps * f)
         be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, batch * steps, f, 1.0f, l->w, l->ldw, in, f, 0.0f,
-                  gates, g4);
+                  gates, g5);
     else
         for (int j = 0; j < batch; j++)
             be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, steps, f, 1.0f, l->w, l->ldw,
-                      in + (size_t)j * ldin, f, 0.0f, gates + (size_t)j * spc, g4);
-    for (int t = 0; t < steps; t++) {
-        float *zt = gates + (size_t)t * g4;
-        if (t > 0)
-            be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, batch, h, 1.0f, l->w2, l->ldw,
-                      hs + (size_t)(t - 1) * h, wpc, 1.0f, zt, spc);
-        be->lstm_fwd(h, batch, l->b, zt, spc, t ? c + (size_t)(t - 1) * h : NULL,
-                     c + (size_t)t * h, tc + (size_t)t * h, hs + (size_t)t * h, wpc);
-    }
+                      in + (size_t)j * ldin, f, 0.0f, gates + (size_t)j * spc, g5);
     for (int j = 0; j < batch; j++)
-        memcpy(out + (size_t)j * ldout, hs + (size_t)j * wpc + (size_t)(steps - 1) * h,
-               sizeof(float) * (size_t)h);
+        memset(gates + (size_t)j * spc + g4, 0, sizeof(float) * (size_t)h); /* h_0 */
+    for (int t = 0; t < steps; t++) {
+        float *zt = gates + (size_t)t * g5;
+        if (t > 0)
+            be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, batch, h, 1.0f, l->w2, l->ldw, zt + g4, spc,
+                      1.0f, zt, spc);
+        /* h_t goes where step t + 1 reads it, or, at the last step, out. */
+        int last = t == steps - 1;
+        be->lstm_fwd(h, batch, l->b, zt, spc, t ? c + (size_t)(t - 1) * h : NULL,
+                     c + (size_t)t * h, tc + (size_t)t * h, wpc,
+                     last ? out : zt + g5 + g4, last ? ldout : spc);
+    }
 }
 
 /* The output is h_T itself: dC/dA is dC/dZ. */
@@ -214,17 +216,17 @@ static void lstm_backward_data(const bp_layer *l, const bp_backend *be, const bp
                                int ldout, const float *d, int ldd, float *d_in, int ld_din)
 {
     (void)in, (void)ldin, (void)out, (void)ldout;
-    int h = l->n_out, g4 = gate_rows(l), steps = l->steps, f = l->features;
+    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h, steps = l->steps, f = l->features;
     int spc = (int)l->saved_per_column, wpc = (int)l->work_per_column;
     float *gates = gates_of(l, pass), *s = states_of(l, pass);
     size_t th = (size_t)steps * h;
-    float *c = s, *tc = s + th, *dh = s + 3 * th, *dc = dh + h;
+    float *c = s, *tc = s + th, *dh = s + 2 * th, *dc = dh + h;
     for (int j = 0; j < batch; j++) {
         memcpy(dh + (size_t)j * wpc, d + (size_t)j * ldd, sizeof(float) * (size_t)h);
         memset(dc + (size_t)j * wpc, 0, sizeof(float) * (size_t)h);
     }
     for (int t = steps - 1; t >= 0; t--) {
-        float *zt = gates + (size_t)t * g4;
+        float *zt = gates + (size_t)t * g5;
         be->lstm_bwd(h, batch, zt, spc, t ? c + (size_t)(t - 1) * h : NULL, tc + (size_t)t * h,
                      wpc, dh, dc, wpc);
         if (t > 0) /* dC/dh_{t-1} = W_h^T dZ_t: h_{t-1} feeds nothing else */
@@ -234,23 +236,24 @@ static void lstm_backward_data(const bp_layer *l, const bp_backend *be, const bp
     if (!d_in)
         return;
     if (ld_din == steps * f)
-        be->sgemm(BP_TRANS, BP_NOTRANS, f, batch * steps, g4, 1.0f, l->w, l->ldw, gates, g4,
+        be->sgemm(BP_TRANS, BP_NOTRANS, f, batch * steps, g4, 1.0f, l->w, l->ldw, gates, g5,
                   0.0f, d_in, f);
     else
         for (int j = 0; j < batch; j++)
             be->sgemm(BP_TRANS, BP_NOTRANS, f, steps, g4, 1.0f, l->w, l->ldw,
-                      gates + (size_t)j * spc, g4, 0.0f, d_in + (size_t)j * ld_din, f);
+                      gates + (size_t)j * spc, g5, 0.0f, d_in + (size_t)j * ld_din, f);
 }
 
 /* BP3/BP4 for rows [r0, r1) of the gates (of b, W_x and W_h alike), from the dC/dZ BPTT left
- * in saved, written as target says. */
+ * in saved, written as target says: each one GEMM or row sum over the B T (column, step)
+ * pairs, dZ_t meeting x_t and h_{t-1} (zeros at the first step). */
 static void lstm_backward_params(const bp_layer *l, const bp_backend *be, int batch,
                                  const float *in, int ldin, const float *d, int ldd,
                                  const bp_grad_target *target, int part, int parts)
 {
     (void)d, (void)ldd; /* BPTT has turned it into the gates' dC/dZ */
-    int h = l->n_out, g4 = gate_rows(l), steps = l->steps, f = l->features;
-    int spc = (int)l->saved_per_column, wpc = (int)l->work_per_column;
+    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h, steps = l->steps, f = l->features;
+    int spc = (int)l->saved_per_column, pairs = batch * steps;
     int r0, r1;
     bp_team_share(g4, part, parts, 16, &r0, &r1);
     if (r1 <= r0)
@@ -258,28 +261,24 @@ static void lstm_backward_params(const bp_layer *l, const bp_backend *be, int ba
     int rows = r1 - r0;
     float inv_batch = 1.0f / (float)batch, a = target->alpha * inv_batch;
     int into_params = target->into == BP_TARGET_PARAMS;
-    const float *dz = l->saved + r0; /* all columns: one 4H x (B T) matrix, ld 4H */
+    const float *dz = l->saved + r0, *h_prev = l->saved + g4;
     if (into_params) {
-        be->rowsum(rows, batch * steps, inv_batch, dz, g4, l->gb + r0);
+        be->rowsum(rows, pairs, inv_batch, dz, g5, l->gb + r0);
         be->axpy((size_t)rows, target->alpha, l->gb + r0, l->b + r0);
     } else {
-        be->rowsum(rows, batch * steps, a, dz, g4, l->gb + r0);
+        be->rowsum(rows, pairs, a, dz, g5, l->gb + r0);
     }
     float *tx = (into_params ? l->w : l->gw) + r0;
     if (ldin == steps * f)
-        be->sgemm(BP_NOTRANS, BP_TRANS, rows, f, batch * steps, a, dz, g4, in, f, target->beta,
-                  tx, l->ldw);
+        be->sgemm(BP_NOTRANS, BP_TRANS, rows, f, pairs, a, dz, g5, in, f, target->beta, tx,
+                  l->ldw);
     else
         for (int j = 0; j < batch; j++)
-            be->sgemm(BP_NOTRANS, BP_TRANS, rows, f, steps, a, dz + (size_t)j * spc, g4,
+            be->sgemm(BP_NOTRANS, BP_TRANS, rows, f, steps, a, dz + (size_t)j * spc, g5,
                       in + (size_t)j * ldin, f, j ? 1.0f : target->beta, tx, l->ldw);
-    /* dZ_t pairs with h_{t-1}: steps 2..T of a column's gates against steps 1..T-1 of its
-     * hidden states (k = 0 with one step: T = beta T, as sgemm promises). */
     float *th = (into_params ? l->w2 : l->gw2) + r0;
-    const float *hs = l->work + 2 * (size_t)steps * h;
-    for (int j = 0; j < batch; j++)
-        be->sgemm(BP_NOTRANS, BP_TRANS, rows, h, steps - 1, a, dz + (size_t)j * spc + g4, g4,
-                  hs + (size_t)j * wpc, h, j ? 1.0f : target->beta, th, l->ldw);
+    be->sgemm(BP_NOTRANS, BP_TRANS, rows, h, pairs, a, dz, g5, h_prev, g5, target->beta, th,
+              l->ldw);
 }
 
 static int lstm_format(const bp_layer *l, char *buf, size_t size)
