@@ -160,17 +160,6 @@ static double ref_cost(const ref_net *r, int batch, const double *x, int width, 
     return total / batch;
 }
 
-/* The arena offset of element e (row-major over the tensor's shape) of tensor t. */
-static size_t strided(const bp_tensor_info *t, size_t e)
-{
-    size_t at = t->offset;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        at += (e % (size_t)t->shape[d]) * (size_t)t->stride[d];
-        e /= (size_t)t->shape[d];
-    }
-    return at;
-}
-
 /* The reference of a library net: its shapes from the spec (parsed here again, independently
  * of the library's parser), its parameters through the tensor table. */
 static ref_net *ref_of(bp_net *net, int c, int h, int w)
@@ -220,7 +209,7 @@ static ref_net *ref_of(bp_net *net, int c, int h, int w)
         ref_layer *l = &r->l[info.layer - 1];
         double *v = malloc(sizeof(double) * info.count);
         for (size_t e = 0; e < info.count; e++)
-            v[e] = params[strided(&info, e)];
+            v[e] = params[bp_test_tensor_at(&info, e)];
         if (info.role == BP_ROLE_WEIGHT || info.role == BP_ROLE_SCALE)
             l->wt = v;
         else
@@ -308,7 +297,7 @@ static double gradient_error(bp_net *net, int c, int h, int w, int batch)
             v[e] = keep - hstep;
             double down = ref_cost(r, batch, xd, width, y);
             v[e] = keep;
-            double fd = (up - down) / (2 * hstep), bp = grads[strided(&info, e)];
+            double fd = (up - down) / (2 * hstep), bp = grads[bp_test_tensor_at(&info, e)];
             err += (bp - fd) * (bp - fd);
             norm += fd * fd;
         }

@@ -87,17 +87,6 @@ static double ref_cost(const ref_net *r, const double *x, const int *labels, int
     return total / batch;
 }
 
-/* Arena offset of element e (row-major over the shape) of a tensor. */
-static size_t strided(const bp_tensor_info *t, size_t e)
-{
-    size_t at = t->offset;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        at += (e % (size_t)t->shape[d]) * (size_t)t->stride[d];
-        e /= (size_t)t->shape[d];
-    }
-    return at;
-}
-
 /* The reference's array for tensor t of the net (lstm:H,dense:K:softmax). */
 static double *ref_tensor(ref_net *r, const bp_tensor_info *t)
 {
@@ -124,7 +113,7 @@ static ref_net *ref_of(bp_net *net, int steps, int features, int hidden, int cla
         bp_net_tensor(net, t, &info);
         double *v = ref_tensor(r, &info);
         for (size_t e = 0; e < info.count; e++)
-            v[e] = params[strided(&info, e)];
+            v[e] = params[bp_test_tensor_at(&info, e)];
     }
     return r;
 }
@@ -177,7 +166,7 @@ static bp_net *make_net(int steps, int features, int hidden, int classes, int ba
         bp_tensor_info info;
         bp_net_tensor(net, t, &info);
         for (size_t e = 0; e < info.count; e++)
-            keep[strided(&info, e)] = params[strided(&info, e)];
+            keep[bp_test_tensor_at(&info, e)] = params[bp_test_tensor_at(&info, e)];
     }
     memcpy(params, keep, sizeof(float) * n);
     free(keep);
@@ -227,7 +216,7 @@ static double gradient_error(int steps, int features, int hidden, int classes, i
             v[e] = keep - hstep;
             double down = ref_cost(r, xd, labels, batch);
             v[e] = keep;
-            double fd = (up - down) / (2 * hstep), bp = grads[strided(&info, e)];
+            double fd = (up - down) / (2 * hstep), bp = grads[bp_test_tensor_at(&info, e)];
             err += (bp - fd) * (bp - fd);
             norm += fd * fd;
         }

@@ -1,6 +1,7 @@
 /* testutil.c - the runner and helpers every suite links. */
 #include <stdlib.h>
 
+#include "backprop.h"
 #include "testutil.h"
 
 int bp_test_main(Suite *suite)
@@ -34,4 +35,14 @@ double bp_test_nmse(const float *a, const float *b, size_t n)
         den += (double)b[i] * (double)b[i];
     }
     return den > 0.0 ? num / den : num;
+}
+
+size_t bp_test_tensor_at(const bp_tensor_info *t, size_t e)
+{
+    size_t at = t->offset;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        at += (e % (size_t)t->shape[d]) * (size_t)t->stride[d];
+        e /= (size_t)t->shape[d];
+    }
+    return at;
 }

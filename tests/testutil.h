@@ -15,4 +15,8 @@ void bp_test_fill(float *x, size_t n, float lo, float hi, uint64_t *state);
 /* Normalised mean squared error sum (a-b)^2 / sum b^2 over n values (b is the reference). */
 double bp_test_nmse(const float *a, const float *b, size_t n);
 
+/* The arena offset of element e (row-major over its shape) of a tensor of the net's table. */
+struct bp_tensor_info;
+size_t bp_test_tensor_at(const struct bp_tensor_info *t, size_t e);
+
 #endif
