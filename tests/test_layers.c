@@ -21,8 +21,8 @@ START_TEST(test_specs_parse)
     ck_assert_int_eq(s.units, 7);
     ck_assert_int_eq(s.act, BP_ACT_SIGMOID); /* Nielsen's neuron by default */
     static const struct { const char *text, *says; } bad[] = {
-        {"gru:3", "unknown kind 'gru' (known: dense, dropout, batchnorm, conv, maxpool, "
-                  "avgpool, lstm)"},
+        {"rnn:3", "unknown kind 'rnn' (known: dense, dropout, batchnorm, conv, maxpool, "
+                  "avgpool, lstm, gru)"},
         {"conv:3", "conv: '3' is not KxHxW"},
         {"dense", "width"},
         {"dense:", "width"},

@@ -98,6 +98,16 @@ typedef struct bp_backend {
                      const float *c_prev, float *c, float *tc, int lds, float *out, int ldo);
     void (*lstm_bwd)(int h, int cols, float *gates, int ldg, const float *c_prev,
                      const float *tc, int lds, const float *dh, float *dc, int ldd);
+    /* One time step of a GRU cell over cols columns (layers/gru.c). Column j, at gates + j ldg,
+     * holds W_x x_t (3h: r, z, n, PyTorch's order), W_h h_{t-1} (3h) and h_{t-1} (h), the
+     * products without their biases bx and bh. gru_fwd turns the first 3h into r, z, n, the
+     * n part of the second into hn = W_hn h_{t-1} + b_hn, and writes h_t to out (column j at
+     * j ldo). gru_bwd takes those and this step's dC/dh_t (dh, ld ldd) and leaves the dC/dZ of
+     * the first 3h and of the second 3h in their places, and z dh, the part of dC/dh_{t-1}
+     * outside W_h, in dh. */
+    void (*gru_fwd)(int h, int cols, const float *bx, const float *bh, float *gates, int ldg,
+                    float *out, int ldo);
+    void (*gru_bwd)(int h, int cols, float *gates, int ldg, float *dh, int ldd);
 } bp_backend;
 
 extern const bp_backend bp_backend_naive;
@@ -142,7 +152,7 @@ void bp_axpy_fast(size_t n, float alpha, const float *x, float *y);
  * copy or add whole rows of a window's tap, the pooling kernels handle a row of outputs at a
  * time. The same values as the reference ones: im2col, bias_act_planes (relu, linear) and
  * pooling to the bit; col2im sums in another order (within rounding). */
-/* The LSTM cell (recurrent.c): libm's exponential in the reference, vexp.h's in the fast form;
+/* The LSTM and GRU cells (recurrent.c): libm's exponential in the reference, vexp.h's in the fast form;
  * the backward pass has none and is shared. */
 void bp_lstm_fwd_ref(int h, int cols, const float *bias, float *gates, int ldg,
                      const float *c_prev, float *c, float *tc, int lds, float *out, int ldo);
@@ -150,6 +160,11 @@ void bp_lstm_fwd_fast(int h, int cols, const float *bias, float *gates, int ldg,
                       const float *c_prev, float *c, float *tc, int lds, float *out, int ldo);
 void bp_lstm_bwd(int h, int cols, float *gates, int ldg, const float *c_prev, const float *tc,
                  int lds, const float *dh, float *dc, int ldd);
+void bp_gru_fwd_ref(int h, int cols, const float *bx, const float *bh, float *gates, int ldg,
+                    float *out, int ldo);
+void bp_gru_fwd_fast(int h, int cols, const float *bx, const float *bh, float *gates, int ldg,
+                     float *out, int ldo);
+void bp_gru_bwd(int h, int cols, float *gates, int ldg, float *dh, int ldd);
 void bp_im2col_fast(const bp_window *g, int cols, const float *in, int ldin, float *x, int ldx);
 void bp_col2im_fast(const bp_window *g, int cols, const float *x, int ldx, float *out,
                     int ldout);

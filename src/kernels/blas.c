@@ -137,4 +137,6 @@ const bp_backend bp_backend_blas = {
     .avgpool_bwd = bp_avgpool_bwd_ref,
     .lstm_fwd = bp_lstm_fwd_fast,
     .lstm_bwd = bp_lstm_bwd,
+    .gru_fwd = bp_gru_fwd_fast,
+    .gru_bwd = bp_gru_bwd,
 };

@@ -39,4 +39,6 @@ const bp_backend bp_backend_naive = {
     .avgpool_bwd = bp_avgpool_bwd_ref,
     .lstm_fwd = bp_lstm_fwd_ref,
     .lstm_bwd = bp_lstm_bwd,
+    .gru_fwd = bp_gru_fwd_ref,
+    .gru_bwd = bp_gru_bwd,
 };

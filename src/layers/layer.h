@@ -37,6 +37,8 @@ typedef struct bp_layer_spec {
     float rate;         /* dropout: the probability of dropping a unit */
     /* conv (units: filters) and pooling: the window, its stride and zero padding */
     int kh, kw, stride, pad;
+    /* lstm, gru (units: hidden units): read the input image column by column, not row by row */
+    int by_cols;
 } bp_layer_spec;
 
 /* What kind of pass a forward or backward call is part of. Layers that behave the same in
@@ -173,10 +175,14 @@ struct bp_layer {
      * public bp_net_weights view, which promises an n_out x n_in matrix. */
     float *scale, *shift, *gscale, *gshift;
     /* A recurrent layer's second weight matrix, W_h (lstm: 4H x H, ld ldw), and its gradient;
-     * w is then W_x. */
-    float *w2, *gw2;
-    /* lstm: time steps and features per step of the input column (1 x steps x features). */
-    int steps, features;
+     * w is then W_x. gru's second bias, b_h (3H), and its gradient; b is then b_x. */
+    float *w2, *gw2, *b2, *gb2;
+    /* lstm, gru (sequence.c): time steps and features per step of the input column, which is
+     * 1 x steps x features, or 1 x features x steps when by_cols. */
+    int steps, features, by_cols;
+    /* The columns the per-column buffers hold (the planned batch), set with saved and work:
+     * a layer may lay its buffers out by part rather than by column (sequence.c does). */
+    int columns;
 };
 
 extern const bp_layer_ops bp_dense_ops;
@@ -190,6 +196,38 @@ extern const bp_layer_ops bp_conv_ops;
 extern const bp_layer_ops bp_maxpool_ops;
 extern const bp_layer_ops bp_avgpool_ops;
 extern const bp_layer_ops bp_lstm_ops;
+extern const bp_layer_ops bp_gru_ops;
+
+/* What the recurrent kinds share (sequence.c). A spec's arguments are "H" or "H:rows" or
+ * "H:cols"; the layer reads a 1 x R x C input as R steps of C features (rows) or C steps of R
+ * (cols). `gates` is the kind's gate count (lstm 4, gru 3): the rows of W_x and W_h. */
+bp_status bp_sequence_parse(const char *kind, const char *args, int gates,
+                            bp_layer_spec *spec);
+bp_status bp_sequence_plan(bp_layer *l, const char *kind, int gates, const bp_layer_spec *spec,
+                           bp_shape in);
+int bp_sequence_format(const bp_layer *l, char *buf, size_t size);
+/* The work floats a column needs for the transposed copy of its input (0 when by rows); the
+ * kind adds them to its plan's work_per_column, and keeps its own per-column work at the
+ * stride bp_sequence_work_stride gives, below the copies. */
+size_t bp_sequence_copy_floats(const bp_layer *l);
+size_t bp_sequence_work_stride(const bp_layer *l);
+/* The input projection of every step of these columns, Z = W_x X (rows x steps per column,
+ * ld ldz between steps, column j's first step at z + j spc), as one GEMM over the columns' steps;
+ * by cols it first copies each column's input transposed into the layer's work. */
+void bp_sequence_project(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
+                         int batch, const float *in, int ldin, float *z, int rows, int ldz,
+                         int spc);
+/* dC/dX = W_x^T dZ, dZ laid out as bp_sequence_project's Z, into d_in (column j at j ld_din),
+ * in the input's own order (rows or cols). */
+void bp_sequence_input_grad(const bp_layer *l, const bp_backend *be, int batch,
+                            const float *dz, int ldz, int spc, float *d_in, int ld_din);
+/* BP4 of W_x's rows [r0, r0 + rows): target_w = beta target_w + alpha dZ X^T over the batch's
+ * (column, step) pairs, with X as bp_sequence_project read it. */
+void bp_sequence_weight_grad(const bp_layer *l, const bp_backend *be, int batch,
+                             const float *in, int ldin, const float *dz, int rows, int ldz,
+                             int spc, float alpha, float beta, float *target_w);
+/* W_x's and W_h's gate blocks initialised each on its own (fan-in F or H), gate by gate. */
+bp_status bp_sequence_init_weights(bp_layer *l, int gates, bp_init scheme, bp_rng *rng);
 
 /* The window of a kh x kw kernel moved by `stride` over `in` zero-padded by `pad` (conv.c),
  * for conv and pooling; BP_EINVAL naming `kind` when it does not fit the input. */

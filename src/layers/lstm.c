@@ -2,7 +2,8 @@
  * lstm.c - the long short-term memory layer, trained by backpropagation through time.
  *
  * A column is a sequence: 1 x T x F, T time steps of F features, step t's features contiguous
- * at t F (an MNIST image read row by row is 28 steps of 28). The layer returns the last
+ * at t F (an MNIST image read row by row is 28 steps of 28), or with lstm:H:cols an image read
+ * column by column (sequence.c, which also does the input side of the GEMMs). The layer returns the last
  * step's hidden state h_T (H floats), so what follows it sees one H-vector per sample. Per
  * step, in PyTorch's gate order (input, forget, cell, output):
  *   z_t = W_x x_t + W_h h_{t-1} + b               (4H)
@@ -23,18 +24,14 @@
  * reads) followed by h_{t-1} (H floats, zeros at the first step): 5H floats a step, so over a
  * batch the gates are one 4H x (B T) matrix and the previous hidden states one H x (B T)
  * matrix, both with ld 5H, paired step by step as G_Wh's GEMM needs them. work holds c_t and
- * tanh c_t of every step (2 T H floats) and BPTT's running dC/dh and dC/dc (2 H).
+ * tanh c_t of every step (2 T H floats) and BPTT's running dC/dh and dC/dc (2 H), then, by
+ * cols, sequence.c's transposed copies of the inputs.
  *
  * Parameters, stored so that PyTorch's nn.LSTM tensors are their transposes' views: W_x is
  * 4H x F column-major (ld 4H), which row-major is weight_ih_l0^T; likewise W_h; one bias of 4H
  * (PyTorch's bias_ih_l0, with bias_hh_l0 zero). The forget gate's bias starts at 1, so a
  * fresh cell keeps its state rather than forgetting it (Gers et al.; Jozefowicz et al.).
  */
-#include <ctype.h>
-#include <errno.h>
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "layers/layer.h"
@@ -52,47 +49,24 @@ static size_t lstm_bias_at(const bp_layer *l)
     return lstm_recurrent_at(l) + bp_round_floats((size_t)gate_rows(l) * (size_t)l->n_out);
 }
 
-/* "H": the hidden units. */
 static bp_status lstm_parse(const char *args, bp_layer_spec *spec)
 {
-    char *end;
-    errno = 0;
-    long units = strtol(args, &end, 10);
-    if (end == args || !isdigit((unsigned char)args[0]) || errno == ERANGE || units < 1 ||
-        units > BP_MAX_WIDTH / 4 || *end != '\0')
-        return bp_fail(BP_EINVAL, "lstm: '%s' is not a count of 1 to %d hidden units (e.g. "
-                       "lstm:128)", args, BP_MAX_WIDTH / 4);
-    spec->units = (int)units;
-    spec->act = BP_ACT_LINEAR;
-    return BP_OK;
+    return bp_sequence_parse("lstm", args, 4, spec);
 }
 
 static bp_status lstm_plan(bp_layer *l, const bp_layer_spec *spec, bp_shape in,
                            bp_layer_plan *plan)
 {
-    if (in.c != 1)
-        return bp_fail(BP_EINVAL, "lstm: an input of %d x %d x %d; a sequence is 1 x steps x "
-                       "features (input_channels 1, input_rows steps, input_cols features)",
-                       in.c, in.h, in.w);
-    if (spec->units < 1 || spec->units > BP_MAX_WIDTH / 4)
-        return bp_fail(BP_EINVAL, "lstm: %d hidden units (allowed: 1 to %d)", spec->units,
-                       BP_MAX_WIDTH / 4);
-    size_t h = (size_t)spec->units, t = (size_t)in.h;
-    if (t * 4 * h > BP_MAX_WIDTH)
-        return bp_fail(BP_EINVAL, "lstm: %zu steps of %zu gates are more than %d values in a "
-                       "column", t, 4 * h, BP_MAX_WIDTH);
-    l->in = in;
-    l->out = (bp_shape){spec->units, 1, 1};
-    l->n_in = (int)bp_shape_size(in);
-    l->n_out = spec->units;
-    l->steps = in.h;
-    l->features = in.w;
-    l->act = BP_ACT_LINEAR;
+    bp_status st = bp_sequence_plan(l, "lstm", 4, spec, in);
+    if (st != BP_OK)
+        return st;
+    size_t h = (size_t)l->n_out, t = (size_t)l->steps;
     *plan = (bp_layer_plan){
         .out = l->out,
         .params = lstm_bias_at(l) + bp_round_floats(4 * h),
         .saved_per_column = t * 5 * h, /* per step the gates and h_{t-1} */
-        .work_per_column = 2 * t * h + 2 * h, /* c, tanh c per step; BPTT's dh, dc */
+        /* c, tanh c per step; BPTT's dh, dc; the transposed input by cols */
+        .work_per_column = 2 * t * h + 2 * h + bp_sequence_copy_floats(l),
         .params_need_data_pass = 1,
     };
     return BP_OK;
@@ -127,34 +101,13 @@ static int lstm_tensors(const bp_layer *l, bp_tensor_info *out, int max)
     return n;
 }
 
-/* One gate's block (H rows of a 4H x cols matrix, ld 4H) by the scheme, fan-in `cols`. */
-static bp_status init_block(float *w, int rows, int cols, int ld, bp_init scheme, bp_rng *rng)
-{
-    if (scheme == BP_INIT_ORTHOGONAL)
-        return bp_init_orthogonal(w, rows, cols, 1, (size_t)ld, rng);
-    double scale = scheme == BP_INIT_HE ? sqrt(2.0 / cols)
-                   : scheme == BP_INIT_LARGE ? 1.0 : 1.0 / sqrt((double)cols);
-    double bound = sqrt(6.0 / ((double)cols + rows));
-    for (int j = 0; j < cols; j++)
-        for (int i = 0; i < rows; i++)
-            w[i + (size_t)j * ld] =
-                (float)(scheme == BP_INIT_XAVIER ? bound * (2.0 * bp_rng_uniform(rng) - 1.0)
-                                                 : scale * bp_rng_gaussian(rng));
-    return BP_OK;
-}
-
-/* Each gate's blocks of W_x and W_h on their own (a gate's fan-in is F or H; orthogonal makes
- * each H x H recurrent block orthogonal); biases 0 but the forget gate's, 1. */
+/* Biases 0 but the forget gate's, 1. */
 static bp_status lstm_init(bp_layer *l, bp_init scheme, bp_rng *rng)
 {
+    bp_status st = bp_sequence_init_weights(l, 4, scheme, rng);
+    if (st != BP_OK)
+        return st;
     int h = l->n_out, g = gate_rows(l);
-    for (int q = 0; q < 4; q++) {
-        bp_status st = init_block(l->w + (size_t)q * h, h, l->features, g, scheme, rng);
-        if (st == BP_OK)
-            st = init_block(l->w2 + (size_t)q * h, h, h, g, scheme, rng);
-        if (st != BP_OK)
-            return st;
-    }
     for (int i = 0; i < g; i++)
         l->b[i] = i >= h && i < 2 * h ? 1.0f : 0.0f;
     return BP_OK;
@@ -168,25 +121,17 @@ static float *gates_of(const bp_layer *l, const bp_pass *pass)
 
 static float *states_of(const bp_layer *l, const bp_pass *pass)
 {
-    return l->work + (size_t)pass->column0 * l->work_per_column;
+    return l->work + (size_t)pass->column0 * bp_sequence_work_stride(l);
 }
 
 static void lstm_forward(const bp_layer *l, const bp_backend *be, const bp_pass *pass,
                          int batch, const float *in, int ldin, float *out, int ldout)
 {
-    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h, steps = l->steps, f = l->features;
-    int spc = (int)l->saved_per_column, wpc = (int)l->work_per_column;
+    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h, steps = l->steps;
+    int spc = (int)l->saved_per_column, wpc = (int)bp_sequence_work_stride(l);
     float *gates = gates_of(l, pass), *s = states_of(l, pass);
     float *c = s, *tc = s + (size_t)steps * h;
-    /* Z = W_x X over every step of every column: X is F x (B T), ld F, when the columns are
-     * packed (ldin = T F, as the net lays them out); else a GEMM per column. */
-    if (ldin == steps * f)
-        be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, batch * steps, f, 1.0f, l->w, l->ldw, in, f, 0.0f,
-                  gates, g5);
-    else
-        for (int j = 0; j < batch; j++)
-            be->sgemm(BP_NOTRANS, BP_NOTRANS, g4, steps, f, 1.0f, l->w, l->ldw,
-                      in + (size_t)j * ldin, f, 0.0f, gates + (size_t)j * spc, g5);
+    bp_sequence_project(l, be, pass, batch, in, ldin, gates, g4, g5, spc);
     for (int j = 0; j < batch; j++)
         memset(gates + (size_t)j * spc + g4, 0, sizeof(float) * (size_t)h); /* h_0 */
     for (int t = 0; t < steps; t++) {
@@ -216,8 +161,8 @@ static void lstm_backward_data(const bp_layer *l, const bp_backend *be, const bp
                                int ldout, const float *d, int ldd, float *d_in, int ld_din)
 {
     (void)in, (void)ldin, (void)out, (void)ldout;
-    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h, steps = l->steps, f = l->features;
-    int spc = (int)l->saved_per_column, wpc = (int)l->work_per_column;
+    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h, steps = l->steps;
+    int spc = (int)l->saved_per_column, wpc = (int)bp_sequence_work_stride(l);
     float *gates = gates_of(l, pass), *s = states_of(l, pass);
     size_t th = (size_t)steps * h;
     float *c = s, *tc = s + th, *dh = s + 2 * th, *dc = dh + h;
@@ -233,15 +178,8 @@ static void lstm_backward_data(const bp_layer *l, const bp_backend *be, const bp
             be->sgemm(BP_TRANS, BP_NOTRANS, h, batch, g4, 1.0f, l->w2, l->ldw, zt, spc, 0.0f,
                       dh, wpc);
     }
-    if (!d_in)
-        return;
-    if (ld_din == steps * f)
-        be->sgemm(BP_TRANS, BP_NOTRANS, f, batch * steps, g4, 1.0f, l->w, l->ldw, gates, g5,
-                  0.0f, d_in, f);
-    else
-        for (int j = 0; j < batch; j++)
-            be->sgemm(BP_TRANS, BP_NOTRANS, f, steps, g4, 1.0f, l->w, l->ldw,
-                      gates + (size_t)j * spc, g5, 0.0f, d_in + (size_t)j * ld_din, f);
+    if (d_in)
+        bp_sequence_input_grad(l, be, batch, gates, g5, spc, d_in, ld_din);
 }
 
 /* BP3/BP4 for rows [r0, r1) of the gates (of b, W_x and W_h alike), from the dC/dZ BPTT left
@@ -252,8 +190,8 @@ static void lstm_backward_params(const bp_layer *l, const bp_backend *be, int ba
                                  const bp_grad_target *target, int part, int parts)
 {
     (void)d, (void)ldd; /* BPTT has turned it into the gates' dC/dZ */
-    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h, steps = l->steps, f = l->features;
-    int spc = (int)l->saved_per_column, pairs = batch * steps;
+    int h = l->n_out, g4 = gate_rows(l), g5 = g4 + h;
+    int spc = (int)l->saved_per_column, pairs = batch * l->steps;
     int r0, r1;
     bp_team_share(g4, part, parts, 16, &r0, &r1);
     if (r1 <= r0)
@@ -268,28 +206,17 @@ static void lstm_backward_params(const bp_layer *l, const bp_backend *be, int ba
     } else {
         be->rowsum(rows, pairs, a, dz, g5, l->gb + r0);
     }
-    float *tx = (into_params ? l->w : l->gw) + r0;
-    if (ldin == steps * f)
-        be->sgemm(BP_NOTRANS, BP_TRANS, rows, f, pairs, a, dz, g5, in, f, target->beta, tx,
-                  l->ldw);
-    else
-        for (int j = 0; j < batch; j++)
-            be->sgemm(BP_NOTRANS, BP_TRANS, rows, f, steps, a, dz + (size_t)j * spc, g5,
-                      in + (size_t)j * ldin, f, j ? 1.0f : target->beta, tx, l->ldw);
+    bp_sequence_weight_grad(l, be, batch, in, ldin, dz, rows, g5, spc, a, target->beta,
+                            (into_params ? l->w : l->gw) + r0);
     float *th = (into_params ? l->w2 : l->gw2) + r0;
     be->sgemm(BP_NOTRANS, BP_TRANS, rows, h, pairs, a, dz, g5, h_prev, g5, target->beta, th,
               l->ldw);
 }
 
-static int lstm_format(const bp_layer *l, char *buf, size_t size)
-{
-    return snprintf(buf, size, "lstm:%d", l->n_out);
-}
-
 const bp_layer_ops bp_lstm_ops = {
     .name = "lstm",
     .parse = lstm_parse,
-    .format = lstm_format,
+    .format = bp_sequence_format,
     .plan = lstm_plan,
     .bind = lstm_bind,
     .tensors = lstm_tensors,

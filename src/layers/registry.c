@@ -13,6 +13,7 @@ static const bp_layer_ops *const kinds[] = {
     &bp_maxpool_ops,
     &bp_avgpool_ops,
     &bp_lstm_ops,
+    &bp_gru_ops,
 };
 
 bp_status bp_layer_spec_parse(const char *text, bp_layer_spec *out)

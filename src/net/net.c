@@ -272,6 +272,7 @@ static bp_status plan_buffers(bp_net *net, int max_batch)
         p += bp_round_floats(saved);
         l->work = work ? p : NULL;
         p += bp_round_floats(work);
+        l->columns = max_batch;
     }
     return BP_OK;
 }

@@ -1,13 +1,15 @@
 /*
- * test_lstm.c - the LSTM layer (src/layers/lstm.c) and its cell kernels
- * (src/kernels/recurrent.c), trained by backpropagation through time.
+ * test_recurrent.c - the recurrent layers (src/layers/lstm.c, gru.c, sequence.c) and their
+ * cell kernels (src/kernels/recurrent.c), trained by backpropagation through time.
  *
- * The oracle is an LSTM written here in double precision from the equations (PyTorch's gate
- * order, h_0 = c_0 = 0), followed by a dense softmax layer and the log-likelihood cost, sharing
- * no code with the library; it reads the library's parameters through the tensor table
- * (weight_ih [4H, F], weight_hh [4H, H], bias [4H]: nn.LSTM's layouts). BPTT's gradients are
- * checked against its centred finite differences, norm-wise, at the 1e-4 that test_conv.c
- * and test_gradcheck.c assert for float computations against a double reference.
+ * The oracle is an LSTM and a GRU written here in double precision from the equations
+ * (PyTorch's gate orders and forms, h_0 = c_0 = 0), reading the sequence by rows or by cols,
+ * followed by a dense softmax layer and the log-likelihood cost, sharing no code with the
+ * library; it reads the library's parameters through the tensor table (nn.LSTM's weight_ih
+ * [4H, F], weight_hh [4H, H] and one bias [4H]; nn.GRU's [3H, F], [3H, H], bias_ih and
+ * bias_hh [3H]). BPTT's gradients are checked against its centred finite differences,
+ * norm-wise, at the 1e-4 that test_conv.c and test_gradcheck.c assert for float computations
+ * against a double reference.
  */
 #include <math.h>
 #include <stdio.h>
@@ -21,46 +23,85 @@
 
 static const double GRAD_REL_TOL = 1e-4;
 
+typedef enum { LSTM, GRU } kind;
+static const char *const kind_names[] = {"lstm", "gru"};
+static const int kind_gates[] = {4, 3};
+
+/* What a case runs: the layer kind and whether it reads its input by cols. */
 typedef struct {
+    kind k;
+    int by_cols;
+} variant;
+
+typedef struct {
+    variant v;
     int steps, features, hidden, classes;
-    double *wx, *wh, *b, *wd, *bd; /* row-major: [4H][F], [4H][H], [4H], [K][H], [K] */
+    /* row-major: [G H][F], [G H][H], [G H], [G H] (gru's bias_hh), [K][H], [K] */
+    double *wx, *wh, *b, *bh, *wd, *bd;
 } ref_net;
 
 static double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
 
-/* The last hidden state of one sequence x (steps x features, step-major). */
-static void ref_lstm(const ref_net *r, const double *x, double *h_out)
+/* Feature f of step t of one sequence: step-major by rows; by cols the image is features x
+ * steps and a step is one of its columns. */
+static double ref_input(const ref_net *r, const double *x, int t, int f)
 {
-    int H = r->hidden, F = r->features;
+    return r->v.by_cols ? x[f * r->steps + t] : x[t * r->features + f];
+}
+
+/* W x_t + b over the gate rows q, for the weights w (rows of `cols`) and bias b. */
+static void ref_affine(int rows, int cols, const double *w, const double *b, const double *v,
+                       double *out)
+{
+    for (int q = 0; q < rows; q++) {
+        double s = b ? b[q] : 0.0;
+        for (int k = 0; k < cols; k++)
+            s += w[q * cols + k] * v[k];
+        out[q] = s;
+    }
+}
+
+/* The last hidden state of one sequence x. */
+static void ref_recurrent(const ref_net *r, const double *x, double *h_out)
+{
+    int H = r->hidden, F = r->features, G = kind_gates[r->v.k] * H;
     double *h = calloc((size_t)H, sizeof(double)), *c = calloc((size_t)H, sizeof(double));
-    double *z = malloc(sizeof(double) * 4 * (size_t)H);
+    double *zx = malloc(sizeof(double) * G), *zh = malloc(sizeof(double) * G);
+    double *xt = malloc(sizeof(double) * F);
     for (int t = 0; t < r->steps; t++) {
-        for (int q = 0; q < 4 * H; q++) {
-            double v = r->b[q];
-            for (int f = 0; f < F; f++)
-                v += r->wx[q * F + f] * x[t * F + f];
-            for (int k = 0; k < H; k++)
-                v += r->wh[q * H + k] * h[k];
-            z[q] = v;
-        }
+        for (int f = 0; f < F; f++)
+            xt[f] = ref_input(r, x, t, f);
+        ref_affine(G, F, r->wx, r->b, xt, zx);
+        ref_affine(G, H, r->wh, r->v.k == GRU ? r->bh : NULL, h, zh);
         for (int k = 0; k < H; k++) {
-            double i = sigmoid(z[k]), f = sigmoid(z[H + k]), g = tanh(z[2 * H + k]);
-            double o = sigmoid(z[3 * H + k]);
-            c[k] = f * c[k] + i * g;
-            h[k] = o * tanh(c[k]);
+            if (r->v.k == LSTM) {
+                double i = sigmoid(zx[k] + zh[k]), f = sigmoid(zx[H + k] + zh[H + k]);
+                double g = tanh(zx[2 * H + k] + zh[2 * H + k]);
+                double o = sigmoid(zx[3 * H + k] + zh[3 * H + k]);
+                c[k] = f * c[k] + i * g;
+                h[k] = o * tanh(c[k]);
+            } else {
+                double rg = sigmoid(zx[k] + zh[k]), z = sigmoid(zx[H + k] + zh[H + k]);
+                double n = tanh(zx[2 * H + k] + rg * zh[2 * H + k]);
+                c[k] = (1 - z) * n + z * h[k]; /* h_t, kept apart until every unit has it */
+            }
         }
+        if (r->v.k == GRU)
+            memcpy(h, c, sizeof(double) * (size_t)H);
     }
     memcpy(h_out, h, sizeof(double) * (size_t)H);
     free(h);
     free(c);
-    free(z);
+    free(zx);
+    free(zh);
+    free(xt);
 }
 
 /* The softmax outputs of one sequence. */
 static void ref_outputs(const ref_net *r, const double *x, double *a)
 {
     double h[64];
-    ref_lstm(r, x, h);
+    ref_recurrent(r, x, h);
     double max = -INFINITY;
     for (int k = 0; k < r->classes; k++) {
         double v = r->bd[k];
@@ -87,33 +128,41 @@ static double ref_cost(const ref_net *r, const double *x, const int *labels, int
     return total / batch;
 }
 
-/* The reference's array for tensor t of the net (lstm:H,dense:K:softmax). */
+/* The reference's array for tensor t of the net (kind:H,dense:K:softmax). */
 static double *ref_tensor(ref_net *r, const bp_tensor_info *t)
 {
-    if (t->layer == 1)
-        return !strcmp(t->name, "layers.0.weight_ih")   ? r->wx
-               : !strcmp(t->name, "layers.0.weight_hh") ? r->wh
-                                                        : r->b;
+    if (t->layer == 1) {
+        const char *name = t->name + strlen("layers.0.");
+        return !strcmp(name, "weight_ih")   ? r->wx
+               : !strcmp(name, "weight_hh") ? r->wh
+               : !strcmp(name, "bias_hh")   ? r->bh
+                                            : r->b; /* lstm's bias, gru's bias_ih */
+    }
     return t->role == BP_ROLE_WEIGHT ? r->wd : r->bd;
 }
 
-static ref_net *ref_of(bp_net *net, int steps, int features, int hidden, int classes)
+static ref_net *ref_of(bp_net *net, variant v, int steps, int features, int hidden,
+                       int classes)
 {
     ref_net *r = calloc(1, sizeof *r);
-    *r = (ref_net){.steps = steps, .features = features, .hidden = hidden, .classes = classes};
-    r->wx = malloc(sizeof(double) * 4 * hidden * features);
-    r->wh = malloc(sizeof(double) * 4 * hidden * hidden);
-    r->b = malloc(sizeof(double) * 4 * hidden);
+    *r = (ref_net){.v = v, .steps = steps, .features = features, .hidden = hidden,
+                   .classes = classes};
+    int g = kind_gates[v.k] * hidden;
+    r->wx = malloc(sizeof(double) * g * features);
+    r->wh = malloc(sizeof(double) * g * hidden);
+    r->b = malloc(sizeof(double) * g);
+    r->bh = calloc((size_t)g, sizeof(double));
     r->wd = malloc(sizeof(double) * classes * hidden);
     r->bd = malloc(sizeof(double) * classes);
     const float *params = bp_net_params(net, NULL);
-    ck_assert_int_eq(bp_net_tensor_count(net), 5);
-    for (int t = 0; t < 5; t++) {
+    int tensors = bp_net_tensor_count(net);
+    ck_assert_int_eq(tensors, v.k == LSTM ? 5 : 6);
+    for (int t = 0; t < tensors; t++) {
         bp_tensor_info info;
         bp_net_tensor(net, t, &info);
-        double *v = ref_tensor(r, &info);
+        double *d = ref_tensor(r, &info);
         for (size_t e = 0; e < info.count; e++)
-            v[e] = params[bp_test_tensor_at(&info, e)];
+            d[e] = params[bp_test_tensor_at(&info, e)];
     }
     return r;
 }
@@ -123,16 +172,18 @@ static void ref_free(ref_net *r)
     free(r->wx);
     free(r->wh);
     free(r->b);
+    free(r->bh);
     free(r->wd);
     free(r->bd);
     free(r);
 }
 
-static bp_net *make_net(int steps, int features, int hidden, int classes, int batch,
-                        const char *backend, int threads)
+static bp_net *make_net(variant v, int steps, int features, int hidden, int classes,
+                        int batch, const char *backend, int threads)
 {
     char layers[64];
-    snprintf(layers, sizeof layers, "lstm:%d,dense:%d:softmax", hidden, classes);
+    snprintf(layers, sizeof layers, "%s:%d%s,dense:%d:softmax", kind_names[v.k], hidden,
+             v.by_cols ? ":cols" : "", classes);
     int sizes[1] = {steps * features};
     bp_net_config nc;
     bp_net_config_init(&nc);
@@ -140,8 +191,8 @@ static bp_net *make_net(int steps, int features, int hidden, int classes, int ba
     nc.n_sizes = 1;
     nc.layers = layers;
     nc.input_channels = 1;
-    nc.input_rows = steps;
-    nc.input_cols = features;
+    nc.input_rows = v.by_cols ? features : steps;
+    nc.input_cols = v.by_cols ? steps : features;
     nc.cost = BP_COST_LOG_LIKELIHOOD;
     nc.init = BP_INIT_XAVIER;
     nc.seed = 5;
@@ -184,10 +235,10 @@ static void fill_batch(float *x, int *labels, double *xd, int width, int classes
         labels[s] = (s * 5 + 2) % classes;
 }
 
-static double gradient_error(int steps, int features, int hidden, int classes, int batch,
-                             const char *backend, int threads)
+static double gradient_error(variant v, int steps, int features, int hidden, int classes,
+                             int batch, const char *backend, int threads)
 {
-    bp_net *net = make_net(steps, features, hidden, classes, batch, backend, threads);
+    bp_net *net = make_net(v, steps, features, hidden, classes, batch, backend, threads);
     int width = steps * features;
     float *x = malloc(sizeof(float) * (size_t)width * batch);
     float *y = calloc((size_t)classes * batch, sizeof(float));
@@ -199,7 +250,7 @@ static double gradient_error(int steps, int features, int hidden, int classes, i
     double cost;
     ck_assert_msg(bp_net_gradient(net, x, width, y, classes, batch, &cost) == BP_OK, "%s",
                   bp_last_error());
-    ref_net *r = ref_of(net, steps, features, hidden, classes);
+    ref_net *r = ref_of(net, v, steps, features, hidden, classes);
     double ref = ref_cost(r, xd, labels, batch);
     ck_assert_msg(fabs(ref - cost) <= 1e-4 * fmax(1.0, fabs(ref)), "cost %g, reference %g",
                   cost, ref);
@@ -208,14 +259,14 @@ static double gradient_error(int steps, int features, int hidden, int classes, i
     for (int t = 0; t < bp_net_tensor_count(net); t++) {
         bp_tensor_info info;
         bp_net_tensor(net, t, &info);
-        double *v = ref_tensor(r, &info);
+        double *p = ref_tensor(r, &info);
         for (size_t e = 0; e < info.count; e++) {
-            double keep = v[e];
-            v[e] = keep + hstep;
+            double keep = p[e];
+            p[e] = keep + hstep;
             double up = ref_cost(r, xd, labels, batch);
-            v[e] = keep - hstep;
+            p[e] = keep - hstep;
             double down = ref_cost(r, xd, labels, batch);
-            v[e] = keep;
+            p[e] = keep;
             double fd = (up - down) / (2 * hstep), bp = grads[bp_test_tensor_at(&info, e)];
             err += (bp - fd) * (bp - fd);
             norm += fd * fd;
@@ -231,20 +282,31 @@ static double gradient_error(int steps, int features, int hidden, int classes, i
     return sqrt(err / norm);
 }
 
-/* BPTT over 3 to 5 steps, several batch sizes, both backends. */
+static const variant variants[] = {{LSTM, 0}, {GRU, 0}, {LSTM, 1}, {GRU, 1}};
+enum { VARIANTS = sizeof variants / sizeof *variants };
+
+static const char *variant_name(variant v)
+{
+    static const char *const names[2][2] = {{"lstm", "lstm:cols"}, {"gru", "gru:cols"}};
+    return names[v.k][v.by_cols];
+}
+
+/* BPTT over 1 to 5 steps, several batch sizes, both backends, each kind by rows and by
+ * cols. */
 START_TEST(test_gradient_through_time)
 {
     static const struct { int steps, features, hidden, batch; } cases[] = {
         {3, 2, 3, 1}, {4, 3, 5, 3}, {5, 2, 4, 7}, {1, 4, 3, 2}, {5, 1, 2, 4},
     };
+    variant v = variants[_i];
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++)
         for (int be = 0; be < 2; be++) {
             const char *backend = be ? "blas" : "naive";
-            double e = gradient_error(cases[c].steps, cases[c].features, cases[c].hidden, 3,
-                                      cases[c].batch, backend, 1);
-            ck_assert_msg(e < GRAD_REL_TOL, "T %d, F %d, H %d, B %d, %s: relative error %g",
-                          cases[c].steps, cases[c].features, cases[c].hidden, cases[c].batch,
-                          backend, e);
+            double e = gradient_error(v, cases[c].steps, cases[c].features, cases[c].hidden,
+                                      3, cases[c].batch, backend, 1);
+            ck_assert_msg(e < GRAD_REL_TOL, "%s: T %d, F %d, H %d, B %d, %s: relative error %g",
+                          variant_name(v), cases[c].steps, cases[c].features, cases[c].hidden,
+                          cases[c].batch, backend, e);
         }
 }
 END_TEST
@@ -253,8 +315,9 @@ END_TEST
  * rows). */
 START_TEST(test_gradient_threads)
 {
-    double e = gradient_error(4, 3, 20, 3, 40, "blas", 2);
-    ck_assert_msg(e < GRAD_REL_TOL, "2 threads: relative error %g", e);
+    variant v = variants[_i];
+    double e = gradient_error(v, 4, 3, 20, 3, 40, "blas", 2);
+    ck_assert_msg(e < GRAD_REL_TOL, "%s, 2 threads: relative error %g", variant_name(v), e);
 }
 END_TEST
 
@@ -263,7 +326,8 @@ END_TEST
 START_TEST(test_input_gradient)
 {
     enum { T = 4, F = 3, HID = 4, K = 3, B = 3 };
-    bp_net *net = make_net(T, F, HID, K, B, "blas", 1);
+    variant v = variants[_i];
+    bp_net *net = make_net(v, T, F, HID, K, B, "blas", 1);
     float x[T * F * B], u[K * B], dx[T * F * B];
     double xd[T * F * B];
     int labels[B];
@@ -272,33 +336,33 @@ START_TEST(test_input_gradient)
     bp_test_fill(u, K * B, -1.0f, 1.0f, &seed);
     ck_assert_msg(bp_net_backward(net, x, T * F, u, K, B, dx, T * F) == BP_OK, "%s",
                   bp_last_error());
-    ref_net *r = ref_of(net, T, F, HID, K);
+    ref_net *r = ref_of(net, v, T, F, HID, K);
     double err = 0, norm = 0, hstep = 1e-5, a[K];
     for (int s = 0; s < B; s++)
         for (int i = 0; i < T * F; i++) {
-            double *v = xd + s * T * F + i, keep = *v, up = 0, down = 0;
-            *v = keep + hstep;
+            double *p = xd + s * T * F + i, keep = *p, up = 0, down = 0;
+            *p = keep + hstep;
             ref_outputs(r, xd + s * T * F, a);
             for (int k = 0; k < K; k++)
                 up += u[s * K + k] * a[k];
-            *v = keep - hstep;
+            *p = keep - hstep;
             ref_outputs(r, xd + s * T * F, a);
             for (int k = 0; k < K; k++)
                 down += u[s * K + k] * a[k];
-            *v = keep;
+            *p = keep;
             double fd = (up - down) / (2 * hstep), bp = dx[s * T * F + i];
             err += (bp - fd) * (bp - fd);
             norm += fd * fd;
         }
     ck_assert(norm > 0);
-    ck_assert_msg(sqrt(err / norm) < GRAD_REL_TOL, "dC/dX relative error %g",
-                  sqrt(err / norm));
+    ck_assert_msg(sqrt(err / norm) < GRAD_REL_TOL, "%s: dC/dX relative error %g",
+                  variant_name(v), sqrt(err / norm));
     ref_free(r);
     bp_net_free(net);
 }
 END_TEST
 
-/* The fast cell against the reference one: the same equations, vexp.h's activations within a
+/* The LSTM's fast cell against the reference one: the same equations, vexp.h's activations within a
  * few ulp of libm's. */
 START_TEST(test_cell_kernels_agree)
 {
@@ -332,11 +396,48 @@ START_TEST(test_cell_kernels_agree)
 }
 END_TEST
 
+/* The GRU's fast cell against the reference one, and both against its equations. */
+START_TEST(test_gru_cell_kernels_agree)
+{
+    enum { H = 29, COLS = 4, LDG = 7 * H + 5, LDO = H + 3 };
+    float ga[LDG * COLS], gb[LDG * COLS], bx[3 * H], bh[3 * H], out[2][LDO * COLS];
+    uint64_t seed = 10;
+    bp_test_fill(ga, LDG * COLS, -3.0f, 3.0f, &seed);
+    bp_test_fill(bx, 3 * H, -1.0f, 1.0f, &seed);
+    bp_test_fill(bh, 3 * H, -1.0f, 1.0f, &seed);
+    float before[LDG * COLS];
+    memcpy(before, ga, sizeof ga);
+    memcpy(gb, ga, sizeof ga);
+    bp_backend_naive.gru_fwd(H, COLS, bx, bh, ga, LDG, out[0], LDO);
+    bp_backend_blas.gru_fwd(H, COLS, bx, bh, gb, LDG, out[1], LDO);
+    for (int j = 0; j < COLS; j++)
+        for (int k = 0; k < H; k++) {
+            const float *x = before + j * LDG, *hz = x + 3 * H, *hp = x + 6 * H;
+            double r = sigmoid((double)x[k] + bx[k] + hz[k] + bh[k]);
+            double z = sigmoid((double)x[H + k] + bx[H + k] + hz[H + k] + bh[H + k]);
+            double hn = (double)hz[2 * H + k] + bh[2 * H + k];
+            double n = tanh((double)x[2 * H + k] + bx[2 * H + k] + r * hn);
+            double h = (1 - z) * n + z * hp[k];
+            for (int v = 0; v < 2; v++) {
+                const float *g = (v ? gb : ga) + j * LDG;
+                ck_assert_msg(fabs(g[k] - r) <= 1e-6 && fabs(g[H + k] - z) <= 1e-6 &&
+                                  fabs(g[2 * H + k] - n) <= 1e-6 &&
+                                  fabs(g[5 * H + k] - hn) <= 1e-6,
+                              "%s: gates of unit %d", v ? "fast" : "ref", k);
+                ck_assert_msg(fabs(out[v][j * LDO + k] - h) <= 1e-6, "%s: h of unit %d",
+                              v ? "fast" : "ref", k);
+            }
+        }
+}
+END_TEST
+
 /* blas and naive give the same gradients within float rounding on one net. */
 START_TEST(test_blas_matches_naive)
 {
     enum { T = 5, F = 4, HID = 8, K = 3, B = 6 };
-    bp_net *nets[2] = {make_net(T, F, HID, K, B, "naive", 1), make_net(T, F, HID, K, B, "blas", 1)};
+    variant v = variants[_i];
+    bp_net *nets[2] = {make_net(v, T, F, HID, K, B, "naive", 1),
+                       make_net(v, T, F, HID, K, B, "blas", 1)};
     float x[T * F * B], y[K * B] = {0};
     double xd[T * F * B];
     int labels[B];
@@ -349,17 +450,18 @@ START_TEST(test_blas_matches_naive)
         ck_assert_int_eq(bp_net_gradient(nets[i], x, T * F, y, K, B, NULL), BP_OK);
         g[i] = bp_net_grads(nets[i], &n);
     }
-    ck_assert_msg(bp_test_nmse(g[1], g[0], n) < 1e-10, "nmse %g", bp_test_nmse(g[1], g[0], n));
+    ck_assert_msg(bp_test_nmse(g[1], g[0], n) < 1e-10, "%s: nmse %g", variant_name(v),
+                  bp_test_nmse(g[1], g[0], n));
     bp_net_free(nets[0]);
     bp_net_free(nets[1]);
 }
 END_TEST
 
-/* The plan: tensors and their shapes, the forget gate's bias, the spec back, and what the
- * layer refuses. */
+/* The plans: tensors and their shapes, the initial biases, the spec back, and what the
+ * layers refuse. */
 START_TEST(test_plan)
 {
-    bp_net *net = make_net(28, 28, 16, 10, 4, "blas", 1);
+    bp_net *net = make_net((variant){LSTM, 0}, 28, 28, 16, 10, 4, "blas", 1);
     bp_tensor_info info;
     bp_net_tensor(net, 0, &info);
     ck_assert_str_eq(info.name, "layers.0.weight_ih");
@@ -369,6 +471,19 @@ START_TEST(test_plan)
     ck_assert_str_eq(info.name, "layers.0.weight_hh");
     ck_assert_int_eq(info.shape[1], 16);
     ck_assert_str_eq(bp_net_spec(net), "lstm:16,dense:10:softmax");
+    bp_net_free(net);
+    /* By cols a 1 x 6 x 9 image is 9 steps of 6 features. */
+    net = make_net((variant){GRU, 1}, 9, 6, 5, 3, 4, "blas", 1);
+    static const char *const gru_names[] = {"weight_ih", "weight_hh", "bias_ih", "bias_hh"};
+    static const int gru_shapes[][2] = {{15, 6}, {15, 5}, {15, 0}, {15, 0}};
+    for (int t = 0; t < 4; t++) {
+        bp_net_tensor(net, t, &info);
+        ck_assert_str_eq(info.name + strlen("layers.0."), gru_names[t]);
+        ck_assert_int_eq(info.shape[0], gru_shapes[t][0]);
+        if (gru_shapes[t][1])
+            ck_assert_int_eq(info.shape[1], gru_shapes[t][1]);
+    }
+    ck_assert_str_eq(bp_net_spec(net), "gru:5:cols,dense:3:softmax");
     bp_net_free(net);
 
     int sizes[1] = {12};
@@ -386,11 +501,24 @@ START_TEST(test_plan)
     for (int i = 0; i < 16; i++)
         ck_assert_msg(b[i] == (i >= 4 && i < 8 ? 1.0f : 0.0f), "bias %d = %g", i, b[i]);
     bp_net_free(net);
+    nc.layers = "gru:4:rows,dense:2:softmax";
+    ck_assert_int_eq(bp_net_create(&net, &nc), BP_OK);
+    ck_assert_str_eq(bp_net_spec(net), "gru:4,dense:2:softmax");
+    const float *params = bp_net_params(net, NULL);
+    for (int t = 2; t < 4; t++) {
+        bp_net_tensor(net, t, &info);
+        for (size_t e = 0; e < info.count; e++)
+            ck_assert(params[bp_test_tensor_at(&info, e)] == 0.0f);
+    }
+    bp_net_free(net);
     static const char *const bad[][2] = {
         {"lstm:0,dense:2", "hidden units"},
         {"lstm:x,dense:2", "hidden units"},
-        {"lstm:4:relu,dense:2", "hidden units"},
+        {"gru:4:relu,dense:2", "read by 'rows' (the default) or 'cols'"},
+        {"gru:4:cols:x,dense:2", "read by 'rows' (the default) or 'cols'"},
+        {"gru:349526,dense:2", "hidden units"},
         {"dense:5,lstm:4,dense:2", "a sequence is 1 x steps x features"},
+        {"dense:5,gru:4,dense:2", "a sequence is 1 x steps x features"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         nc.layers = bad[i][0];
@@ -405,13 +533,14 @@ END_TEST
 START_TEST(test_learns_first_sign)
 {
     enum { T = 6, N = 2000, TEST = 500, B = 20 };
+    variant v = variants[_i];
     float *x = malloc(sizeof(float) * T * (N + TEST));
     int *labels = malloc(sizeof(int) * (N + TEST));
     uint64_t seed = 12;
     bp_test_fill(x, (size_t)T * (N + TEST), -1.0f, 1.0f, &seed);
     for (int s = 0; s < N + TEST; s++)
         labels[s] = x[s * T] > 0;
-    bp_net *net = make_net(T, 1, 8, 2, B, "blas", 1);
+    bp_net *net = make_net(v, T, 1, 8, 2, B, "blas", 1);
     float y[2 * B];
     for (int epoch = 0; epoch < 10; epoch++)
         for (int s0 = 0; s0 < N; s0 += B) {
@@ -427,19 +556,21 @@ START_TEST(test_learns_first_sign)
     ck_assert_int_eq(bp_net_forward(net, x + (size_t)N * T, T, TEST, out, 2), BP_OK);
     for (int s = 0; s < TEST; s++)
         right += (out[s * 2 + 1] > out[s * 2]) == labels[N + s];
-    ck_assert_msg(right >= TEST * 95 / 100, "%d of %d held-out sequences right", right, TEST);
+    ck_assert_msg(right >= TEST * 95 / 100, "%s: %d of %d held-out sequences right",
+                  variant_name(v), right, TEST);
     free(x);
     free(labels);
     bp_net_free(net);
 }
 END_TEST
 
-/* A trained LSTM net saves and loads to the same outputs, bit for bit, with its input shape;
- * the ONNX export, which has no LSTM emitter yet, refuses it by name. */
+/* A trained recurrent net saves and loads to the same outputs, bit for bit, with its input
+ * shape and its reading order. */
 START_TEST(test_model_round_trip)
 {
     enum { T = 4, F = 3, HID = 5, K = 3, B = 4 };
-    bp_net *net = make_net(T, F, HID, K, B, "blas", 1);
+    variant v = variants[_i];
+    bp_net *net = make_net(v, T, F, HID, K, B, "blas", 1);
     float x[T * F * B], y[K * B] = {0}, a[K * B], b[K * B];
     double xd[T * F * B];
     int labels[B];
@@ -449,24 +580,19 @@ START_TEST(test_model_round_trip)
     for (int s = 0; s < 3; s++)
         ck_assert_int_eq(bp_net_sgd_step(net, x, T * F, y, K, B, 0.5f, NULL), BP_OK);
     ck_assert_int_eq(bp_net_forward(net, x, T * F, B, a, K), BP_OK);
-    char path[] = "/tmp/test_lstm_XXXXXX";
+    char path[] = "/tmp/test_recurrent_XXXXXX";
     int fd = mkstemp(path);
     ck_assert_int_ge(fd, 0);
     close(fd);
     ck_assert_msg(bp_model_save(net, path, NULL) == BP_OK, "%s", bp_last_error());
     bp_net *back;
     ck_assert_msg(bp_model_load(&back, path, NULL, NULL) == BP_OK, "%s", bp_last_error());
-    ck_assert_str_eq(bp_net_spec(back), "lstm:5,dense:3:softmax");
+    ck_assert_str_eq(bp_net_spec(back), bp_net_spec(net));
     int c, h, w;
     bp_net_input_shape(back, &c, &h, &w);
-    ck_assert(c == 1 && h == T && w == F);
+    ck_assert(c == 1 && h == (v.by_cols ? F : T) && w == (v.by_cols ? T : F));
     ck_assert_int_eq(bp_net_forward(back, x, T * F, B, b, K), BP_OK);
     ck_assert(memcmp(a, b, sizeof a) == 0);
-    bp_status st = bp_net_export_onnx(net, path, NULL);
-    ck_assert_int_eq(st, BP_ENOTSUP);
-    ck_assert_msg(strstr(bp_last_error(), "is a lstm layer") ||
-                      strstr(bp_last_error(), "built without ONNX support"),
-                  "%s", bp_last_error());
     remove(path);
     bp_net_free(back);
     bp_net_free(net);
@@ -475,17 +601,18 @@ END_TEST
 
 int main(void)
 {
-    Suite *s = suite_create("lstm");
-    TCase *tc = tcase_create("lstm");
+    Suite *s = suite_create("recurrent");
+    TCase *tc = tcase_create("recurrent");
     tcase_set_timeout(tc, 120);
-    tcase_add_test(tc, test_gradient_through_time);
-    tcase_add_test(tc, test_gradient_threads);
-    tcase_add_test(tc, test_input_gradient);
+    tcase_add_loop_test(tc, test_gradient_through_time, 0, VARIANTS);
+    tcase_add_loop_test(tc, test_gradient_threads, 0, VARIANTS);
+    tcase_add_loop_test(tc, test_input_gradient, 0, VARIANTS);
     tcase_add_test(tc, test_cell_kernels_agree);
-    tcase_add_test(tc, test_blas_matches_naive);
+    tcase_add_test(tc, test_gru_cell_kernels_agree);
+    tcase_add_loop_test(tc, test_blas_matches_naive, 0, VARIANTS);
     tcase_add_test(tc, test_plan);
-    tcase_add_test(tc, test_learns_first_sign);
-    tcase_add_test(tc, test_model_round_trip);
+    tcase_add_loop_test(tc, test_learns_first_sign, 0, VARIANTS);
+    tcase_add_loop_test(tc, test_model_round_trip, 0, VARIANTS);
     suite_add_tcase(s, tc);
     return bp_test_main(s);
 }
