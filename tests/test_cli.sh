@@ -1545,6 +1545,42 @@ conv:2x3x3,maxpool:3,dense:10|layer 2: maxpool: a 3 x 3 window (padding 0) is la
 conv:2x3x3:softmax,dense:10|layers spec: entry 1 of 'conv:2x3x3:softmax,dense:10': layer spec 'conv:2x3x3:softmax': conv: softmax normalises a whole output column, which a convolution's
 LIST
 
+# ---- recurrent nets: train --arch lstm/gru --sequence ----------------------------------------
+# The 4x4 images as 4 steps of their columns: the spec the model file keeps says so, and eval
+# of that file reads them the same way (its accuracy is train's).
+run train --data "$DATA" --arch gru:6,dense:10:softmax --sequence cols --cost log-likelihood \
+    --optimizer adam --eta 0.01 --epochs 2 --threads 1 --save "$ADIR/r.st"
+rnn_acc=$(sed -n 's/^test accuracy \(.*\)$/\1/p' "$TMP/out")
+if [[ $rc -eq 0 && -n $rnn_acc ]] &&
+    grep -q "^backprop .*  input 1x4x4  arch gru:6:cols,dense:10:softmax  " "$TMP/out"; then
+    ok "train --arch gru:6 --sequence cols trains a GRU reading columns"
+else
+    not_ok "train --arch gru:6 --sequence cols: exit $rc"
+fi
+run eval --model "$ADIR/r.st" --data "$DATA" --threads 1
+if [[ $rc -eq 0 && "$(sed -n 's/^accuracy \(.*\)  cost .*$/\1/p' "$TMP/out")" == "$rnn_acc" ]]
+then
+    ok "eval of the GRU model reads by columns again and gives train's accuracy ($rnn_acc)"
+else
+    not_ok "eval of the GRU model: exit $rc, train's accuracy '$rnn_acc'"
+fi
+run train --data "$DATA" --arch lstm:5,dense:10:softmax --sequence rows --cost log-likelihood \
+    --epochs 1 --threads 1
+if [[ $rc -eq 0 ]] && grep -q "  arch lstm:5,dense:10:softmax  " "$TMP/out"; then
+    ok "--sequence rows is the layers' default order"
+else
+    not_ok "train --arch lstm:5 --sequence rows: exit $rc"
+fi
+expect_fail 2 "--sequence without --arch" "--sequence: it says how --arch's lstm and gru" \
+    train --data "$DATA" --sequence cols
+expect_fail 2 "--sequence with no recurrent layer" "--arch 'dense:10' has no lstm or gru layer" \
+    train --data "$DATA" --arch dense:10 --sequence cols
+expect_fail 2 "--sequence against a layer's own order" \
+    "--sequence cols and --arch's 'lstm:5:rows': the layer names its own order" \
+    train --data "$DATA" --arch lstm:5:rows,dense:10:softmax --sequence cols
+expect_fail 2 "--sequence diagonal" "--sequence: 'diag' is not rows or cols" \
+    train --data "$DATA" --arch lstm:5,dense:10 --sequence diag
+
 # ---- data expansion: train --expand --------------------------------------------------------
 # Each of the 200 training images and its four one-pixel shifts; validation and test as they are.
 run train --data "$DATA" --arch "$ARCH" --cost log-likelihood --epochs 2 --eta 0.5 --threads 1 \

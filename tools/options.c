@@ -555,7 +555,12 @@ static const opt_spec net_opts[] = {
      "conv:KxHxW[:ACT][:sS][:pP] (ACT relu, stride 1, padding 0),\n"
      "maxpool:N[:sS], avgpool:N[:sS] (stride N), dense:N[:ACT]\n"
      "(ACT sigmoid; the last one's is the output's), dropout:P,\n"
-     "batchnorm[:ACT]", 0, OPT_CHANGES_RUN},
+     "batchnorm[:ACT], lstm:H[:rows|cols], gru:H[:rows|cols]\n"
+     "(H hidden units; the last step's h goes on)", 0, OPT_CHANGES_RUN},
+    {"sequence", NET_SEQUENCE, "rows|cols",
+     "how --arch's lstm and gru layers read an image\n"
+     "rows: a step per row (MNIST: 28 steps of 28 pixels);\n"
+     "cols: a step per column", 0, OPT_CHANGES_RUN},
     {0},
 };
 
@@ -574,7 +579,56 @@ static void net_parse(void *target, const opt_spec *o, const char *flag, const c
         n->cfg.dropout = parse_number(flag, value, &NUMBER_UNIT_INTERVAL).decimal;
         break;
     case NET_BATCHNORM: n->cfg.batchnorm = 1; break;
+    case NET_SEQUENCE:
+        if (strcmp(value, "rows") != 0 && strcmp(value, "cols") != 0)
+            usage_error("%s: '%s' is not rows or cols", flag, value);
+        n->sequence_cols = value[0] == 'c';
+        break;
     }
+}
+
+const char *arch_with_sequence(const net_args *n)
+{
+    if (!(n->given & (1u << NET_SEQUENCE)))
+        return n->arch;
+    if (!n->arch)
+        usage_error("--sequence: it says how --arch's lstm and gru layers read an image; give "
+                    "--arch with one");
+    const char *order = n->sequence_cols ? "cols" : "rows";
+    size_t len = strlen(n->arch);
+    /* Each token grows by at most ":rows", and a token is at least one character and a
+     * comma. */
+    char *out = malloc(len + 5 * (len / 2 + 1) + 1);
+    if (!out)
+        usage_error("--sequence: out of memory");
+    int recurrent = 0;
+    size_t used = 0;
+    for (const char *t = n->arch; *t;) {
+        size_t tlen = strcspn(t, ",");
+        int is_recurrent = (tlen > 5 && !strncmp(t, "lstm:", 5)) ||
+                           (tlen > 4 && !strncmp(t, "gru:", 4));
+        memcpy(out + used, t, tlen);
+        used += tlen;
+        if (is_recurrent) {
+            recurrent = 1;
+            const char *args = (const char *)memchr(t, ':', tlen) + 1;
+            const char *second = memchr(args, ':', tlen - (size_t)(args - t));
+            if (!second) {
+                used += (size_t)sprintf(out + used, ":%s", order);
+            } else if ((size_t)(t + tlen - second - 1) != 4 || strncmp(second + 1, order, 4)) {
+                usage_error("--sequence %s and --arch's '%.*s': the layer names its own order; "
+                            "give one", order, (int)tlen, t);
+            }
+        }
+        t += tlen;
+        if (*t == ',')
+            out[used++] = *t++;
+    }
+    out[used] = '\0';
+    if (!recurrent)
+        usage_error("--sequence: --arch '%s' has no lstm or gru layer to read the image as a "
+                    "sequence", n->arch);
+    return out;
 }
 
 /* The names and limits come from the library as it is linked, so the text cannot fall behind
@@ -615,6 +669,7 @@ static void net_describe(const void *target, const opt_spec *o, opt_text *t)
         return;
     case NET_BATCHNORM: v = n->cfg.batchnorm ? "on" : "off"; break;
     case NET_ARCH: v = n->arch ? n->arch : "none (--layers)"; break;
+    case NET_SEQUENCE: v = n->sequence_cols ? "cols" : "rows"; break;
     }
     snprintf(t->dflt, sizeof t->dflt, "%s", v);
 }

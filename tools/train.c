@@ -331,8 +331,8 @@ const command_line train_line = {
     .name = "train",
     .synopsis = "usage: backprop train [options]\n",
     .about =
-        "Train a fully connected or (--arch) convolutional network with mini-batch SGD on\n"
-        "MNIST-style IDX data.\n"
+        "Train a fully connected network, or with --arch a convolutional or recurrent one, with\n"
+        "mini-batch SGD on MNIST-style IDX data.\n"
         "When OpenBLAS does not know the CPU and falls back to narrower kernels than it has,\n"
         "train restarts itself once with OPENBLAS_CORETYPE set to the fitting ones (unless\n"
         "OPENBLAS_CORETYPE is already set) and names both in its first line.\n"
@@ -413,6 +413,7 @@ static void parse_train_args(int argc, char **argv, options *o)
     parsed_args p = parse_command_line(&train_line, o, argc, argv);
     o->net.cfg.backend = o->runtime.backend;
     check_optimizer_flags(o);
+    o->net.arch = arch_with_sequence(&o->net);
     /* --arch names every layer itself: a flag that shapes --layers' net would be ignored. */
     if (o->net.arch) {
         static const struct {
