@@ -4,7 +4,7 @@ docs/PERFORMANCE.md. Not part of any test; needs Debian's python3-torch, run wit
 interpreter (/usr/bin/python3), which uses the same OpenBLAS as backprop.
 
     /usr/bin/python3 bench/torch_reference.py [--threads 1] [--batches 1,10,128,1024] [--big]
-                                              [--optimizer sgd|adam] [--conv] [--lstm]
+                                              [--optimizer sgd|adam] [--conv] [--lstm] [--gru]
 
 Each epoch is 60,000 samples: a shuffled index per epoch, the mini-batch gathered from one float
 tensor, forward, backward, the optimiser's step (plain SGD, or torch.optim.Adam with its default
@@ -22,7 +22,8 @@ oneDNN's convolutions are several times slower than the rest.
 --lstm times row-by-row MNIST with nn.LSTM(28, 128) (each image 28 steps of 28 pixels), its
 last step's hidden state into Linear(128, 10) and LogSoftmax with NLLLoss, plain SGD: the
 counterpart of `bench_conv_epoch --arch lstm:128,dense:10:softmax`, 50,000
-images an epoch after 50 warm-up steps.
+images an epoch after 50 warm-up steps. --gru does the same with nn.GRU(28, 128), against
+`--arch gru:128,dense:10:softmax`.
 """
 import argparse
 import os
@@ -73,13 +74,15 @@ def main():
     ap.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     ap.add_argument("--conv", action="store_true")
     ap.add_argument("--lstm", action="store_true")
+    ap.add_argument("--gru", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x, y = load_mnist()
     if args.conv:
         return conv_epochs(args, x[:50000].reshape(-1, 1, 28, 28).contiguous(), y[:50000])
-    if args.lstm:
-        return lstm_epochs(args, x[:50000].reshape(-1, 28, 28).contiguous(), y[:50000])
+    if args.lstm or args.gru:
+        return recurrent_epochs(args, "gru" if args.gru else "lstm",
+                                x[:50000].reshape(-1, 28, 28).contiguous(), y[:50000])
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"blas: {torch.__config__.show().count('OpenBLAS') and 'OpenBLAS' or 'other'}")
     for b in [int(v) for v in args.batches.split(",")]:
@@ -119,27 +122,29 @@ def conv_epochs(args, x, y):
 
 
 class LastStep(torch.nn.Module):
-    """nn.LSTM over the rows, then the classifier on the last step's hidden state."""
+    """nn.LSTM or nn.GRU over the rows, then the classifier on the last step's hidden state."""
 
-    def __init__(self, hidden=128):
+    def __init__(self, kind, hidden=128):
         super().__init__()
-        self.lstm = torch.nn.LSTM(28, hidden, batch_first=True)
+        self.rnn = (torch.nn.GRU if kind == "gru" else torch.nn.LSTM)(28, hidden,
+                                                                       batch_first=True)
         self.out = torch.nn.Linear(hidden, 10)
 
     def forward(self, x):
-        _, (h, _) = self.lstm(x)
+        _, state = self.rnn(x)
+        h = state if isinstance(self.rnn, torch.nn.GRU) else state[0]
         return torch.log_softmax(self.out(h[-1]), dim=1)
 
 
-def lstm_epochs(args, x, y):
+def recurrent_epochs(args, kind, x, y):
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     for b in [int(v) for v in args.batches.split(",")]:
         torch.manual_seed(1)
-        model = LastStep()
+        model = LastStep(kind)
         loss_fn = torch.nn.NLLLoss()
         epoch_seconds(model, loss_fn, False, x, y, b, 50 * b)  # warm-up
         s, _ = epoch_seconds(model, loss_fn, False, x, y, b, len(x))
-        print(f"lstm128-rows      torch sgd  {args.threads} thr  B={b:5d}  {s:8.3f} s/epoch  "
+        print(f"{kind}128-rows      torch sgd  {args.threads} thr  B={b:5d}  {s:8.3f} s/epoch  "
               f"{len(x) / s:9.0f} samples/s", flush=True)
 
 

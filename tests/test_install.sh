@@ -96,6 +96,10 @@ check "examples/train_save_load.c builds with cc and pkg-config's flags only" \
 check "examples/backend.c builds as strict C11 (-std=c11 -pedantic -Werror)" \
     "$CC" -std=c11 -pedantic -Wall -Wextra -Werror "$SRC/examples/backend.c" $flags \
     -o "$TMP/backend"
+# shellcheck disable=SC2086
+check "examples/adding.c builds as strict C11 (-std=c11 -pedantic -Werror)" \
+    "$CC" -std=c11 -pedantic -Wall -Wextra -Werror "$SRC/examples/adding.c" $flags \
+    -o "$TMP/adding"
 CXX=${CXX:-c++}
 if command -v "$CXX" >/dev/null 2>&1; then
     printf '#include <backprop.h>\nint main() { return bp_version()[0] == 0; }\n' >"$TMP/header.cpp"
@@ -107,7 +111,7 @@ else
 fi
 
 export LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-for ex in train_save_load backend; do
+for ex in train_save_load backend adding; do
     [[ -x $TMP/$ex ]] || continue
     check "$ex needs libbackprop.so.$SOVERSION" \
         bash -c "readelf -d '$TMP/$ex' | grep -q 'Shared library: \[libbackprop.so.$SOVERSION\]'"
@@ -134,6 +138,18 @@ if [[ -x $TMP/backend ]]; then
     else
         not_ok "backend learns from the caller's memory, its callback following the epochs"
     fi
+fi
+
+# The caller's own sequences into an LSTM and a GRU: each must beat guessing tenfold.
+if [[ -x $TMP/adding ]]; then
+    for kind in lstm gru; do
+        if "$TMP/adding" "$kind" >"$TMP/out" 2>"$TMP/err" &&
+            grep -q "^$kind:32 on 2000 held-out sequences of 20 steps: mse " "$TMP/out"; then
+            ok "adding: $kind learns the adding problem from the caller's memory ($(tail -n 1 "$TMP/out" | sed 's/.*: \(mse [0-9.]*\).*/\1/'))"
+        else
+            not_ok "adding $kind: $(cat "$TMP/err")"
+        fi
+    done
 fi
 
 # --data fashion on the installed tool, as on a fresh machine once the package is there.
