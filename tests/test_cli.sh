@@ -1564,6 +1564,22 @@ then
 else
     not_ok "eval of the GRU model: exit $rc, train's accuracy '$rnn_acc'"
 fi
+# Resumed through time: 2 epochs, a checkpoint, a third epoch from it; the net is the 3-epoch
+# run's to the bit (its predictions on every test image are the same text).
+rnn=(train --data "$DATA" --arch lstm:6,dense:10:softmax --sequence cols --cost log-likelihood
+     --optimizer adam --eta 0.01 --threads 1)
+run "${rnn[@]}" --epochs 3 --save "$ADIR/r3.st"
+run "${rnn[@]}" --epochs 2 --checkpoint "$ADIR/r.ck"
+run train --data "$DATA" --resume "$ADIR/r.ck" --epochs 3 --threads 1 --save "$ADIR/r2+1.st"
+resume_rc=$rc
+run predict --model "$ADIR/r3.st" --data "$DATA" --threads 1 --out "$ADIR/r3.csv"
+run predict --model "$ADIR/r2+1.st" --data "$DATA" --threads 1 --out "$ADIR/r2+1.csv"
+if [[ $resume_rc -eq 0 && $rc -eq 0 && -s $ADIR/r3.csv ]] && cmp -s "$ADIR/r3.csv" "$ADIR/r2+1.csv"
+then
+    ok "an LSTM run resumed from its epoch-2 checkpoint predicts as the 3-epoch run, bit for bit"
+else
+    not_ok "LSTM resume: exit $resume_rc, predict exit $rc, outputs differ or missing"
+fi
 run train --data "$DATA" --arch lstm:5,dense:10:softmax --sequence rows --cost log-likelihood \
     --epochs 1 --threads 1
 if [[ $rc -eq 0 ]] && grep -q "  arch lstm:5,dense:10:softmax  " "$TMP/out"; then
