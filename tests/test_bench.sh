@@ -13,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 out=$("$bp" bench --list 2>&1); rc=$?
 check "--list finds every suite's program in the build tree" \
-    '[[ $rc -eq 0 ]] && [[ $(grep -c "/bench/bench_" <<<"$out") -eq 4 ]] && ! grep -q "not found" <<<"$out"'
+    '[[ $rc -eq 0 ]] && [[ $(grep -c "/bench/bench_" <<<"$out") -eq 6 ]] && ! grep -q "not found" <<<"$out"'
 
 out=$("$bp" bench --quick --json --suite ops 2>"$tmp/err"); rc=$?
 check "--quick --json --suite ops succeeds" '[[ $rc -eq 0 ]]'
@@ -37,6 +37,19 @@ epochs = [r for r in rows if \"per_epoch\" in r]
 assert [r[\"batch\"] for r in epochs] == [10, 64] and all(r[\"per_epoch\"] > 0 for r in epochs)
 assert all(0 <= r[\"accuracy\"] <= 1 for r in epochs) and rows[-1][\"peak_resident_mb\"] > 0
 " <<<"$out"'
+
+for kind in lstm gru; do
+    out=$("$bp" bench --quick --json --suite $kind 2>"$tmp/err"); rc=$?
+    check "--quick --json --suite $kind: the net, one epoch at B = 64, the peak memory" \
+        '[[ $rc -eq 0 ]] && /usr/bin/python3 -c "
+import json, sys
+rows = [json.loads(l) for l in sys.stdin.read().splitlines()]
+assert rows[1][\"arch\"] == sys.argv[1] + \":128,dense:10:softmax\"
+epochs = [r for r in rows if \"per_epoch\" in r]
+assert [r[\"batch\"] for r in epochs] == [64] and epochs[0][\"per_epoch\"] > 0
+assert rows[-1][\"peak_resident_mb\"] > 0
+" $kind <<<"$out"'
+done
 
 out=$("$bp" bench --quick --suite ops -- --layers 784,37,10 2>&1); rc=$?
 check "flags after -- reach the suite's program (its forward rows have m = 37)" \

@@ -30,8 +30,8 @@
 /* The suites, each one program, with what --quick and --json become for it. */
 typedef struct suite {
     const char *name, *program, *what;
-    const char *quick[3]; /* the program's flags for --quick (NULL-terminated) */
-    const char *full[3];  /* and without it */
+    const char *quick[7]; /* the program's flags for --quick (NULL-terminated) */
+    const char *full[7];  /* and without it */
     const char *json;     /* its flag for JSON lines, NULL if it has none */
 } suite;
 
@@ -52,6 +52,15 @@ static const suite suites[] = {
      "epoch time of Nielsen's network3 (two conv-pool stages, ReLU) at B = 10 and 64 on "
      "MNIST, and the peak memory; bench/torch_reference.py --conv is PyTorch's side",
      {"--train", "2000", NULL}, {NULL}, "--json"},
+    {"lstm", "bench_conv_epoch",
+     "epoch time of lstm:128 on MNIST rows (28 steps of 28 pixels) at B = 64, and the peak "
+     "memory; bench/torch_reference.py --lstm is PyTorch's side",
+     {"--arch", "lstm:128,dense:10:softmax", "--batch", "64", "--train", "2000", NULL},
+     {"--arch", "lstm:128,dense:10:softmax", "--batch", "64", NULL}, "--json"},
+    {"gru", "bench_conv_epoch",
+     "the same for gru:128; bench/torch_reference.py --gru is PyTorch's side",
+     {"--arch", "gru:128,dense:10:softmax", "--batch", "64", "--train", "2000", NULL},
+     {"--arch", "gru:128,dense:10:softmax", "--batch", "64", NULL}, "--json"},
 };
 enum { N_SUITES = sizeof suites / sizeof suites[0] };
 
