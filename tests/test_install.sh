@@ -100,6 +100,15 @@ check "examples/backend.c builds as strict C11 (-std=c11 -pedantic -Werror)" \
 check "examples/adding.c builds as strict C11 (-std=c11 -pedantic -Werror)" \
     "$CC" -std=c11 -pedantic -Wall -Wextra -Werror "$SRC/examples/adding.c" $flags \
     -o "$TMP/adding"
+# The GAN draws its grids with cairo: built when cairo's pkg-config file is there.
+if pkg-config --exists cairo; then
+    # shellcheck disable=SC2086
+    check "examples/gan.c builds as strict C11 with cairo's flags and -lm" \
+        "$CC" -std=c11 -pedantic -Wall -Wextra -Werror "$SRC/examples/gan.c" $flags \
+        $(pkg-config --cflags --libs cairo) -lm -o "$TMP/gan"
+else
+    skip "examples/gan.c builds with cairo's flags" "no cairo.pc (libcairo2-dev)"
+fi
 CXX=${CXX:-c++}
 if command -v "$CXX" >/dev/null 2>&1; then
     printf '#include <backprop.h>\nint main() { return bp_version()[0] == 0; }\n' >"$TMP/header.cpp"
@@ -111,7 +120,7 @@ else
 fi
 
 export LD_LIBRARY_PATH=$LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-for ex in train_save_load backend adding; do
+for ex in train_save_load backend adding gan; do
     [[ -x $TMP/$ex ]] || continue
     check "$ex needs libbackprop.so.$SOVERSION" \
         bash -c "readelf -d '$TMP/$ex' | grep -q 'Shared library: \[libbackprop.so.$SOVERSION\]'"
@@ -150,6 +159,22 @@ if [[ -x $TMP/adding ]]; then
             not_ok "adding $kind: $(cat "$TMP/err")"
         fi
     done
+fi
+
+# A few GAN steps on real MNIST against the installed library; the meson test 'gan' checks
+# the rest (tests/test_gan.py).
+if [[ -x $TMP/gan ]]; then
+    if [[ -n ${BACKPROP_MNIST_DIR:-} ]]; then
+        if "$TMP/gan" --steps 5 --every 0 --out "$TMP/gan" >"$TMP/out" 2>"$TMP/err" &&
+            grep -q "^trained 5 steps in " "$TMP/out" &&
+            [[ $(head -c 8 "$TMP/gan.png" | od -An -tx1 | tr -d ' \n') == 89504e470d0a1a0a ]]; then
+            ok "gan trains 5 steps on MNIST and writes a PNG"
+        else
+            not_ok "gan trains 5 steps on MNIST and writes a PNG"
+        fi
+    else
+        skip "gan trains 5 steps on MNIST and writes a PNG" "BACKPROP_MNIST_DIR is not set"
+    fi
 fi
 
 # --data fashion on the installed tool, as on a fresh machine once the package is there.
