@@ -587,10 +587,10 @@ static void net_parse(void *target, const opt_spec *o, const char *flag, const c
     }
 }
 
-const char *arch_with_sequence(const net_args *n)
+void apply_sequence(net_args *n)
 {
     if (!(n->given & (1u << NET_SEQUENCE)))
-        return n->arch;
+        return;
     if (!n->arch)
         usage_error("--sequence: it says how --arch's lstm and gru layers read an image; give "
                     "--arch with one");
@@ -601,6 +601,7 @@ const char *arch_with_sequence(const net_args *n)
     char *out = malloc(len + 5 * (len / 2 + 1) + 1);
     if (!out)
         usage_error("--sequence: out of memory");
+    n->arch_owned = out;
     int recurrent = 0;
     size_t used = 0;
     for (const char *t = n->arch; *t;) {
@@ -628,7 +629,13 @@ const char *arch_with_sequence(const net_args *n)
     if (!recurrent)
         usage_error("--sequence: --arch '%s' has no lstm or gru layer to read the image as a "
                     "sequence", n->arch);
-    return out;
+    n->arch = out;
+}
+
+void net_args_release(net_args *n)
+{
+    free(n->arch_owned);
+    n->arch_owned = NULL;
 }
 
 /* The names and limits come from the library as it is linked, so the text cannot fall behind

@@ -158,6 +158,7 @@ typedef struct net_args {
     bp_net_config cfg; /* sizes and max_batch are the command's to set */
     int sizes[BP_MAX_SIZES];
     const char *arch; /* --arch: the layers after the input as spec strings, or NULL */
+    char *arch_owned; /* arch when apply_sequence rewrote it; net_args_release frees it */
     int sequence_cols; /* --sequence cols: the recurrent layers read images by columns */
     unsigned given;   /* bit NET_* set for each flag of the group on the command line */
 } net_args;
@@ -166,10 +167,11 @@ enum { NET_LAYERS, NET_HIDDEN, NET_OUTPUT, NET_COST, NET_INIT, NET_DROPOUT, NET_
 extern const opt_group net_group;
 /* The library's defaults, and Nielsen's chapter-1 sizes (the library has no default sizes). */
 void net_args_init(net_args *n);
-/* --arch with --sequence applied: every lstm and gru token that names no reading order gets
- * the one --sequence gives (a new string; arch itself when --sequence was not given). A usage
- * error when --arch has no recurrent layer, or names the other order for one. */
-const char *arch_with_sequence(const net_args *n);
+/* Applies --sequence to --arch: every lstm and gru token that names no reading order gets
+ * the one --sequence gives (arch then points at arch_owned; untouched without --sequence). A
+ * usage error when --arch has no recurrent layer, or names the other order for one. */
+void apply_sequence(net_args *n);
+void net_args_release(net_args *n);
 /* "784,30,10" -> sizes: 2..BP_MAX_SIZES entries of 1..BP_MAX_WIDTH; the count. */
 int parse_layers(const char *flag, const char *s, int sizes[BP_MAX_SIZES]);
 

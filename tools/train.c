@@ -413,7 +413,7 @@ static void parse_train_args(int argc, char **argv, options *o)
     parsed_args p = parse_command_line(&train_line, o, argc, argv);
     o->net.cfg.backend = o->runtime.backend;
     check_optimizer_flags(o);
-    o->net.arch = arch_with_sequence(&o->net);
+    apply_sequence(&o->net);
     /* --arch names every layer itself: a flag that shapes --layers' net would be ignored. */
     if (o->net.arch) {
         static const struct {
@@ -1366,6 +1366,7 @@ static void train_run_free(train_run *r)
     free(r->probe_out);
     bp_net_free(r->net);
     data_free(&r->d);
+    net_args_release(&r->o.net);
 }
 
 int cmd_train(int argc, char **argv)
