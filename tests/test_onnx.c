@@ -108,13 +108,20 @@ static Onnx__ModelProto *read_model(const char *path)
     return m;
 }
 
-static const Onnx__TensorProto *initializer(const Onnx__GraphProto *g, const char *name)
+static const Onnx__TensorProto *initializer_or_null(const Onnx__GraphProto *g,
+                                                    const char *name)
 {
     for (size_t i = 0; i < g->n_initializer; i++)
         if (strcmp(g->initializer[i]->name, name) == 0)
             return g->initializer[i];
-    ck_abort_msg("no initialiser named %s", name);
     return NULL;
+}
+
+static const Onnx__TensorProto *initializer(const Onnx__GraphProto *g, const char *name)
+{
+    const Onnx__TensorProto *t = initializer_or_null(g, name);
+    ck_assert_msg(t != NULL, "no initialiser named %s", name);
+    return t;
 }
 
 static const Onnx__AttributeProto *attribute(const Onnx__NodeProto *n, const char *name)
@@ -168,26 +175,58 @@ static void check_batch_value(const Onnx__ValueInfoProto *v, const char *name, i
     ck_assert_int_eq(t->shape->dim[1]->dim_value, width);
 }
 
+static int is_recurrent_op(const Onnx__NodeProto *n)
+{
+    return strcmp(n->op_type, "LSTM") == 0 || strcmp(n->op_type, "GRU") == 0;
+}
+
+/* The node that reads the initialiser "layers.<layer - 1>.W", if it is an LSTM or GRU. */
+static int in_recurrent_layer(const Onnx__GraphProto *g, int layer)
+{
+    char name[64];
+    snprintf(name, sizeof name, "layers.%d.W", layer - 1);
+    for (size_t i = 0; i < g->n_node; i++)
+        if (is_recurrent_op(g->node[i]) && g->node[i]->n_input > 1 &&
+            strcmp(g->node[i]->input[1], name) == 0)
+            return 1;
+    return 0;
+}
+
 /* Every tensor of the net's parameter and buffer tables is an initialiser of the same name
  * and shape whose elements, row-major, are the arena's through the table's strides; nothing
  * else is, but the int64 target shapes of Reshape nodes (one per Reshape, checked by
- * eval_reshape). */
+ * eval_reshape) and a recurrent layer's W, R and B, which hold its tensors in the operator's
+ * gate order (check_recurrent_initializers, and eval_recurrent by the operator's definition)
+ * in place of its own. */
 static void check_initializers(bp_net *net, const Onnx__GraphProto *g)
 {
     size_t n_params, n_state;
     const float *params = bp_net_params(net, &n_params), *state = bp_net_state(net, &n_state);
     int n_tensors = bp_net_tensor_count(net), n_buffers = bp_net_buffer_count(net);
-    size_t n_reshapes = 0, n_int64 = 0;
-    for (size_t i = 0; i < g->n_node; i++)
+    size_t n_reshapes = 0, n_int64 = 0, n_recurrent = 0, n_own = 0;
+    for (size_t i = 0; i < g->n_node; i++) {
         n_reshapes += strcmp(g->node[i]->op_type, "Reshape") == 0;
+        n_recurrent += is_recurrent_op(g->node[i]);
+    }
     for (size_t i = 0; i < g->n_initializer; i++)
         n_int64 += g->initializer[i]->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
     ck_assert_uint_eq(n_int64, n_reshapes);
-    ck_assert_uint_eq(g->n_initializer, (size_t)(n_tensors + n_buffers) + n_int64);
     for (int i = 0; i < n_tensors + n_buffers; i++) {
         bp_tensor_info t;
         ck_assert_int_eq(i < n_tensors ? bp_net_tensor(net, i, &t)
                                        : bp_net_buffer(net, i - n_tensors, &t), BP_OK);
+        n_own += !in_recurrent_layer(g, t.layer);
+    }
+    ck_assert_uint_eq(g->n_initializer, n_own + 3 * n_recurrent + n_int64);
+    for (int i = 0; i < n_tensors + n_buffers; i++) {
+        bp_tensor_info t;
+        ck_assert_int_eq(i < n_tensors ? bp_net_tensor(net, i, &t)
+                                       : bp_net_buffer(net, i - n_tensors, &t), BP_OK);
+        if (in_recurrent_layer(g, t.layer)) {
+            ck_assert_msg(!initializer_or_null(g, t.name), "%s is in the graph besides W, R "
+                          "and B", t.name);
+            continue;
+        }
         const float *arena = i < n_tensors ? params : state;
         const Onnx__TensorProto *init = initializer(g, t.name);
         ck_assert_int_eq(init->data_type, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT);
@@ -309,8 +348,10 @@ static const int64_t *ints(const Onnx__NodeProto *n, const char *name, size_t co
     return a->ints;
 }
 
-/* Reshape(X, shape) with shape [-1, C, H, W] from an int64 initialiser: the same numbers in
- * the same order, now seen as images. */
+/* Reshape(X, shape) with shape [-1, ...] of 2 to 4 numbers from an int64 initialiser: the
+ * same numbers in the same order, now as [N, F] (a recurrent layer's last step), [N, T, F] (a
+ * sequence) or [N, C, H, W] (images). A 3-D value [A, B, C] is kept as rows A of c = 1,
+ * h = B, w = C. */
 static void eval_reshape(graph_eval *e, const Onnx__GraphProto *g, const Onnx__NodeProto *n)
 {
     ck_assert_uint_eq(n->n_input, 2);
@@ -318,14 +359,116 @@ static void eval_reshape(graph_eval *e, const Onnx__GraphProto *g, const Onnx__N
     const value *x = lookup(e, n->input[0]);
     const Onnx__TensorProto *t = initializer(g, n->input[1]);
     ck_assert_int_eq(t->data_type, ONNX__TENSOR_PROTO__DATA_TYPE__INT64);
-    ck_assert_uint_eq(elements(t), 4);
-    ck_assert_uint_eq(t->raw_data.len, 4 * sizeof(int64_t));
-    int64_t d[4];
-    memcpy(d, t->raw_data.data, sizeof d);
+    size_t count = elements(t);
+    ck_assert(count >= 2 && count <= 4);
+    ck_assert_uint_eq(t->raw_data.len, count * sizeof(int64_t));
+    int64_t d[4] = {0, 1, 1, 1};
+    memcpy(d, t->raw_data.data, count * sizeof *d);
     ck_assert_int_eq(d[0], -1);
-    ck_assert_int_eq(d[1] * d[2] * d[3], x->cols);
-    value *y = define_image(e, n->output[0], x->rows, (int)d[1], (int)d[2], (int)d[3]);
-    memcpy(y->x, x->x, sizeof(double) * (size_t)x->rows * (size_t)x->cols);
+    size_t total = (size_t)x->rows * (size_t)x->cols, rest = (size_t)(d[1] * d[2] * d[3]);
+    ck_assert(rest > 0 && total % rest == 0);
+    int rows = (int)(total / rest);
+    value *y = count == 4 ? define_image(e, n->output[0], rows, (int)d[1], (int)d[2], (int)d[3])
+             : count == 3 ? define_image(e, n->output[0], rows, 1, (int)d[1], (int)d[2])
+                          : define(e, n->output[0], rows, (int)d[1]);
+    y->ndim = (int)count;
+    memcpy(y->x, x->x, sizeof(double) * total);
+}
+
+/* Transpose of a 3-D value by its perm attribute. */
+static void eval_transpose(graph_eval *e, const Onnx__NodeProto *n)
+{
+    ck_assert_uint_eq(n->n_input, 1);
+    const value *x = lookup(e, n->input[0]);
+    ck_assert_int_eq(x->ndim, 3);
+    const int64_t *perm = ints(n, "perm", 3);
+    int in[3] = {x->rows, x->h, x->w}, out[3];
+    for (int k = 0; k < 3; k++) {
+        ck_assert(perm[k] >= 0 && perm[k] < 3);
+        out[k] = in[perm[k]];
+    }
+    value *y = define_image(e, n->output[0], out[0], 1, out[1], out[2]);
+    y->ndim = 3;
+    int at[3];
+    for (at[0] = 0; at[0] < in[0]; at[0]++)
+        for (at[1] = 0; at[1] < in[1]; at[1]++)
+            for (at[2] = 0; at[2] < in[2]; at[2]++) {
+                int o0 = at[perm[0]], o1 = at[perm[1]], o2 = at[perm[2]];
+                y->x[((size_t)o0 * (size_t)out[1] + (size_t)o1) * (size_t)out[2] + (size_t)o2] =
+                    x->x[((size_t)at[0] * (size_t)in[1] + (size_t)at[1]) * (size_t)in[2] +
+                         (size_t)at[2]];
+            }
+}
+
+static double logistic(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+/* LSTM and GRU by the operators' definitions (forward, no sequence_lens, no initial state,
+ * default activations), from X [T, N, F], W [1, G H, F], R [1, G H, H], B [1, 2 G H], to
+ * Y_h [1, N, H], the only output the export asks for (Y is left out: named ""). The gate
+ * blocks are ONNX's: LSTM i, o, f, c; GRU z, r, h, the latter with linear_before_reset = 1,
+ * r applied to R_h h + Rb_h. */
+static void eval_recurrent(graph_eval *e, const Onnx__GraphProto *g, const Onnx__NodeProto *n)
+{
+    int lstm = strcmp(n->op_type, "LSTM") == 0, gates = lstm ? 4 : 3;
+    ck_assert_uint_eq(n->n_input, 4);
+    ck_assert_uint_eq(n->n_output, 2);
+    ck_assert_str_eq(n->output[0], "");
+    const Onnx__AttributeProto *hs = attribute(n, "hidden_size");
+    ck_assert_ptr_nonnull(hs);
+    int hid = (int)hs->i;
+    ck_assert_uint_eq(n->n_attribute, lstm ? 1 : 2);
+    if (!lstm) {
+        const Onnx__AttributeProto *lbr = attribute(n, "linear_before_reset");
+        ck_assert_msg(lbr && lbr->i == 1, "GRU %s: linear_before_reset must be 1", n->name);
+    }
+    const value *x = lookup(e, n->input[0]);
+    ck_assert_int_eq(x->ndim, 3);
+    int steps = x->rows, batch = x->h, feat = x->w, rows = gates * hid;
+    const Onnx__TensorProto *w = initializer(g, n->input[1]), *r = initializer(g, n->input[2]),
+                            *b = initializer(g, n->input[3]);
+    ck_assert(w->n_dims == 3 && w->dims[0] == 1 && w->dims[1] == rows && w->dims[2] == feat);
+    ck_assert(r->n_dims == 3 && r->dims[0] == 1 && r->dims[1] == rows && r->dims[2] == hid);
+    ck_assert(b->n_dims == 2 && b->dims[0] == 1 && b->dims[1] == 2 * rows);
+    value *y = define_image(e, n->output[1], 1, 1, batch, hid);
+    y->ndim = 3;
+    double *h = calloc((size_t)hid, sizeof *h), *c = calloc((size_t)hid, sizeof *c);
+    double *xw = malloc((size_t)rows * sizeof *xw), *hr = malloc((size_t)rows * sizeof *hr);
+    ck_assert(h && c && xw && hr);
+    for (int s = 0; s < batch; s++) {
+        memset(h, 0, (size_t)hid * sizeof *h);
+        memset(c, 0, (size_t)hid * sizeof *c);
+        for (int t = 0; t < steps; t++) {
+            const double *xt = x->x + ((size_t)t * (size_t)batch + (size_t)s) * (size_t)feat;
+            for (int q = 0; q < rows; q++) {
+                xw[q] = element(b, (size_t)q);
+                hr[q] = element(b, (size_t)(rows + q));
+                for (int j = 0; j < feat; j++)
+                    xw[q] += element(w, (size_t)q * (size_t)feat + (size_t)j) * xt[j];
+                for (int j = 0; j < hid; j++)
+                    hr[q] += element(r, (size_t)q * (size_t)hid + (size_t)j) * h[j];
+            }
+            for (int u = 0; u < hid; u++) {
+                if (lstm) {
+                    double in = logistic(xw[u] + hr[u]), out = logistic(xw[hid + u] + hr[hid + u]);
+                    double forget = logistic(xw[2 * hid + u] + hr[2 * hid + u]);
+                    double cell = tanh(xw[3 * hid + u] + hr[3 * hid + u]);
+                    c[u] = forget * c[u] + in * cell;
+                    xw[u] = out * tanh(c[u]); /* h_t, kept apart until every unit has h_{t-1} */
+                } else {
+                    double update = logistic(xw[u] + hr[u]);
+                    double reset = logistic(xw[hid + u] + hr[hid + u]);
+                    double fresh = tanh(xw[2 * hid + u] + reset * hr[2 * hid + u]);
+                    xw[u] = (1 - update) * fresh + update * h[u];
+                }
+            }
+            memcpy(h, xw, (size_t)hid * sizeof *h);
+        }
+        memcpy(y->x + (size_t)s * (size_t)hid, h, (size_t)hid * sizeof *h);
+    }
+    free(h);
+    free(c);
+    free(xw);
+    free(hr);
 }
 
 /* Flatten with axis 1: [N, C, H, W] to [N, C H W] in the same order. */
@@ -529,8 +672,14 @@ static void check_arithmetic(bp_net *net, const Onnx__GraphProto *g, int batch)
             in->x[(size_t)s * (size_t)n_in + (size_t)k] = x[k + (size_t)s * (size_t)n_in];
     for (size_t i = 0; i < g->n_node; i++) {
         const Onnx__NodeProto *n = g->node[i];
+        if (is_recurrent_op(n)) {
+            eval_recurrent(&e, g, n);
+            continue;
+        }
         ck_assert_uint_eq(n->n_output, 1);
-        if (strcmp(n->op_type, "Gemm") == 0)
+        if (strcmp(n->op_type, "Transpose") == 0)
+            eval_transpose(&e, n);
+        else if (strcmp(n->op_type, "Gemm") == 0)
             eval_gemm(&e, g, n);
         else if (strcmp(n->op_type, "BatchNormalization") == 0)
             eval_batchnorm(&e, g, n);
@@ -982,6 +1131,106 @@ START_TEST(test_image_reshapes)
 }
 END_TEST
 
+/* A recurrent layer's W, R and B hold its own tensors with the gate blocks moved into the
+ * operator's order: ONNX gate k is the layer's gate order[k] (PyTorch's order: LSTM i, f, g, o;
+ * GRU r, z, n). B is the input-side bias, then the recurrent one (zero for the LSTM, whose
+ * one bias is PyTorch's bias_ih). Element by element through the tables' strides, apart from
+ * the export's gather. */
+static void check_recurrent_initializers(bp_net *net, const Onnx__GraphProto *g, int layer,
+                                         int gates, const int *order)
+{
+    size_t n_params;
+    const float *params = bp_net_params(net, &n_params);
+    char name[64];
+    snprintf(name, sizeof name, "layers.%d.", layer - 1);
+    size_t prefix = strlen(name);
+    const char *own[] = {"weight_ih", "weight_hh", gates == 4 ? "bias" : "bias_ih", "bias_hh"};
+    const char *onnx[] = {"W", "R", "B", "B"};
+    int found = 0;
+    for (int i = 0; i < bp_net_tensor_count(net); i++) {
+        bp_tensor_info t;
+        ck_assert_int_eq(bp_net_tensor(net, i, &t), BP_OK);
+        if (t.layer != layer)
+            continue;
+        int which = -1;
+        for (int k = 0; k < 4; k++)
+            if (strcmp(t.name + prefix, own[k]) == 0)
+                which = k;
+        ck_assert_msg(which >= 0, "%s is no tensor of an LSTM or GRU", t.name);
+        found++;
+        snprintf(name + prefix, sizeof name - prefix, "%s", onnx[which]);
+        const Onnx__TensorProto *init = initializer(g, name);
+        int64_t rows = t.shape[0], hid = rows / gates, cols = t.ndim == 2 ? t.shape[1] : 1;
+        size_t base = which == 3 ? (size_t)rows : 0; /* bias_hh: B's second half */
+        for (int64_t q = 0; q < rows; q++)
+            for (int64_t j = 0; j < cols; j++) {
+                int64_t gate = q / hid, unit = q % hid, from = order[gate] * hid + unit;
+                size_t at = t.offset + (size_t)(from * t.stride[0]) +
+                            (t.ndim == 2 ? (size_t)(j * t.stride[1]) : 0);
+                ck_assert_float_eq(element(init, base + (size_t)(q * cols + j)), params[at]);
+            }
+        if (gates == 4 && which == 2)
+            for (int64_t q = 0; q < rows; q++) /* no recurrent bias */
+                ck_assert_float_eq(element(init, (size_t)(rows + q)), 0.0f);
+    }
+    ck_assert_int_eq(found, gates == 4 ? 3 : 4);
+}
+
+/* LSTM and GRU reading rows and cols, alone and after a one-channel convolution: the
+ * sequence reshaped and transposed time-major, the operator's gate order, only the last
+ * hidden state out, and the graph's arithmetic by the operators' definitions equal to the
+ * net's forward pass. */
+START_TEST(test_recurrent_layers)
+{
+    static const int lstm_order[] = {0, 3, 1, 2}, gru_order[] = {1, 0, 2};
+    static const struct {
+        int rows, cols;
+        const char *layers, *op;
+        int layer, steps, features;
+        int64_t perm[3];
+    } cases[] = {
+        {5, 3, "lstm:4,dense:3:softmax", "LSTM", 1, 5, 3, {1, 0, 2}},
+        {5, 3, "gru:4:cols,dense:3:softmax", "GRU", 1, 3, 5, {2, 0, 1}},
+        {6, 5, "conv:1x3x3:tanh,lstm:3:cols,dense:2:sigmoid", "LSTM", 2, 3, 4, {2, 0, 1}},
+        {4, 6, "gru:5,dense:2:linear", "GRU", 1, 4, 6, {1, 0, 2}},
+    };
+    make_tmp_dir();
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        bp_net *net = make_image_net(1, cases[c].rows, cases[c].cols, cases[c].layers);
+        perturb(net);
+        Onnx__ModelProto *m = export_and_read(net, "rnn.onnx", NULL);
+        const Onnx__GraphProto *g = m->graph;
+        size_t at = cases[c].layer == 2 ? 3 : 0; /* the conv's Reshape, Conv and Tanh first */
+        ck_assert_str_eq(g->node[at]->op_type, "Reshape");
+        ck_assert_str_eq(g->node[at + 1]->op_type, "Transpose");
+        ck_assert_str_eq(g->node[at + 2]->op_type, cases[c].op);
+        ck_assert_str_eq(g->node[at + 3]->op_type, "Reshape");
+        ck_assert_str_eq(g->node[at + 4]->op_type, "Gemm");
+        check_ints(g->node[at + 1], "perm", cases[c].perm, 3);
+        const Onnx__TensorProto *w = initializer(g, g->node[at + 2]->input[1]);
+        ck_assert_int_eq(w->dims[2], cases[c].features);
+        int lstm = strcmp(cases[c].op, "LSTM") == 0;
+        check_recurrent_initializers(net, g, cases[c].layer, lstm ? 4 : 3,
+                                     lstm ? lstm_order : gru_order);
+        check_arithmetic(net, g, 4);
+        (void)cases[c].steps; /* the Transpose's output, checked by eval_transpose */
+        onnx__model_proto__free_unpacked(m, NULL);
+        bp_net_free(net);
+    }
+    /* A fresh LSTM's forget gate starts at bias 1 and the rest at 0: in B, ONNX's third
+     * block (i, o, f, c) is the ones. */
+    bp_net *net = make_image_net(1, 4, 4, "lstm:3,dense:2:sigmoid");
+    Onnx__ModelProto *m = export_and_read(net, "fresh.onnx", NULL);
+    const Onnx__TensorProto *b = initializer(m->graph, "layers.0.B");
+    ck_assert_uint_eq(elements(b), 24);
+    for (size_t k = 0; k < 24; k++)
+        ck_assert_float_eq(element(b, k), k >= 6 && k < 9 ? 1.0f : 0.0f);
+    onnx__model_proto__free_unpacked(m, NULL);
+    bp_net_free(net);
+    remove_tmp_dir();
+}
+END_TEST
+
 #else /* !BP_HAVE_ONNX */
 
 START_TEST(test_without_support)
@@ -1018,6 +1267,7 @@ static Suite *onnx_suite(void)
     tcase_add_test(tc, test_conv_maxpool);
     tcase_add_test(tc, test_channel_batchnorm_avgpool);
     tcase_add_test(tc, test_image_reshapes);
+    tcase_add_test(tc, test_recurrent_layers);
 #else
     tcase_add_test(tc, test_without_support);
 #endif

@@ -3,8 +3,9 @@
 export --onnx`, are valid ONNX and compute what backprop computes:
 
 - onnx.checker.check_model (full_check: shape inference too) accepts the export of a dense
-  net, a dropout net, a batch norm + dropout net and a conv net (padding, stride, per-channel
-  batch norm, max and average pooling, dropout between images), under Debian's /usr/bin/python3
+  net, a dropout net, a batch norm + dropout net, a conv net (padding, stride, per-channel
+  batch norm, max and average pooling, dropout between images), an LSTM reading rows and a
+  GRU reading columns, under Debian's /usr/bin/python3
   (python3-onnx; BACKPROP_ONNX_PYTHON overrides), and the graph holds, in order, the operators
   the model's architecture stands for, with the metadata a deployer needs;
 - ONNX Runtime (onnxruntime-node, scripts/install-onnxruntime.sh, run by tests/onnx_runtime.js)
@@ -43,6 +44,12 @@ MODELS = {
                   "--cost", "log-likelihood", "--init", "he", "--batchnorm", "--dropout", "0.2",
                   "--eta", "0.1", "--batch", "32"],
     "conv": None,  # CONV_ARCH, by train_conv
+    # The recurrent kinds, each reading the other way: sequence reshapes, time-major
+    # transposes, the operators' gate orders and the LSTM's one bias against the GRU's two.
+    "lstm": ["--arch", "lstm:32,dense:10:softmax", "--sequence", "rows", "--cost",
+             "log-likelihood", "--optimizer", "adam", "--eta", "0.01", "--batch", "32"],
+    "gru": ["--arch", "gru:24:cols,dense:10:softmax", "--cost", "log-likelihood",
+            "--optimizer", "adam", "--eta", "0.01", "--batch", "32"],
 }
 # Every image kind and option the export maps: a linear conv with padding under per-channel
 # batch norm, max pooling, a strided conv, average pooling, dropout between images, the
@@ -103,6 +110,10 @@ def expected_ops(architecture, shaped):
             ops += ["BatchNormalization"] + ACTIVATION_OPS[args[0] if args else "linear"]
         elif kind == "dropout":
             ops += ["Identity"]
+        elif kind in ("lstm", "gru"):
+            # [N, R, C], time-major, the operator, its last hidden state as [N, H]
+            ops += ["Reshape", "Transpose", kind.upper(), "Reshape"]
+            form = "flat"
         else:
             ops += [f"<unknown kind {kind}>"]
     return ops + (["Flatten"] if form == "image" else [])

@@ -170,15 +170,17 @@ static Onnx__AttributeProto *attr_ints(builder *b, const char *name, const int64
 }
 
 /* A node named "layers.<p>.<what>" reading `inputs` (the current value first, for every op
- * used here) and writing one value of the same name, which becomes the current one. */
-static void add_node(builder *b, int position, const char *what, const char *op,
-                     const char *const *inputs, size_t n_inputs, Onnx__AttributeProto **attrs,
-                     size_t n_attrs)
+ * used here) and writing one value of the same name, which becomes the current one, as its
+ * output number `slot`: the outputs before it are left out (named "", as ONNX spells an
+ * optional output not asked for), so LSTM and GRU can give only their last hidden state. */
+static void add_node_output(builder *b, int position, const char *what, const char *op,
+                            const char *const *inputs, size_t n_inputs,
+                            Onnx__AttributeProto **attrs, size_t n_attrs, size_t slot)
 {
     Onnx__NodeProto *node = take(b, sizeof *node);
     char *name = text(b, "layers.%d.%s", position, what);
     char **in = take(b, n_inputs * sizeof *in);
-    char **out = take(b, sizeof *out);
+    char **out = take(b, (slot + 1) * sizeof *out);
     Onnx__AttributeProto **at = n_attrs ? take(b, n_attrs * sizeof *at) : NULL;
     if (b->failed)
         return;
@@ -189,9 +191,11 @@ static void add_node(builder *b, int position, const char *what, const char *op,
         in[i] = (char *)inputs[i];
     node->input = in;
     node->n_input = n_inputs;
-    out[0] = name;
+    for (size_t i = 0; i < slot; i++)
+        out[i] = "";
+    out[slot] = name;
     node->output = out;
-    node->n_output = 1;
+    node->n_output = slot + 1;
     for (size_t i = 0; i < n_attrs; i++) {
         if (!attrs[i])
             return; /* its allocation failed: b->failed is set */
@@ -206,40 +210,65 @@ static void add_node(builder *b, int position, const char *what, const char *op,
     b->current = name;
 }
 
-/* A tensor of the net's tables as an initialiser of the same name and shape, its elements
- * row-major (bp_tensor_gather_row_major) as little-endian raw_data. A NaN or an infinity is
- * refused: a runtime would compute garbage from it without a word. */
-static bp_status add_initializer(builder *b, const bp_tensor_info *t, const float *arena)
+static void add_node(builder *b, int position, const char *what, const char *op,
+                     const char *const *inputs, size_t n_inputs, Onnx__AttributeProto **attrs,
+                     size_t n_attrs)
+{
+    add_node_output(b, position, what, op, inputs, n_inputs, attrs, n_attrs, 0);
+}
+
+/* A float initialiser of the given dims holding data (count floats from the builder, so they
+ * live as long as the message). A NaN or an infinity is refused: a runtime would compute
+ * garbage from it without a word. */
+static bp_status add_float_initializer(builder *b, const char *name, const int64_t *dims,
+                                       int ndim, float *data, size_t count)
 {
     Onnx__TensorProto *tp = take(b, sizeof *tp);
-    int64_t *dims = take(b, (size_t)t->ndim * sizeof *dims);
-    float *data = take(b, (t->count ? t->count : 1) * sizeof *data);
+    int64_t *shape = take(b, (size_t)ndim * sizeof *shape);
     if (b->failed)
-        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for tensor '%s' (%zu floats)",
-                       b->path, t->name, t->count);
-    bp_tensor_gather_row_major(data, t, arena);
+        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for tensor '%s'", b->path,
+                       name);
     size_t bad = 0;
-    for (size_t k = 0; k < t->count; k++)
+    for (size_t k = 0; k < count; k++)
         bad += !isfinite(data[k]);
     if (bad)
         return bp_fail(BP_EDIVERGED, "ONNX export to '%s' refused: tensor '%s' has %zu NaN or "
-                       "infinite value%s", b->path, t->name, bad, bad == 1 ? "" : "s");
+                       "infinite value%s", b->path, name, bad, bad == 1 ? "" : "s");
     onnx__tensor_proto__init(tp);
-    tp->name = (char *)t->name;
-    for (int d = 0; d < t->ndim; d++)
-        dims[d] = t->shape[d];
-    tp->dims = dims;
-    tp->n_dims = (size_t)t->ndim;
+    tp->name = (char *)name;
+    memcpy(shape, dims, (size_t)ndim * sizeof *shape);
+    tp->dims = shape;
+    tp->n_dims = (size_t)ndim;
     tp->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
     tp->has_data_type = 1;
     tp->raw_data.data = (uint8_t *)data;
-    tp->raw_data.len = t->count * sizeof *data;
+    tp->raw_data.len = count * sizeof *data;
     tp->has_raw_data = 1;
     b->inits = room_for_one(b, b->inits, b->n_inits, &b->cap_inits, sizeof *b->inits);
     if (!b->inits)
         return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory", b->path);
     b->inits[b->n_inits++] = tp;
     return BP_OK;
+}
+
+/* The floats of a tensor of the net's tables, row-major (bp_tensor_gather_row_major), in
+ * memory of the builder; NULL when there is none. */
+static float *gather(builder *b, const bp_tensor_info *t, const float *arena)
+{
+    float *data = take(b, (t->count ? t->count : 1) * sizeof *data);
+    if (data)
+        bp_tensor_gather_row_major(data, t, arena);
+    return data;
+}
+
+/* A tensor of the net's tables as an initialiser of the same name and shape. */
+static bp_status add_initializer(builder *b, const bp_tensor_info *t, const float *arena)
+{
+    float *data = gather(b, t, arena);
+    if (!data)
+        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for tensor '%s' (%zu floats)",
+                       b->path, t->name, t->count);
+    return add_float_initializer(b, t->name, t->shape, t->ndim, data, t->count);
 }
 
 /* An int64 initialiser of n elements, named `name`: a Reshape's target shape. */
@@ -496,8 +525,126 @@ static bp_status emit_avgpool(builder *b, const layer_view *v)
     return emit_pool(b, v, "avgpool", "AveragePool");
 }
 
-/* The kinds the export knows. A new kind (lstm) adds its emitter here; the rest of the file
- * does not change. */
+/* lstm and gru: ONNX's LSTM and GRU operators over the sequence the layer reads, giving only
+ * Y_h, the last step's hidden state, which is what the layer returns.
+ *
+ * The sample's R x C image (flat, or the [N, 1, R, C] of a conv before it) is reshaped to
+ * [N, R, C] and transposed to ONNX's time-major [T, N, F] (opset 13 has no batch-major
+ * layout): perm [1, 0, 2] by rows (T = R steps of C features), [2, 0, 1] by cols (T = C steps
+ * of R). Y_h [1, N, H] is reshaped to [N, H].
+ *
+ * The weights cannot be the model file's bytes under its names, as the other kinds' are: the
+ * operators want [1, G H, F] and [1, G H, H] in their own gate order (LSTM i, o, f, c; GRU z,
+ * r, h) where the layer keeps PyTorch's (i, f, g, o; r, z, n), and both biases in one
+ * [1, 2 G H]. So each becomes an initialiser under ONNX's input name ("layers.<p>.W", ".R",
+ * ".B"), its gate blocks moved; the LSTM's recurrent bias is 0, and no peepholes. GRU takes
+ * r into the recurrent product after it is formed (linear_before_reset = 1), as the layer does. */
+typedef struct recurrent_op {
+    const char *what, *op;
+    int gates;
+    int order[4];        /* ONNX's gate k is the layer's gate order[k] */
+    const char *bias_hh; /* the layer's recurrent bias tensor, or NULL for none (zeros) */
+    int linear_before_reset;
+} recurrent_op;
+
+static const recurrent_op lstm_op = {"lstm", "LSTM", 4, {0, 3, 1, 2}, NULL, 0};
+static const recurrent_op gru_op = {"gru", "GRU", 3, {1, 0, 2}, "bias_hh", 1};
+
+/* The layer's tensor whose name ends in ".<field>" ("weight_ih"), or NULL. */
+static const layer_tensor *find_field(const layer_view *v, const char *field)
+{
+    for (int i = 0; i < v->n_tensors; i++) {
+        const char *dot = strrchr(v->tensors[i].info.name, '.');
+        if (dot && strcmp(dot + 1, field) == 0)
+            return &v->tensors[i];
+    }
+    return NULL;
+}
+
+/* The layer's tensor `field` ([G H, width] or [G H]) row-major with its gate blocks of H rows
+ * in ONNX's order, into out; zeros when field is NULL. */
+static bp_status gates_in_onnx_order(builder *b, const layer_view *v, const recurrent_op *r,
+                                     const char *field, size_t per_gate, float *out)
+{
+    if (!field)
+        return BP_OK; /* take() gave zeros */
+    const layer_tensor *t = find_field(v, field);
+    if (!t || t->info.count != per_gate * (size_t)r->gates)
+        return bp_fail(BP_EINVAL, "ONNX export: layer %d (%s) has no %s tensor of %zu floats",
+                       v->position + 1, r->what, field, per_gate * (size_t)r->gates);
+    float *rows = gather(b, &t->info, t->arena);
+    if (!rows)
+        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for tensor '%s'", b->path,
+                       t->info.name);
+    for (int k = 0; k < r->gates; k++)
+        memcpy(out + (size_t)k * per_gate, rows + (size_t)r->order[k] * per_gate,
+               per_gate * sizeof *out);
+    return BP_OK;
+}
+
+static bp_status emit_recurrent(builder *b, const layer_view *v, const recurrent_op *r)
+{
+    const bp_layer *l = v->layer;
+    const int64_t h = l->n_out, g = r->gates * h, f = l->features;
+    const char *shape = text(b, "layers.%d.sequence_shape", v->position);
+    const int64_t sequence[] = {-1, l->in.h, l->in.w};
+    add_int64_initializer(b, shape, sequence, 3);
+    const char *reshape_in[] = {b->current, shape};
+    add_node(b, v->position, "sequence", "Reshape", reshape_in, 2, NULL, 0);
+    const int64_t by_rows[] = {1, 0, 2}, by_cols[] = {2, 0, 1};
+    Onnx__AttributeProto *perm[] = {attr_ints(b, "perm", l->by_cols ? by_cols : by_rows, 3)};
+    const char *transpose_in[] = {b->current};
+    add_node(b, v->position, "time_major", "Transpose", transpose_in, 1, perm, 1);
+    b->image = 0;
+
+    const char *names[3] = {text(b, "layers.%d.W", v->position),
+                            text(b, "layers.%d.R", v->position),
+                            text(b, "layers.%d.B", v->position)};
+    size_t counts[3] = {(size_t)(g * f), (size_t)(g * h), (size_t)(2 * g)};
+    float *data[3];
+    for (int i = 0; i < 3; i++)
+        data[i] = take(b, counts[i] * sizeof(float));
+    if (b->failed)
+        return bp_fail(BP_ENOMEM, "ONNX export to '%s': no memory for layer %d", b->path,
+                       v->position + 1);
+    bp_status st = gates_in_onnx_order(b, v, r, "weight_ih", (size_t)(h * f), data[0]);
+    if (st == BP_OK)
+        st = gates_in_onnx_order(b, v, r, "weight_hh", (size_t)(h * h), data[1]);
+    if (st == BP_OK)
+        st = gates_in_onnx_order(b, v, r, r->bias_hh ? "bias_ih" : "bias", (size_t)h, data[2]);
+    if (st == BP_OK)
+        st = gates_in_onnx_order(b, v, r, r->bias_hh, (size_t)h, data[2] + g);
+    const int64_t dims[3][3] = {{1, g, f}, {1, g, h}, {1, 2 * g}};
+    for (int i = 0; i < 3 && st == BP_OK; i++)
+        st = add_float_initializer(b, names[i], dims[i], i == 2 ? 2 : 3, data[i], counts[i]);
+    if (st != BP_OK)
+        return st;
+
+    const char *op_in[] = {b->current, names[0], names[1], names[2]};
+    Onnx__AttributeProto *attrs[] = {attr_int(b, "hidden_size", h),
+                                     attr_int(b, "linear_before_reset", 1)};
+    add_node_output(b, v->position, r->what, r->op, op_in, 4, attrs,
+                    r->linear_before_reset ? 2 : 1, 1);
+    const char *last = text(b, "layers.%d.hidden_shape", v->position);
+    const int64_t hidden[] = {-1, h};
+    add_int64_initializer(b, last, hidden, 2);
+    const char *flat_in[] = {b->current, last};
+    add_node(b, v->position, "last_step", "Reshape", flat_in, 2, NULL, 0);
+    return BP_OK;
+}
+
+static bp_status emit_lstm(builder *b, const layer_view *v)
+{
+    return emit_recurrent(b, v, &lstm_op);
+}
+
+static bp_status emit_gru(builder *b, const layer_view *v)
+{
+    return emit_recurrent(b, v, &gru_op);
+}
+
+/* The kinds the export knows. A new kind adds its emitter here; the rest of the file does not
+ * change. */
 typedef struct emitter {
     const char *kind; /* bp_layer_ops.name */
     bp_status (*emit)(builder *b, const layer_view *v);
@@ -510,6 +657,8 @@ static const emitter emitters[] = {
     {"conv", emit_conv},
     {"maxpool", emit_maxpool},
     {"avgpool", emit_avgpool},
+    {"lstm", emit_lstm},
+    {"gru", emit_gru},
 };
 
 static const emitter *find_emitter(const char *kind)
