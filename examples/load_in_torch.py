@@ -14,11 +14,18 @@ of the wrong shape is an error, and writes one CSV line per image:
 
 with the outputs printed to 9 significant digits (enough to give back the same float32).
 
+The layers are PyTorch's own modules: nn.Linear, nn.Conv2d, nn.BatchNorm1d/2d, nn.MaxPool2d,
+nn.AvgPool2d, nn.Dropout, and nn.LSTM and nn.GRU (one layer, batch_first) for lstm and gru,
+which read the image as a sequence and hand on the last step's hidden state. The recurrent two
+are subclasses only to take the file's tensor names, which are not the `_l0` ones nn.LSTM gives
+its tensors (see FileNames).
+
 The tensors are read with safetensors.torch.load_file when the safetensors package is there;
 Debian 12 does not package it, so otherwise the file is read here with json and struct, which
 the format is simple enough for.
 """
 import argparse
+import collections
 import gzip
 import json
 import struct
@@ -56,6 +63,78 @@ def conv_options(entry, args):
     return act, stride, pad
 
 
+class FileNames:
+    """Makes an nn.LSTM or nn.GRU of one layer keep its tensors under the file's names
+    (FILE_NAMES, the file's name -> PyTorch's) both ways: load_state_dict takes them, state_dict
+    gives them, and strict loading still refuses a tensor too many, too few or misshapen, naming
+    it as the file does. The file's names (the library's tensor table's) have no layer index:
+    one position of the stack is one layer, and a stack of two LSTMs is two positions.
+
+    The hooks are _load_from_state_dict and _save_to_state_dict, which nn.Module calls per module
+    with its prefix ("layers.0."): private, but the same from torch 1.x to 2.x, where the public
+    hooks of torch 1.13 (Debian 12's) see no prefix and could not name a missing tensor.
+    """
+
+    FILE_NAMES = {}
+
+    def fill(self, ours, prefix):
+        """Adds the tensors of PyTorch's that the file does not hold, when it holds the rest."""
+
+    def fold(self, destination, prefix, own):
+        """Puts PyTorch's tensors that the file does not hold into those it does."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        ours = {}
+        for key, value in state_dict.items():
+            name = key[len(prefix):] if key.startswith(prefix) else None
+            if name in self.FILE_NAMES:
+                ours[prefix + self.FILE_NAMES[name]] = value
+            elif name is not None and strict:  # PyTorch's own names included: not the file's
+                unexpected_keys.append(key)
+        self.fill(ours, prefix)
+        first_missing, first_error = len(missing_keys), len(error_msgs)
+        super()._load_from_state_dict(ours, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        for file_name, torch_name in self.FILE_NAMES.items():
+            theirs, mine = prefix + torch_name, prefix + file_name
+            missing_keys[first_missing:] = [mine if k == theirs else k
+                                            for k in missing_keys[first_missing:]]
+            error_msgs[first_error:] = [m.replace(f" {theirs}:", f" {mine}:")
+                                        for m in error_msgs[first_error:]]
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        own = collections.OrderedDict()
+        super()._save_to_state_dict(own, prefix, keep_vars)
+        for file_name, torch_name in self.FILE_NAMES.items():
+            destination[prefix + file_name] = own.pop(prefix + torch_name)
+        self.fold(destination, prefix, own)
+
+
+class LSTM(FileNames, nn.LSTM):
+    """nn.LSTM, gates in its order (i, f, g, o), with the library's one bias: the two biases of
+    nn.LSTM are only ever added, so the file keeps their sum, and loads as bias_ih_l0 with a zero
+    bias_hh_l0; a module trained in PyTorch gives their sum back."""
+
+    FILE_NAMES = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0", "bias": "bias_ih_l0"}
+
+    def fill(self, ours, prefix):
+        if prefix + "bias_ih_l0" in ours:  # else it is missing, and reported as "bias"
+            ours[prefix + "bias_hh_l0"] = torch.zeros_like(self.bias_hh_l0)
+
+    def fold(self, destination, prefix, own):
+        bias = prefix + "bias"
+        destination[bias] = destination[bias] + own.pop(prefix + "bias_hh_l0")
+
+
+class GRU(FileNames, nn.GRU):
+    """nn.GRU, gates in its order (r, z, n), with both its biases: b_hn is inside the reset
+    gate's product, so it cannot be added into b_in, and the file keeps all of nn.GRU's."""
+
+    FILE_NAMES = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0",
+                  "bias_ih": "bias_ih_l0", "bias_hh": "bias_hh_l0"}
+
+
 class BackpropNet(nn.Module):
     """The PyTorch module equivalent to a backprop layer stack.
 
@@ -73,11 +152,18 @@ class BackpropNet(nn.Module):
       batchnorm[:ACT]        nn.BatchNorm2d(C) on planes of more than one position (after a
                              conv, or on an image input), else nn.BatchNorm1d(width); then
                              ACT (default linear); eps 1e-5, momentum 0.1 as the library's
+      lstm:N[:rows|:cols]    LSTM(W, N) by rows (the default), LSTM(H, N) by cols, on an
+      gru:N[:rows|:cols]     input of one plane (C = 1); GRU likewise; one layer,
+                             batch_first; the last step's hidden state h_T (N values a
+                             sample) goes on, with no activation
     The activations are functions of forward, not modules, so they take no position: the
     library counts them as part of their layer. So do the reshapes: the net's input and a
     dense layer's are [N, features], an image layer's [N, C, H, W]; a sample's features are its
     C planes of H x W, each row by row, which is what flattening NCHW gives, so forward only
-    views x in the form each layer takes.
+    views x in the form each layer takes. A recurrent layer's input is one plane, and its
+    sequence [N, T, F] is that plane's rows (T = H steps of F = W pixels, a view) or its
+    columns (the view transposed, T = W steps of H), as the library reads it (src/layers/
+    sequence.c). Of what nn.LSTM and nn.GRU return, output[:, -1] is h_T of the one layer.
     """
 
     def __init__(self, spec, width, shape=None):
@@ -112,6 +198,15 @@ class BackpropNet(nn.Module):
             elif kind == "dropout" and len(args) == 1:
                 layers.append(nn.Dropout(float(args[0])))
                 act = "linear"
+            elif kind in ("lstm", "gru") and args and args[1:] in ([], ["rows"], ["cols"]):
+                if c != 1:  # the library refuses it too: a sequence is one plane
+                    raise ValueError(f"architecture: '{entry}' takes an input of 1 x steps x "
+                                     f"features, not {c}x{h}x{w}")
+                units, by_cols = int(args[0]), args[1:] == ["cols"]
+                module = LSTM if kind == "lstm" else GRU
+                layers.append(module(h if by_cols else w, units, num_layers=1, batch_first=True))
+                form = ("cols" if by_cols else "rows", h, w)
+                c, h, w, act = units, 1, 1, "linear"
             elif kind == "batchnorm" and len(args) <= 1:
                 if h * w > 1:
                     layers.append(nn.BatchNorm2d(c, eps=1e-5, momentum=0.1))
@@ -134,7 +229,12 @@ class BackpropNet(nn.Module):
                 x = x.reshape(x.shape[0], -1)
             elif form is not None:
                 x = x.reshape(x.shape[0], *form[1:])
-            x = ACTIVATIONS[act](layer(x))
+                if form[0] == "cols":
+                    x = x.transpose(1, 2)
+            y = layer(x)
+            if isinstance(layer, nn.RNNBase):
+                y = y[0][:, -1]
+            x = ACTIVATIONS[act](y)
         return x.reshape(x.shape[0], -1)
 
 
