@@ -734,6 +734,52 @@ BP_API bp_status bp_trainer_config(const bp_trainer *t, bp_train_config *out);
 BP_API bp_net *bp_trainer_net(const bp_trainer *t);
 BP_API bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *state);
 
+/* ---- data-parallel training ------------------------------------------------------------ */
+
+/* The collective operations of `size` processes ("ranks") training one model, each with a
+ * trainer over the same net configuration and the same training set: the transport is the
+ * caller's (the backprop tool binds it to MPI, tools/mpi.c; a program may bind its own), the
+ * library only says what to sum when. Each function returns 0 on success; any other value
+ * fails the trainer's call with BP_EIO. A failing transport must fail on every rank (or end
+ * the processes, as MPI's default error handler does): a rank that goes on alone would wait
+ * for the others in the next call for ever. */
+/* data[0..count) of every rank summed, in place, the same sum on every rank. */
+typedef int (*bp_sum_floats_fn)(void *user, float *data, size_t count);
+typedef int (*bp_sum_doubles_fn)(void *user, double *data, size_t count);
+/* root's data[0..count) copied to every rank. */
+typedef int (*bp_broadcast_floats_fn)(void *user, float *data, size_t count, int root);
+typedef struct bp_collective {
+    int rank, size; /* 0 <= rank < size */
+    void *user;     /* the functions' first argument */
+    bp_sum_floats_fn sum_floats;
+    bp_sum_doubles_fn sum_doubles;
+    bp_broadcast_floats_fn broadcast_floats;
+} bp_collective;
+
+/* Make t one of c->size ranks training one model (c is copied; NULL makes it train alone
+ * again). Every rank must call it at the same point, with the same trainer state: rank 0's
+ * parameters, running statistics and optimiser state are broadcast, so all start alike.
+ * From then on each mini-batch of cfg.batch samples of the epoch's order (the same order on
+ * every rank: same seed) is split into `size` contiguous shares; each rank backpropagates its
+ * own share into the gradient arena, scaled by its share of the batch, the arenas are summed
+ * (so the fused SGD-in-BP4 path is off), and every rank applies the same optimiser step to the
+ * same summed gradient. Randomness drawn in a step is keyed by the column's place in the
+ * whole mini-batch, so a run does not depend on `size` but through the order of the
+ * floating-point sums (and through batch norm, whose batch statistics are each rank's own, as
+ * in PyTorch's DistributedDataParallel; its running statistics are averaged over the ranks
+ * after every epoch). Costs, the epoch's cost and validation in bp_trainer_run are summed
+ * over the ranks, each evaluating a contiguous share of the set. A batch callback's stop
+ * takes effect on every rank together, one mini-batch after the rank that asked first (the
+ * ranks learn of it with the next batch's sums), or at the epoch's end. The state
+ * (bp_trainer_get_state) is the same on every rank and does not depend on `size`: a
+ * checkpoint written by P ranks resumes on Q. BP_EINVAL for a rank or size out of range or a
+ * missing function. */
+BP_API bp_status bp_trainer_set_collective(bp_trainer *t, const bp_collective *c);
+/* bp_evaluate of t's net on ds, shared over the trainer's ranks (each evaluates a contiguous
+ * share; the counts and costs are summed); bp_evaluate itself without a collective. */
+BP_API bp_status bp_trainer_evaluate(bp_trainer *t, const bp_dataset *ds, float *accuracy,
+                                     double *cost);
+
 /* ---- diagnostics ----------------------------------------------------------------------- */
 
 /* Nielsen's chapter 5 measure of how fast each layer learns: the gradient of the mean cost over

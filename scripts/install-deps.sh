@@ -9,6 +9,8 @@ packages=(gcc g++ meson ninja-build pkg-config libopenblas-dev liblapacke-dev zl
 packages+=(protobuf-c-compiler libprotobuf-c-dev libonnx-dev)
 # backprop plot (meson option plot, auto): cairo draws the curves and writes the PNG.
 packages+=(libcairo2-dev)
+# Data-parallel train under mpirun (meson option mpi, auto): Open MPI's library and launcher.
+packages+=(libopenmpi-dev openmpi-bin)
 # Extra packages for a purpose, named by the caller (e.g. valgrind for the perf suite).
 packages+=("$@")
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test.sh - the whole test suite on a fresh Debian 12 machine: install what it needs, fetch
-# real MNIST, build and run every suite (fast, slow, perf, fidelity, torch, onnx) in a release
+# real MNIST, build and run every suite (fast, slow, perf, fidelity, torch, onnx, mpi) in a release
 # build, then fast and slow again in an address+undefined sanitizer build (instruction counts
 # mean nothing there, and the book's trainings would take an hour), and the fast suites in a
 # ThreadSanitizer build (they run training steps on 2 and 3 threads). Ends with the line
@@ -52,7 +52,7 @@ run_build() { # dir, meson test options, meson setup options...
 run_build build "--no-suite fidelity-long" --buildtype=release
 # UBSan reports are made fatal so undefined behaviour fails the test that hit it.
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
-    run_build build-sanitize "--no-suite perf --no-suite fidelity --no-suite fidelity-long --no-suite torch --no-suite onnx" --buildtype=debugoptimized -Db_sanitize=address,undefined \
+    run_build build-sanitize "--no-suite perf --no-suite fidelity --no-suite fidelity-long --no-suite torch --no-suite onnx --no-suite mpi" --buildtype=debugoptimized -Db_sanitize=address,undefined \
     -Db_lundef=false
 # A race found by TSan fails the test that hit it. OpenBLAS is not instrumented, so TSan cannot
 # see how its worker threads hand C back to the caller and reports their writes as races (seen

@@ -11,6 +11,7 @@
  * the data).
  */
 #include "cli.h"
+#include "ranks.h"
 #include "options.h"
 
 #include <stdio.h>
@@ -135,7 +136,7 @@ int main(int argc, char **argv)
         main_usage(stdout);
         rc = 0;
     } else if (strcmp(name, "--version") == 0) {
-        printf("backprop %s\n", bp_version());
+        printf("backprop %s\nmpi %s\n", bp_version(), ranks_transport());
         rc = 0;
     } else if (name[0] == '-') {
         usage_error("unknown option '%s' (the command comes first: backprop train ...)", name);

@@ -21,8 +21,12 @@ static void (*current_usage)(FILE *f);
 void cli_set_usage(void (*usage)(FILE *f)) { current_usage = usage; }
 
 /* The usage follows the message so the fix is on screen. */
+static int errors_silenced;
+
 _Noreturn void usage_error(const char *fmt, ...)
 {
+    if (errors_silenced) /* every rank of an MPI job meets the same mistake: rank 0 says it */
+        exit(EXIT_USAGE);
     va_list ap;
     fputs("backprop: ", stderr);
     va_start(ap, fmt);
@@ -34,15 +38,26 @@ _Noreturn void usage_error(const char *fmt, ...)
     exit(EXIT_USAGE);
 }
 
+static char last_error[1024];
+
 void print_error(const char *fmt, ...)
 {
     va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    if (errors_silenced)
+        return;
     fputs("backprop: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
 }
+
+const char *last_error_text(void) { return last_error; }
+
+void silence_errors(int silent) { errors_silenced = silent; }
 
 void print_lib_error(bp_status st)
 {

@@ -66,6 +66,12 @@ _Noreturn void usage_error(const char *fmt, ...) CLI_PRINTF(1, 2);
 void print_error(const char *fmt, ...) CLI_PRINTF(1, 2);
 /* The library's last failure: its status and message. */
 void print_lib_error(bp_status st);
+/* The text of the last print_error (without "backprop: "), "" before any: what a rank of an
+ * MPI job hands rank 0 to say (ranks.c). */
+const char *last_error_text(void);
+/* Keep print_error's messages (last_error_text) without printing them: the ranks after the
+ * first of an MPI job, whose failures rank 0 reports. */
+void silence_errors(int silent);
 
 /* What getopt_long's '?' meant (an unknown option, an ambiguous prefix, a value given to a flag
  * that takes none), told apart with the command's option table; exits 2. */

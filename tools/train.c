@@ -4,6 +4,7 @@
  * through the public header only.
  */
 #include "cli.h"
+#include "ranks.h"
 #include "log.h"
 #include "progress.h"
 #include "options.h"
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum {
     LOG_NORM_SAMPLES = 1000, /* --norm-samples with --log: Nielsen's ch. 5 measures over 1000 */
@@ -644,9 +646,8 @@ static void print_epoch_line(const progress *p, const bp_epoch_report *r)
            r->seconds);
 }
 
-static int print_epoch(const bp_epoch_report *r, void *user)
+static int epoch_end(const bp_epoch_report *r, progress *p)
 {
-    progress *p = user;
     progress_bar_clear(&p->bar);
     if (!p->quiet)
         print_epoch_line(p, r);
@@ -695,6 +696,18 @@ static int print_epoch(const bp_epoch_report *r, void *user)
                 "rollback\n", r->epoch);
     p->stopped_by_signal = stopping;
     return stopping;
+}
+
+/* After every epoch. Over MPI a signal may have reached some ranks only, and the files are
+ * rank 0's: every rank stops, for a signal any rank has seen or a failure rank 0 had, after
+ * the same epoch, two sums each (before anything that can fail, and after). */
+static int print_epoch(const bp_epoch_report *r, void *user)
+{
+    progress *p = user;
+    if (ranks_size() == 1)
+        return epoch_end(r, p);
+    stop_signal = ranks_max(stop_signal);
+    return ranks_max(epoch_end(r, p) != 0);
 }
 
 /* A stop signal ended training: inside an epoch (the run returned BP_ESTOPPED) the checkpoint
@@ -988,6 +1001,8 @@ static int print_header(const options *o, const bp_net *net, const bp_trainer *r
     const char *fallback = getenv(FALLBACK_VAR);
     if (fallback && *fallback)
         printf(" (OpenBLAS chose %s for this CPU)", fallback);
+    if (ranks_size() > 1)
+        printf("  ranks %d (%s)", ranks_size(), ranks_transport());
     if (resumed)
         printf("  resumed from %s at epoch %d", o->resume, bp_trainer_epochs_done(resumed));
     putchar('\n');
@@ -1262,6 +1277,9 @@ static int run_epochs(train_run *r)
         snap->state.eta /= 2.0; /* the rate a further rollback halves again */
     }
     progress_bar_clear(&prog->bar);
+    /* Every rank stopped after the same mini-batch; the signal's name is any rank's. */
+    if (ranks_size() > 1)
+        stop_signal = ranks_max(stop_signal);
     r->interrupted = st == BP_ESTOPPED || prog->stopped_by_signal ? stop_signal : 0;
     if (st != BP_OK && st != BP_ESTOPPED) {
         print_lib_error(st);
@@ -1293,7 +1311,7 @@ static int run_epochs(train_run *r)
 static int report_test(train_run *r)
 {
     float test_acc;
-    bp_status st = bp_evaluate(r->net, r->d.test, &test_acc, NULL);
+    bp_status st = bp_trainer_evaluate(r->trainer, r->d.test, &test_acc, NULL);
     if (st != BP_OK) {
         print_lib_error(st);
         return 1;
@@ -1304,6 +1322,11 @@ static int report_test(train_run *r)
     printf("test accuracy %.2f%% (%zu/%zu)\n", 100.0 * test_acc, r->correct, r->n_test);
     printf("training %.2f s  %.0f samples/s  (wall %.2f s)\n", r->res.train_seconds,
            r->res.samples_per_second, bp_clock_seconds() - r->t_start);
+    /* Rank 0's: the gradient sums, the evaluations' and the stop votes', waits included. */
+    if (ranks_size() > 1)
+        printf("communication %.2f s  %.1f%% of training (rank 0 of %d)\n", ranks_seconds(),
+               r->res.train_seconds > 0 ? 100.0 * ranks_seconds() / r->res.train_seconds : 0.0,
+               ranks_size());
     return stdout_failed() ? 1 : 0;
 }
 
@@ -1369,17 +1392,61 @@ static void train_run_free(train_run *r)
     net_args_release(&r->o.net);
 }
 
+/* Under mpirun: rank 0 alone prints, logs and writes files (the others' output goes nowhere
+ * and their messages reach rank 0 through ranks_agree), and each rank takes its share of the
+ * machine's cores unless --threads says otherwise. */
+static int join_ranks(options *o)
+{
+    if (ranks_start() != 0)
+        return 1;
+    if (ranks_size() == 1)
+        return 0;
+    if (o->runtime.threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        long share = cores > 0 ? cores / ranks_local() : 1;
+        o->runtime.threads = share > 0 ? (int)share : 1;
+    }
+    if (ranks_rank() != 0) {
+        silence_errors(1);
+        if (!freopen("/dev/null", "w", stdout))
+            return 1;
+        o->output.summary = o->log = o->save = o->checkpoint = NULL;
+    }
+    return 0;
+}
+
+/* The trainer as one of the ranks: rank 0's net and optimiser state to all. */
+static int share_training(train_run *r)
+{
+    const bp_collective *c = ranks_collective();
+    bp_status st = c ? bp_trainer_set_collective(r->trainer, c) : BP_OK;
+    if (st != BP_OK) {
+        print_lib_error(st);
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_train(int argc, char **argv)
 {
     train_run run = {0}, *r = &run;
+    silence_errors(ranks_launch_rank() > 0);
     parse_train_args(argc, argv, &r->o);
+    if (join_ranks(&r->o) != 0)
+        return 1;
     r->t_start = bp_clock_seconds();
     int rc;
+    /* Over MPI the ranks agree after the work each does alone (a rank that failed to read its
+     * data must not leave the others waiting in a sum) and after training (rank 0's files may
+     * have failed); the steps and evaluations in between are sums every rank takes. */
     if ((rc = check_before_work(r)) == 0 && (rc = read_headers(r)) == 0 &&
-        (rc = build_net(r)) == 0 && (rc = load_run_data(r)) == 0 &&
-        (rc = prepare_training(r)) == 0 && (rc = run_epochs(r)) == 0 &&
-        (rc = report_test(r)) == 0 && (rc = write_run_files(r)) == 0)
+        (rc = build_net(r)) == 0 && (rc = load_run_data(r)) == 0)
+        rc = prepare_training(r);
+    if ((rc = ranks_agree(rc)) == 0 && (rc = share_training(r)) == 0)
+        rc = ranks_agree(run_epochs(r));
+    if (rc == 0 && (rc = report_test(r)) == 0 && (rc = write_run_files(r)) == 0)
         rc = r->interrupted ? 128 + r->interrupted : 0;
+    rc = ranks_agree(rc);
     train_run_free(r);
     return rc;
 }

@@ -80,7 +80,7 @@ BP_CLONES static void draw_mask(uint64_t key, uint32_t threshold, float keep, in
                         : 0.0f;
 }
 
-static void column_mask(const bp_layer *l, const bp_pass *pass, int column, float *mask)
+static void column_mask(const bp_layer *l, const bp_pass *pass, uint32_t column, float *mask)
 {
     uint64_t key = bp_rng_counter_key(pass->seed, pass->step, (uint32_t)l->index,
                                       (uint32_t)column);
@@ -108,7 +108,7 @@ static void dropout_forward(const bp_layer *l, const bp_backend *be, const bp_pa
         }
         /* saved holds max_batch columns indexed by the column's place in the whole batch. */
         float *mask = l->saved + (size_t)(pass->column0 + j) * l->saved_per_column;
-        column_mask(l, pass, pass->column0 + j, mask);
+        column_mask(l, pass, pass->key_column0 + (uint32_t)j, mask);
         multiply(n, a, mask, o);
     }
 }

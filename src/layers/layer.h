@@ -58,6 +58,10 @@ typedef struct bp_pass {
     bp_pass_mode mode;
     uint64_t seed, step;  /* the counter-based generator's key (bp_rng_counter) for this step */
     int column0;          /* this call's first column, counted in the whole batch */
+    /* column0's place in the step's global mini-batch, which data-parallel training splits
+     * across ranks (train.c): what randomness is keyed by, so masks do not depend on the
+     * split. column0 itself when the whole mini-batch is here. */
+    uint32_t key_column0;
     int batch;            /* the whole batch's columns */
     /* The team the batch is split across and this call's member (NULL: one thread), with the
      * net's scratch for bp_pass_sum: BP_TEAM_MAX slots of reduce_stride doubles. */

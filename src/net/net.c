@@ -472,6 +472,7 @@ static bp_pass make_pass(const bp_net *net, bp_pass_mode mode, bp_team *team, in
                          int c0, int batch)
 {
     return (bp_pass){.mode = mode, .seed = net->seed, .step = net->step, .column0 = c0,
+                     .key_column0 = net->key_column0 + (uint32_t)c0,
                      .batch = batch, .team = team, .member = member, .reduce = net->reduce,
                      .reduce_stride = net->reduce_stride};
 }

@@ -62,8 +62,11 @@ struct bp_net {
      * net's own at creation; a trainer sets its run's, bp_train_config.seed) and the step
      * number, which the trainer sets before each step (and a caller of bp_net_sgd_step
      * advances by one per call), so a step's masks depend on neither the thread count nor on
-     * anything drawn before. */
+     * anything drawn before. key_column0 is where this net's columns begin in the step's
+     * global mini-batch when ranks split it (0 otherwise), so the masks do not depend on
+     * the rank count either. */
     uint64_t seed, step;
+    uint32_t key_column0;
 };
 
 /* Fills columns [c0, c1) of the inputs and targets a step was given: the mini-batch gather,

@@ -194,21 +194,21 @@ static int argmax_column(const float *a, int rows)
     return best;
 }
 
-bp_status bp_evaluate(bp_net *net, const bp_dataset *ds, float *accuracy, double *cost)
+/* Samples [lo, hi) of ds: how many the net labels right and their summed cost. */
+static bp_status evaluate_range(bp_net *net, const bp_dataset *ds, size_t lo, size_t hi,
+                                size_t *correct_out, double *cost_out)
 {
-    if (!net || !ds)
-        return bp_fail(BP_EINVAL, "bp_evaluate: network or data set is NULL");
-    bp_status st = check_data(net, ds, "evaluation");
     size_t fit = EVAL_BUDGET / bp_net_column_bytes(net);
     int chunk = fit >= EVAL_BATCH ? EVAL_BATCH : fit <= EVAL_MIN_BATCH ? EVAL_MIN_BATCH : (int)fit;
-    if (st != BP_OK || (st = bp_net_reserve(net, chunk)) != BP_OK)
+    bp_status st = bp_net_reserve(net, chunk);
+    if (st != BP_OK)
         return st;
-    size_t n = bp_dataset_count(ds), correct = 0;
+    size_t correct = 0;
     int n_out = bp_net_outputs(net);
     double total = 0.0;
     size_t idx[EVAL_BATCH];
-    for (size_t start = 0; start < n; start += (size_t)chunk) {
-        int batch = n - start < (size_t)chunk ? (int)(n - start) : chunk;
+    for (size_t start = lo; start < hi; start += (size_t)chunk) {
+        int batch = hi - start < (size_t)chunk ? (int)(hi - start) : chunk;
         for (int j = 0; j < batch; j++)
             idx[j] = start + (size_t)j;
         st = bp_dataset_gather(ds, idx, batch, net->x_batch, net->y_batch, n_out);
@@ -219,9 +219,25 @@ bp_status bp_evaluate(bp_net *net, const bp_dataset *ds, float *accuracy, double
         for (int j = 0; j < batch; j++)
             correct += argmax_column(out + (size_t)j * n_out, n_out) ==
                        bp_dataset_label(ds, start + (size_t)j);
-        if (cost)
+        if (cost_out)
             total += bp_loss_value(net->cost, n_out, batch, out, net->y_batch, n_out);
     }
+    *correct_out = correct;
+    if (cost_out)
+        *cost_out = total;
+    return BP_OK;
+}
+
+bp_status bp_evaluate(bp_net *net, const bp_dataset *ds, float *accuracy, double *cost)
+{
+    if (!net || !ds)
+        return bp_fail(BP_EINVAL, "bp_evaluate: network or data set is NULL");
+    bp_status st = check_data(net, ds, "evaluation");
+    size_t n = bp_dataset_count(ds), correct = 0;
+    double total = 0.0;
+    if (st != BP_OK || (st = evaluate_range(net, ds, 0, n, &correct, cost ? &total : NULL)) !=
+                           BP_OK)
+        return st;
     if (accuracy)
         *accuracy = (float)((double)correct / (double)n);
     if (cost)
@@ -294,6 +310,9 @@ struct bp_trainer {
     float *best_params;   /* n_params + n_state floats (the parameter arena, then the net's
                              running statistics) when early_stop > 0, else NULL; valid once
                              best_epoch > 0 */
+    bp_collective coll;   /* the ranks this trainer is one of; size 0: it trains alone */
+    int vote;             /* this rank's batch callback asked to stop; the ranks sum the votes
+                             with the next mini-batch's cost, or at the epoch's end */
 };
 
 /* Nielsen's regularisation term of the cost, from the weights as they are now:
@@ -491,6 +510,67 @@ static int batch_done(const bp_trainer *t, double epoch_start_seconds, double t0
     return t->on_batch(&r, t->batch_user) == 0;
 }
 
+/* ---- sharing a step across ranks ------------------------------------------------------ */
+
+static bp_status collective_failed(const char *what)
+{
+    return bp_fail(BP_EIO, "data-parallel training: the collective %s failed", what);
+}
+
+/* Rank r's share of `count` things: [count r / size, count (r + 1) / size). */
+static size_t share_start(size_t count, int rank, int size)
+{
+    size_t r = (size_t)rank, p = (size_t)size; /* count r / p, exact and without overflow */
+    return count / p * r + count % p * r / p;
+}
+
+/* The mini-batch of `batch` samples at `start` of the order, as this rank's share of it: its
+ * columns backpropagated into the gradient arena scaled by share / batch, so that the sum
+ * over ranks is the mean gradient of the whole batch; the arenas summed; the optimiser's step
+ * on the sum. *cost is the whole batch's summed cost, *votes the ranks' stop votes. */
+static bp_status shared_step(bp_trainer *t, size_t start, int batch, double *cost, double *votes)
+{
+    bp_net *net = t->net;
+    const bp_collective *c = &t->coll;
+    int n_in = bp_net_inputs(net), n_out = bp_net_outputs(net);
+    size_t lo = share_start((size_t)batch, c->rank, c->size),
+           hi = share_start((size_t)batch, c->rank + 1, c->size);
+    int local = (int)(hi - lo);
+    double sums[2] = {0.0, (double)t->vote};
+    if (local > 0) {
+        gather_job gather = {t->train, t->order + start + lo, net->x_batch, net->y_batch, n_in,
+                             n_out};
+        const bp_batch_fill fill = {gather_columns, &gather};
+        const bp_grad_target share = {BP_TARGET_GRADS, (float)local / (float)batch, 0.0f};
+        net->key_column0 = (uint32_t)lo;
+        sums[0] = bp_net_backprop_unchecked(net, net->x_batch, n_in, net->y_batch, n_out, local,
+                                            &share, &fill);
+        net->key_column0 = 0;
+    } else {
+        memset(net->grads, 0, sizeof(float) * net->n_params); /* fewer samples than ranks */
+    }
+    if (c->sum_floats(c->user, net->grads, net->n_params) != 0)
+        return collective_failed("sum of the gradients");
+    if (c->sum_doubles(c->user, sums, 2) != 0)
+        return collective_failed("sum of the costs");
+    *cost = sums[0];
+    *votes = sums[1];
+    if (isfinite(sums[0]))
+        unfused_update(net, &t->opt, t->state, t->steps);
+    return BP_OK;
+}
+
+/* The votes not yet summed, at the end of an epoch: the stop one of the ranks asked for after
+ * the epoch's last mini-batch. */
+static bp_status last_votes(bp_trainer *t, double *votes)
+{
+    double sums[1] = {(double)t->vote};
+    if (t->coll.sum_doubles(t->coll.user, sums, 1) != 0)
+        return collective_failed("sum of the stop votes");
+    *votes = sums[0];
+    return BP_OK;
+}
+
 /* Mini-batches of the current epoch, up to max_batches of them (or all that are left when
  * max_batches <= 0), shuffling first when the epoch has not begun, until the batch callback
  * says stop (BP_ESTOPPED mid-epoch; at the epoch's end, stop_asked). *finished says whether the
@@ -519,8 +599,14 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         t->steps++;
         net->seed = t->cfg.seed;
         net->step = t->steps;
-        double c = bp_train_step(net, &t->opt, t->state, t->steps, net->x_batch, n_in,
-                                 net->y_batch, n_out, batch, &fill);
+        double c = 0.0, votes = 0.0;
+        if (t->coll.size) {
+            if ((st = shared_step(t, start, batch, &c, &votes)) != BP_OK)
+                break;
+        } else {
+            c = bp_train_step(net, &t->opt, t->state, t->steps, net->x_batch, n_in,
+                              net->y_batch, n_out, batch, &fill);
+        }
         if (!isfinite(c)) {
             char where[96];
             snprintf(where, sizeof where, "epoch %d, mini-batch at sample %zu", t->epoch + 1,
@@ -531,6 +617,31 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         t->epoch_cost += c;
         t->position += (size_t)batch;
         t->epoch_timed += (size_t)batch;
+        if (t->coll.size) {
+            /* A rank's callback votes after its mini-batch and the votes travel with the next
+             * one's sums; the epoch's last mini-batch has no next, so its votes are summed
+             * at once. Every rank has the same sum: all stop after the same mini-batch. */
+            int last = t->position == t->n;
+            if (last && votes == 0.0) {
+                if (t->on_batch && !batch_done(t, t->epoch_seconds, t0))
+                    t->vote = 1;
+                if ((st = last_votes(t, &votes)) != BP_OK)
+                    break;
+            } else if (!last && votes == 0.0 && t->on_batch &&
+                       !batch_done(t, t->epoch_seconds, t0)) {
+                t->vote = 1;
+            }
+            if (votes > 0.0) {
+                t->vote = 0;
+                if (!last)
+                    st = bp_fail(BP_ESTOPPED, "stopped by the batch callback at epoch %d, "
+                                 "sample %zu of %zu", t->epoch + 1, t->position, t->n);
+                else
+                    t->stop_asked = 1;
+                break;
+            }
+            continue;
+        }
         if (t->on_batch && !batch_done(t, t->epoch_seconds, t0)) {
             if (t->position < t->n)
                 st = bp_fail(BP_ESTOPPED, "stopped by the batch callback at epoch %d, sample "
@@ -561,6 +672,15 @@ static bp_status finish_epoch(bp_trainer *t, bp_epoch_report *report)
     t->epoch++;
     t->position = 0;
     bp_status st = BP_OK;
+    bp_net *net = t->net;
+    /* Each rank's batch statistics moved its own running averages: their mean is the net's. */
+    if (t->coll.size && net->n_state) {
+        if (t->coll.sum_floats(t->coll.user, net->state, net->n_state) != 0)
+            return collective_failed("sum of the running statistics");
+        float share = 1.0f / (float)t->coll.size;
+        for (size_t i = 0; i < net->n_state; i++)
+            net->state[i] *= share;
+    }
     if (t->n_norms)
         st = bp_net_grad_norms(t->net, t->train, (size_t)t->cfg.norm_samples, t->norms, t->n_norms);
     if (report)
@@ -842,6 +962,63 @@ bp_status bp_trainer_set_state(bp_trainer *t, const bp_trainer_state *in)
     return BP_OK;
 }
 
+/* ---- ranks ----------------------------------------------------------------------------- */
+
+bp_status bp_trainer_set_collective(bp_trainer *t, const bp_collective *c)
+{
+    if (!t)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_collective: trainer is NULL");
+    if (!c) {
+        memset(&t->coll, 0, sizeof t->coll);
+        t->vote = 0;
+        return BP_OK;
+    }
+    if (c->size < 1 || c->rank < 0 || c->rank >= c->size)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_collective: rank %d of %d ranks", c->rank,
+                       c->size);
+    if (!c->sum_floats || !c->sum_doubles || !c->broadcast_floats)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_collective: the %s function is NULL",
+                       !c->sum_floats ? "sum_floats" : !c->sum_doubles ? "sum_doubles"
+                                                                         : "broadcast_floats");
+    bp_net *net = t->net;
+    if (c->broadcast_floats(c->user, net->params, net->n_params, 0) != 0 ||
+        (net->n_state && c->broadcast_floats(c->user, net->state, net->n_state, 0) != 0) ||
+        (t->state_count && c->broadcast_floats(c->user, t->state, t->state_count, 0) != 0))
+        return collective_failed("broadcast of rank 0's parameters");
+    t->coll = *c;
+    t->vote = 0;
+    return BP_OK;
+}
+
+bp_status bp_trainer_evaluate(bp_trainer *t, const bp_dataset *ds, float *accuracy, double *cost)
+{
+    if (!t || !ds)
+        return bp_fail(BP_EINVAL, "bp_trainer_evaluate: trainer or data set is NULL");
+    if (!t->coll.size)
+        return bp_evaluate(t->net, ds, accuracy, cost);
+    bp_status st = check_data(t->net, ds, "evaluation");
+    if (st != BP_OK) /* the same set on every rank: refused on every rank */
+        return st;
+    size_t n = bp_dataset_count(ds), correct = 0;
+    double total = 0.0;
+    st = evaluate_range(t->net, ds, share_start(n, t->coll.rank, t->coll.size),
+                        share_start(n, t->coll.rank + 1, t->coll.size), &correct, &total);
+    /* Summed even when this rank failed, so that no rank waits for it. */
+    double sums[3] = {(double)correct, total, st != BP_OK};
+    if (t->coll.sum_doubles(t->coll.user, sums, 3) != 0)
+        return collective_failed("sum of the evaluation");
+    if (st != BP_OK)
+        return st;
+    if (sums[2] > 0.0)
+        return bp_fail(BP_EIO, "data-parallel evaluation: %.0f of %d ranks failed", sums[2],
+                       t->coll.size);
+    if (accuracy)
+        *accuracy = (float)(sums[0] / (double)n);
+    if (cost)
+        *cost = sums[1] / (double)n;
+    return BP_OK;
+}
+
 /* ---- the whole run --------------------------------------------------------------------- */
 
 bp_status bp_trainer_run(bp_trainer *t, const bp_dataset *validation, int epochs,
@@ -886,7 +1063,7 @@ bp_status bp_trainer_run(bp_trainer *t, const bp_dataset *validation, int epochs
         samples_total += t->n - position;
         double validation_cost = -1.0;
         if (validation &&
-            (st = bp_evaluate(net, validation, &accuracy, &validation_cost)) != BP_OK)
+            (st = bp_trainer_evaluate(t, validation, &accuracy, &validation_cost)) != BP_OK)
             break;
         report.validation_accuracy = validation ? accuracy : -1.0;
         report.validation_cost = validation_cost;
