@@ -601,8 +601,10 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
         net->step = t->steps;
         double c = 0.0, votes = 0.0;
         if (t->coll.size) {
-            if ((st = shared_step(t, start, batch, &c, &votes)) != BP_OK)
+            if ((st = shared_step(t, start, batch, &c, &votes)) != BP_OK) {
+                t->steps--; /* not taken: a resume numbers the next step as this one */
                 break;
+            }
         } else {
             c = bp_train_step(net, &t->opt, t->state, t->steps, net->x_batch, n_in,
                               net->y_batch, n_out, batch, &fill);
@@ -622,15 +624,10 @@ static bp_status run_batches(bp_trainer *t, long max_batches, int *finished)
              * one's sums; the epoch's last mini-batch has no next, so its votes are summed
              * at once. Every rank has the same sum: all stop after the same mini-batch. */
             int last = t->position == t->n;
-            if (last && votes == 0.0) {
-                if (t->on_batch && !batch_done(t, t->epoch_seconds, t0))
-                    t->vote = 1;
-                if ((st = last_votes(t, &votes)) != BP_OK)
-                    break;
-            } else if (!last && votes == 0.0 && t->on_batch &&
-                       !batch_done(t, t->epoch_seconds, t0)) {
+            if (t->on_batch && !batch_done(t, t->epoch_seconds, t0))
                 t->vote = 1;
-            }
+            if (last && votes == 0.0 && (st = last_votes(t, &votes)) != BP_OK)
+                break;
             if (votes > 0.0) {
                 t->vote = 0;
                 if (!last)
