@@ -748,12 +748,25 @@ typedef int (*bp_sum_floats_fn)(void *user, float *data, size_t count);
 typedef int (*bp_sum_doubles_fn)(void *user, double *data, size_t count);
 /* root's data[0..count) copied to every rank. */
 typedef int (*bp_broadcast_floats_fn)(void *user, float *data, size_t count, int root);
+/* The sum of sum_floats, started and not waited for: data is the transport's until
+ * finish_sums, which waits for every sum started since the last. */
+typedef int (*bp_start_sum_floats_fn)(void *user, float *data, size_t count);
+typedef int (*bp_finish_sums_fn)(void *user);
 typedef struct bp_collective {
     int rank, size; /* 0 <= rank < size */
     void *user;     /* the functions' first argument */
     bp_sum_floats_fn sum_floats;
     bp_sum_doubles_fn sum_doubles;
     bp_broadcast_floats_fn broadcast_floats;
+    /* Optional (both or neither): with them a step starts each layer's gradient sum as soon
+     * as BP4 has produced it, top layer first, so the sums travel while the layers below
+     * are still computing, as PyTorch's DistributedDataParallel does with its buckets; when
+     * the net's step runs on one thread (a team's layers finish together: then the layers'
+     * sums start after BP4). The sums are the same as sum_floats's; only their timing
+     * differs. Whether that pays depends on the transport and the net: bench/mpi.sh
+     * measures it. */
+    bp_start_sum_floats_fn start_sum_floats;
+    bp_finish_sums_fn finish_sums;
 } bp_collective;
 
 /* Make t one of c->size ranks training one model (c is copied; NULL makes it train alone

@@ -57,9 +57,19 @@ typedef struct world {
     long fail_at[OP_KINDS];     /* the call number of a kind that fails on every rank; 0 never */
 } world;
 
+enum { MAX_PENDING = 64 };
+
 typedef struct endpoint {
     world *w;
     int rank;
+    /* The overlapped sums (start_sum_floats) of the current step, summed in order by
+     * finish_sums; the ranges of the first step, as offsets into the gradient arena. */
+    float *pending[MAX_PENDING];
+    size_t pending_count[MAX_PENDING];
+    int n_pending;
+    const float *grads;
+    size_t first_lo[MAX_PENDING], first_hi[MAX_PENDING];
+    int n_first, finished_steps;
 } endpoint;
 
 static void world_init(world *w, int size)
@@ -183,6 +193,35 @@ static int broadcast_floats(void *user, float *data, size_t count, int root)
     return collective(user, OP_BROADCAST, data, count, root);
 }
 
+/* Overlap, as a transport without progress would do it: nothing moves until finish_sums,
+ * which sums the started ranges in their order (so the ranks must start the same ranges in
+ * the same order, which collective() checks call by call). */
+static int start_sum_floats(void *user, float *data, size_t count)
+{
+    endpoint *e = user;
+    if (e->n_pending == MAX_PENDING)
+        return -1;
+    e->pending[e->n_pending] = data;
+    e->pending_count[e->n_pending++] = count;
+    return 0;
+}
+
+static int finish_sums(void *user)
+{
+    endpoint *e = user;
+    int rc = 0;
+    for (int i = 0; i < e->n_pending && rc == 0; i++) {
+        if (e->finished_steps == 0 && e->n_first < MAX_PENDING) {
+            e->first_lo[e->n_first] = (size_t)(e->pending[i] - e->grads);
+            e->first_hi[e->n_first++] = (size_t)(e->pending[i] - e->grads) + e->pending_count[i];
+        }
+        rc = collective(e, OP_FLOATS, e->pending[i], e->pending_count[i], 0);
+    }
+    e->n_pending = 0;
+    e->finished_steps++;
+    return rc;
+}
+
 /* ---- data and nets --------------------------------------------------------------------- */
 
 static bp_dataset *make_set(size_t n, uint64_t seed)
@@ -212,6 +251,8 @@ typedef struct run_spec {
     float clip_norm, lambda;
     const char *checkpoint; /* when set, every rank's net and trainer are loaded from it */
     const char *save;       /* when set, rank 0 saves a checkpoint there after its steps */
+    int overlap;            /* the collective has start_sum_floats and finish_sums */
+    int threads;            /* each net's threads (0: 1) */
 } run_spec;
 
 static run_spec spec_of(const bp_dataset *data, bp_optimizer_kind opt, int batch)
@@ -228,7 +269,7 @@ static bp_status make_net(const run_spec *s, uint64_t seed, bp_net **out)
     cfg.sizes = sizes;
     cfg.n_sizes = 3;
     cfg.max_batch = s->batch;
-    cfg.threads = 1;
+    cfg.threads = s->threads ? s->threads : 1;
     cfg.seed = seed;
     cfg.dropout = s->dropout;
     cfg.batchnorm = s->batchnorm;
@@ -340,6 +381,11 @@ static bp_status setup(rank_job *j)
         bp_collective c = {.rank = j->rank, .size = j->size, .user = &j->ep,
                            .sum_floats = sum_floats, .sum_doubles = sum_doubles,
                            .broadcast_floats = broadcast_floats};
+        if (s->overlap) {
+            c.start_sum_floats = start_sum_floats;
+            c.finish_sums = finish_sums;
+            j->ep.grads = bp_net_grads(j->net, NULL);
+        }
         st = bp_trainer_set_collective(j->t, &c);
     }
     return st;
@@ -380,7 +426,7 @@ static void launch(world *w, rank_job *jobs, int p)
 {
     pthread_t th[MAXP];
     for (int r = 0; r < p; r++) {
-        jobs[r].ep = (endpoint){w, r};
+        jobs[r].ep = (endpoint){.w = w, .rank = r};
         ck_assert_int_eq(pthread_create(&th[r], NULL, rank_main, &jobs[r]), 0);
     }
     for (int r = 0; r < p; r++)
@@ -613,6 +659,62 @@ START_TEST(test_dropout_matches_one_trainer)
     spec.optimizer = BP_OPT_ADAM;
     spec.eta = 0.01f;
     check_equivalence(&spec, "dropout 0.3, adam, batch 7");
+    bp_dataset_free(ds);
+}
+END_TEST
+
+/* Overlapped sums start per layer, top down, and add the same floats as the one call: the
+ * ranks' parameters are the one call's to the bit, whether a rank's step ran on one thread
+ * (each layer's sum started as its BP4 ends) or on a team of two (after BP4), and with a
+ * batch of 63 on 2 ranks, 32 columns take the team and 31 do not, so the two ranks take
+ * different paths to the same sequence of sums. */
+START_TEST(test_overlapped_sums_are_the_sums)
+{
+    bp_dataset *ds = make_set(N, 19);
+    static const struct {
+        bp_optimizer_kind opt;
+        int batch, threads, p;
+        float dropout;
+    } cases[] = {
+        {BP_OPT_SGD, 7, 1, 3, 0.0f},
+        {BP_OPT_ADAM, 12, 1, 2, 0.3f},
+        {BP_OPT_SGD, 63, 2, 2, 0.0f},
+        {BP_OPT_ADAM, 64, 2, 3, 0.0f},
+    };
+    rank_job one[MAXP], over[MAXP];
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        run_spec spec = spec_of(ds, cases[k].opt, cases[k].batch);
+        spec.threads = cases[k].threads;
+        spec.dropout = cases[k].dropout;
+        int p = cases[k].p;
+        run(one, p, &spec, NULL, NULL, NULL, NULL);
+        assert_ok(one, p);
+        spec.overlap = 1;
+        run(over, p, &spec, NULL, NULL, NULL, NULL);
+        assert_ok(over, p);
+        for (int r = 0; r < p; r++) {
+            size_t n, m;
+            const float *a = bp_net_params(one[r].net, &n), *b = bp_net_params(over[r].net, &m);
+            ck_assert_uint_eq(n, m);
+            ck_assert_msg(memcmp(a, b, n * sizeof *a) == 0, "case %zu, rank %d: overlapped "
+                          "sums trained other parameters", k, r);
+        }
+        /* The first step's ranges: the layers' blocks from the top one down, covering the
+         * arena once. */
+        const endpoint *e = &over[0].ep;
+        size_t n_params;
+        bp_net_params(over[0].net, &n_params);
+        ck_assert_int_eq(e->n_first, 2); /* two dense layers */
+        ck_assert_uint_eq(e->first_hi[0], n_params);
+        for (int i = 1; i < e->n_first; i++)
+            ck_assert_uint_eq(e->first_hi[i], e->first_lo[i - 1]);
+        ck_assert_uint_eq(e->first_lo[e->n_first - 1], 0);
+        fprintf(stderr, "# overlap, case %zu (batch %d on %d ranks, %d thread%s): %d sums a "
+                "step, parameters identical to one call's\n", k, cases[k].batch, p,
+                cases[k].threads, cases[k].threads == 1 ? "" : "s", e->n_first);
+        free_jobs(one, p);
+        free_jobs(over, p);
+    }
     bp_dataset_free(ds);
 }
 END_TEST
@@ -1310,6 +1412,7 @@ static Suite *collective_suite(void)
     tcase_add_test(tc, test_adam_matches_one_trainer);
     tcase_add_test(tc, test_dropout_matches_one_trainer);
     tcase_add_test(tc, test_fewer_samples_than_ranks);
+    tcase_add_test(tc, test_overlapped_sums_are_the_sums);
     tcase_add_test(tc, test_evaluate_is_bp_evaluate);
     tcase_add_test(tc, test_one_rank_stops_all);
     tcase_add_test(tc, test_stop_at_the_end_of_an_epoch);

@@ -68,6 +68,44 @@ static int sum_doubles(void *user, double *values, size_t count)
     return sum_in_pieces(values, count, MPI_DOUBLE, sizeof *values);
 }
 
+/* The sums a step has started, each an MPI_Iallreduce (a net has at most a few dozen layers
+ * with parameters; a count past INT_MAX takes more than one). */
+enum { MAX_STARTED = 256 };
+static MPI_Request started[MAX_STARTED];
+static int n_started;
+
+/* Open MPI moves a non-blocking collective on only inside MPI calls (it has no progress
+ * thread by default): testing the sums already started, at each new start, lets their next
+ * rounds go out while the layers below compute. */
+static int start_sum_floats(void *user, float *values, size_t count)
+{
+    (void)user;
+    double t0 = MPI_Wtime();
+    for (size_t done = 0; done < count;) {
+        size_t n = count - done < (size_t)INT_MAX ? count - done : (size_t)INT_MAX;
+        if (n_started == MAX_STARTED ||
+            MPI_Iallreduce(MPI_IN_PLACE, values + done, (int)n, MPI_FLOAT, MPI_SUM, job.comm,
+                           &started[n_started]) != MPI_SUCCESS)
+            return -1;
+        n_started++;
+        done += n;
+    }
+    int flag;
+    MPI_Testall(n_started, started, &flag, MPI_STATUSES_IGNORE);
+    job.seconds += MPI_Wtime() - t0;
+    return 0;
+}
+
+static int finish_sums(void *user)
+{
+    (void)user;
+    double t0 = MPI_Wtime();
+    int rc = MPI_Waitall(n_started, started, MPI_STATUSES_IGNORE);
+    n_started = 0;
+    job.seconds += MPI_Wtime() - t0;
+    return rc == MPI_SUCCESS ? 0 : -1;
+}
+
 static int broadcast_floats(void *user, float *values, size_t count, int root)
 {
     (void)user;
@@ -107,6 +145,11 @@ int ranks_start(void)
     MPI_Comm_free(&here);
     job.coll = (bp_collective){.rank = job.rank, .size = job.size, .sum_floats = sum_floats,
                                .sum_doubles = sum_doubles, .broadcast_floats = broadcast_floats};
+    const char *overlap = getenv("BACKPROP_MPI_OVERLAP");
+    if (overlap && strcmp(overlap, "1") == 0) {
+        job.coll.start_sum_floats = start_sum_floats;
+        job.coll.finish_sums = finish_sums;
+    }
     job.active = 1;
     return 0;
 }

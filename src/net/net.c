@@ -597,6 +597,8 @@ static void step_params(const step_job *job, int part, int parts)
         int ldin = i == 0 ? job->ldx : l->n_in;
         l->ops->backward_params(l, net->be, job->batch, in, ldin, net->d[i], l->n_out,
                                 job->target, part, parts);
+        if (parts == 1 && net->params_done)
+            net->params_done(net->params_done_ctx, i);
     }
 }
 

@@ -67,6 +67,12 @@ struct bp_net {
      * the rank count either. */
     uint64_t seed, step;
     uint32_t key_column0;
+
+    /* Called on the calling thread after BP4 of layer i (top first) has written its
+     * gradients, when a step runs without the team; NULL: not called. The data-parallel
+     * trainer starts that layer's sum across ranks here. */
+    void (*params_done)(void *ctx, int layer);
+    void *params_done_ctx;
 };
 
 /* Fills columns [c0, c1) of the inputs and targets a step was given: the mini-batch gather,

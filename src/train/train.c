@@ -311,6 +311,9 @@ struct bp_trainer {
                              running statistics) when early_stop > 0, else NULL; valid once
                              best_epoch > 0 */
     bp_collective coll;   /* the ranks this trainer is one of; size 0: it trains alone */
+    int next_sum;         /* with coll's start_sum_floats: the layer whose gradient sum starts
+                             next (they go top down); sum_failed, one of them failed */
+    int sum_failed;
     int vote;             /* this rank's batch callback asked to stop; the ranks sum the votes
                              with the next mini-batch's cost, or at the epoch's end */
 };
@@ -524,6 +527,26 @@ static size_t share_start(size_t count, int rank, int size)
     return count / p * r + count % p * r / p;
 }
 
+/* Start the gradient sums of the layers from t->next_sum down to `layer`, each over its
+ * block of the arena (the top one also over the arena's end past its block). Every rank
+ * starts the same ranges in the same order whatever its share, and whether its step ran on
+ * a team (the layers' blocks then start after BP4) or not (each as its BP4 ends). */
+static void start_sums_down_to(bp_trainer *t, int layer)
+{
+    bp_net *net = t->net;
+    for (; t->next_sum >= layer; t->next_sum--) {
+        size_t lo = 0;
+        for (int i = 0; i < t->next_sum; i++)
+            lo += net->layers[i].n_params;
+        size_t hi = t->next_sum == net->n_layers - 1 ? net->n_params
+                                                     : lo + net->layers[t->next_sum].n_params;
+        if (hi > lo && t->coll.start_sum_floats(t->coll.user, net->grads + lo, hi - lo) != 0)
+            t->sum_failed = 1;
+    }
+}
+
+static void layer_gradients_done(void *ctx, int layer) { start_sums_down_to(ctx, layer); }
+
 /* The mini-batch of `batch` samples at `start` of the order, as this rank's share of it: its
  * columns backpropagated into the gradient arena scaled by share / batch, so that the sum
  * over ranks is the mean gradient of the whole batch; the arenas summed; the optimiser's step
@@ -537,6 +560,13 @@ static bp_status shared_step(bp_trainer *t, size_t start, int batch, double *cos
            hi = share_start((size_t)batch, c->rank + 1, c->size);
     int local = (int)(hi - lo);
     double sums[2] = {0.0, (double)t->vote};
+    int overlap = c->start_sum_floats != NULL;
+    if (overlap) {
+        t->next_sum = net->n_layers - 1;
+        t->sum_failed = 0;
+        net->params_done = layer_gradients_done;
+        net->params_done_ctx = t;
+    }
     if (local > 0) {
         gather_job gather = {t->train, t->order + start + lo, net->x_batch, net->y_batch, n_in,
                              n_out};
@@ -549,8 +579,14 @@ static bp_status shared_step(bp_trainer *t, size_t start, int batch, double *cos
     } else {
         memset(net->grads, 0, sizeof(float) * net->n_params); /* fewer samples than ranks */
     }
-    if (c->sum_floats(c->user, net->grads, net->n_params) != 0)
+    if (overlap) {
+        net->params_done = NULL;
+        start_sums_down_to(t, 0);
+        if (c->finish_sums(c->user) != 0 || t->sum_failed)
+            return collective_failed("sum of the gradients");
+    } else if (c->sum_floats(c->user, net->grads, net->n_params) != 0) {
         return collective_failed("sum of the gradients");
+    }
     if (c->sum_doubles(c->user, sums, 2) != 0)
         return collective_failed("sum of the costs");
     *cost = sums[0];
@@ -977,6 +1013,9 @@ bp_status bp_trainer_set_collective(bp_trainer *t, const bp_collective *c)
         return bp_fail(BP_EINVAL, "bp_trainer_set_collective: the %s function is NULL",
                        !c->sum_floats ? "sum_floats" : !c->sum_doubles ? "sum_doubles"
                                                                          : "broadcast_floats");
+    if (!c->start_sum_floats != !c->finish_sums)
+        return bp_fail(BP_EINVAL, "bp_trainer_set_collective: start_sum_floats and "
+                       "finish_sums come together (one is NULL, the other is not)");
     bp_net *net = t->net;
     if (c->broadcast_floats(c->user, net->params, net->n_params, 0) != 0 ||
         (net->n_state && c->broadcast_floats(c->user, net->state, net->n_state, 0) != 0) ||
