@@ -3,7 +3,8 @@
 #
 # - 100 steps (the first 1,200 training images: 1,000 train and 200 validate, batch 10) on 2
 #   ranks give one rank's training cost to 1e-5 relative, for plain SGD, dropout (its masks
-#   are keyed by the column's place in the whole mini-batch, not the rank's), Adam and ReLU;
+#   are keyed by the column's place in the whole mini-batch, not the rank's), Adam and ReLU,
+#   and the overlapped per-layer sums give the one call's cost exactly;
 # - a 3-epoch run on all of MNIST ends within 0.1 percentage point (10 images) of one rank's
 #   test accuracy;
 # - a checkpoint written by 2 ranks resumes on 1, and one written by 1 resumes on 2, each
@@ -72,7 +73,7 @@ close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -
 one() { "$BIN" train "$@" --threads 1 >"$TMP/out" 2>"$TMP/err"; }
 two() { "${MPIRUN[@]}" -np 2 "$BIN" train "$@" --progress never >"$TMP/out" 2>"$TMP/err"; }
 
-echo "1..14"
+echo "1..15"
 
 # ---- equivalence ----------------------------------------------------------------------------
 cases=(
@@ -96,6 +97,23 @@ for c in "${cases[@]}"; do
         not_ok "100 steps of $c: exit $rc1 / $rc2, cost $a / $b"
     fi
 done
+
+# The overlapped sums (a layer's sum started as soon as its gradient is ready) add the same
+# floats: the same cost to the last digit as the one call's.
+c=${cases[3]}
+# shellcheck disable=SC2086
+two --data "$SUB" --epochs 1 --batch 10 --seed 7 --log "$TMP/one-call.jsonl" --norm-samples 0 $c
+# shellcheck disable=SC2086
+BACKPROP_MPI_OVERLAP=1 "${MPIRUN[@]}" -x BACKPROP_MPI_OVERLAP -np 2 "$BIN" train --data "$SUB" \
+    --epochs 1 --batch 10 --seed 7 --log "$TMP/overlap.jsonl" --norm-samples 0 $c \
+    --progress never >"$TMP/out" 2>"$TMP/err"
+rc=$?
+a=$(field "$TMP/one-call.jsonl" 1 train_cost) b=$(field "$TMP/overlap.jsonl" 1 train_cost)
+if [[ $rc -eq 0 && -n $a && $a == "$b" ]]; then
+    ok "BACKPROP_MPI_OVERLAP=1: per-layer sums give the one call's cost to the last digit ($b)"
+else
+    not_ok "overlapped sums: exit $rc, cost '$b' against one call's '$a'"
+fi
 
 accuracy() { sed -n 's/^test accuracy .*(\([0-9]*\)\/10000)$/\1/p' "$TMP/out"; }
 flags=(--data "$MNIST" --layers 784,30,10 --eta 0.5 --epochs 3 --batch 10 --seed 7)
@@ -225,5 +243,5 @@ else
     not_ok "the MPI build without mpirun"
 fi
 
-[[ $n -eq 14 ]] || { echo "# ran $n tests, planned 14"; exit 1; }
+[[ $n -eq 15 ]] || { echo "# ran $n tests, planned 15"; exit 1; }
 exit $((failures > 0))
