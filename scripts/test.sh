@@ -60,9 +60,11 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
 # (BP_OPENBLAS_SERIAL, set by meson.build; the environment variable also keeps its idle pool
 # from starting), while the library's own team of threads, which TSan can judge, still splits
 # the steps of the net and team suites. No suppressions: a race in our code still fails.
+# It is also the build without MPI (-Dmpi=disabled): the tool's one-process path, which every
+# build without Open MPI takes, compiled and tested too.
 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS=halt_on_error=1 \
     run_build build-tsan "--suite fast" --buildtype=debugoptimized -Db_sanitize=thread \
-    -Db_lundef=false
+    -Db_lundef=false -Dmpi=disabled
 
 # The fuzz targets (fuzz/) under ASan and UBSan, about 30 s each from the seed corpus: one test
 # per target in the count below (scripts/fuzz.sh; skipped, and counted as neither, without
