@@ -5,7 +5,10 @@
 # default 1, each timed by train itself) as
 #   - one rank with 1 thread,
 #   - one rank with 2 threads (the net's team and OpenBLAS's),
-#   - `mpirun --oversubscribe -np 2`, one thread (and one BLAS thread) per rank,
+#   - `mpirun --oversubscribe -np 2`, one thread (and one BLAS thread) per rank, the gradient
+#     summed in one call after backpropagation (the default),
+#   - the same with BACKPROP_MPI_OVERLAP=1: each layer's sum started as soon as its gradient
+#     is ready, overlapping the layers below,
 # with the training time, samples/s and, for the MPI run, rank 0's seconds in the collective's
 # sums (its waits for the other rank included) as a share of training. Plain SGD (its fused
 # update is off under MPI, so the 1-rank runs here are fused: what a user gets from each).
@@ -23,11 +26,15 @@ for net in "784,1024,1024,10 256 0.1" "784,100,10 32 0.1"; do
     read -r layers batch eta <<<"$net"
     common=(train --data mnist --layers "$layers" --batch "$batch" --eta "$eta"
             --epochs "$EPOCHS" --progress never --quiet)
-    for how in "1 rank, 1 thread" "1 rank, 2 threads" "2 ranks, 1 thread each"; do
+    for how in "1 rank, 1 thread" "1 rank, 2 threads" "2 ranks, 1 thread each" \
+        "2 ranks, overlapped sums"; do
         case $how in
         "1 rank, 1 thread") out=$("$BIN" "${common[@]}" --threads 1) ;;
         "1 rank, 2 threads") out=$("$BIN" "${common[@]}" --threads 2) ;;
-        *) out=$(OPENBLAS_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 "$BIN" "${common[@]}" --threads 1) ;;
+        "2 ranks, 1 thread each")
+            out=$(OPENBLAS_NUM_THREADS=1 "${MPIRUN[@]}" -np 2 "$BIN" "${common[@]}" --threads 1) ;;
+        *) out=$(BACKPROP_MPI_OVERLAP=1 OPENBLAS_NUM_THREADS=1 "${MPIRUN[@]}" \
+                 -x BACKPROP_MPI_OVERLAP -np 2 "$BIN" "${common[@]}" --threads 1) ;;
         esac
         seconds=$(sed -n 's/^training \([0-9.]*\) s .*/\1/p' <<<"$out")
         rate=$(sed -n 's/^training [0-9.]* s  \([0-9]*\) samples.*/\1/p' <<<"$out")
