@@ -7,8 +7,9 @@ one-rank compute and a ring all-reduce cost model (docs/SCALING.md explains and 
 
 The compute table is the minimum one-thread epoch time (train_seconds of `backprop train
 --threads 1 --epochs 1 --batch b`) of 50,000 MNIST images at each local batch b; the built-in
-one is docs/SCALING.md's. --table reads lines "net b seconds" instead (several lines of one
-net and b: the minimum is kept; nets named big, small, cnn). Prints markdown tables.
+one is docs/SCALING.md's. --table reads lines "net b [run] seconds" instead (nets big,
+small, cnn, and big_unfused etc. for the --clip-norm runs; the minimum per net and b is
+kept). Prints markdown tables.
 """
 import argparse
 import math
@@ -21,16 +22,26 @@ N_TRAIN = 50000  # samples in one epoch (MNIST's training file less its 10,000 v
 NETS = {
     "big": ("[784,1024,1024,10]", 1863696, 256),
     "small": ("[784,100,10]", 79536, 32),
-    "cnn": ("CNN (bench/conv_epoch.c)", 85728, 256),
+    "cnn": ("CNN", 85728, 256),  # bench/conv_epoch.c's network3, docs/SCALING.md
 }
 
-# Minimum of 3 one-thread epochs, seconds, 2026-12-03 (docs/SCALING.md, "Measurements").
+# Minimum of 6 one-thread epochs (train_seconds), seconds, 2026-12-03 (docs/SCALING.md,
+# "Measurements"; the CNN's b = 1 at --eta 0.003, see there).
 MEASURED = {
-    "big": {1: 11.127, 2: 21.671, 4: 10.772, 8: 7.833, 16: 8.261, 32: 6.942, 64: 4.440,
-            128: 4.219, 256: 4.133, 512: 4.219, 1024: 4.260, 2048: 4.503, 4096: 5.026},
-    "small": {1: 0.386, 2: 0.835, 4: 0.308, 8: 0.255, 16: 0.200, 32: 0.164, 64: 0.175,
-              128: 0.167, 256: 0.181, 512: 0.167, 1024: 0.163, 2048: 0.159, 4096: 0.188},
-    "cnn": {1: 5.919, 2: 6.534, 4: 6.105, 8: 5.996, 16: 6.068, 32: 6.967},
+    "big": {1: 9.040, 2: 21.671, 4: 10.772, 8: 7.833, 16: 6.314, 32: 5.561, 64: 4.440,
+            128: 4.219, 256: 4.133, 512: 4.219, 1024: 4.260, 2048: 4.503, 4096: 4.666},
+    "small": {1: 0.243, 2: 0.565, 4: 0.281, 8: 0.227, 16: 0.190, 32: 0.164, 64: 0.170,
+              128: 0.164, 256: 0.163, 512: 0.166, 1024: 0.163, 2048: 0.159, 4096: 0.188},
+    "cnn": {1: 6.414, 2: 6.534, 4: 6.105, 8: 5.996, 16: 6.068, 32: 6.967, 64: 6.793,
+            128: 7.479, 256: 7.505, 512: 7.692, 1024: 8.146, 2048: 7.747, 4096: 7.732},
+}
+
+# The same with the update unfused (--clip-norm 1e30: backpropagation into the gradient
+# arena, a norm pass, then the update pass), as every rank runs under MPI less the norm pass:
+# an upper bound on a rank's compute. Minimum of 6 epochs (3 for small at b = 4).
+MEASURED_UNFUSED = {
+    "big": {1: 35.101, 4: 20.633, 32: 6.386, 128: 4.958},
+    "small": {1: 0.990, 4: 0.541, 16: 0.261, 32: 0.215},
 }
 
 # bench/mpi.sh on this machine, the same day: 2 ranks of 1 thread, global batch, train
@@ -76,8 +87,8 @@ def small_allreduce(p, alpha, how):
 
 
 class Model:
-    def __init__(self, tables, alpha, betas, small, algorithm):
-        self.tables, self.alpha, self.betas = tables, alpha, betas
+    def __init__(self, tables, unfused, alpha, betas, small, algorithm):
+        self.tables, self.unfused, self.alpha, self.betas = tables, unfused, alpha, betas
         self.small, self.algorithm = small, algorithm
 
     def comm(self, net, p, beta):
@@ -100,7 +111,7 @@ def ms(s):
 
 
 def pct(x):
-    return f"{100 * x:.1f}%" if x < 0.1 else f"{100 * x:.0f}%"
+    return f"{100 * x:.2g}%" if x < 0.1 else f"{100 * x:.0f}%"
 
 
 def gb(beta):
@@ -206,32 +217,66 @@ def print_thresholds(m):
 def print_check(m):
     beta0 = m.betas[0]
     print(f"## P = 2 against bench/mpi.sh (model at {gb(beta0)})\n")
-    print("| net | B | measured s/epoch | measured comm ms/step | measured comm share | "
-          "compute(B/2) ms | model comm ms/step | model comm share |")
-    print("|---" * 8 + "|")
+    print("| net | B | measured s/epoch | measured rest ms/step | compute(B/2) ms | "
+          "measured comm ms/step | model comm ms/step | measured comm share | "
+          "model comm share |")
+    print("|---" * 9 + "|")
     for n, (B, seconds, share) in MEASURED_2_RANKS.items():
         if n not in m.tables:
             continue
         steps = math.ceil(N_TRAIN / B)
         c, k = compute(m.tables[n], B // 2), m.comm(n, 2, beta0)
-        print(f"| {NETS[n][0]} | {B} | {seconds:.2f} | {ms(seconds * share / steps)} | "
-              f"{pct(share)} | {ms(c)} | {ms(k)} | {pct(k / (c + k))} |")
+        print(f"| {NETS[n][0]} | {B} | {seconds:.2f} | {ms(seconds * (1 - share) / steps)} | "
+              f"{ms(c)} | {ms(seconds * share / steps)} | {ms(k)} | {pct(share)} | "
+              f"{pct(k / (c + k))} |")
+    print()
+
+
+def print_unfused(m):
+    """The strong-scaling rows again with each rank's compute measured unfused, where that
+    local batch was measured: T(1) stays the fused one-rank step (what one process runs)."""
+    beta0 = m.betas[0]
+    print(f"## Strong scaling with the ranks' unfused compute (upper bound), {gb(beta0)}\n")
+    print("| net | B | P | local b | compute fused ms | unfused ms | eff. fused | eff. unfused |")
+    print("|---" * 8 + "|")
+    for n, unfused in m.unfused.items():
+        if n not in m.tables:
+            continue
+        B = NETS[n][2]
+        t1 = m.step(n, B, 1, beta0)
+        for p in (2,) + RANKS:
+            local = math.ceil(B / p)
+            if local not in unfused:
+                continue
+            f, u, k = compute(m.tables[n], local), compute(unfused, local), m.comm(n, p, beta0)
+            print(f"| {NETS[n][0]} | {B} | {p} | {local} | {ms(f)} | {ms(u)} | "
+                  f"{pct(t1 / (p * (f + k)))} | {pct(t1 / (p * (u + k)))} |")
     print()
 
 
 def read_table(path):
-    tables = {}
+    """Lines "net b [run] seconds": net one of NETS, or one of them with "_unfused" (the
+    --clip-norm runs); other names are skipped, a note on stderr. The minimum per net and b."""
+    tables, unfused, skipped = {}, {}, set()
     with open(path) as f:
         for line in f:
             parts = line.split()
             if len(parts) < 3 or parts[0].startswith("#"):
                 continue
             net, b, s = parts[0], int(parts[1]), float(parts[-1])
+            into = tables
+            if net.endswith("_unfused"):
+                net, into = net[:-len("_unfused")], unfused
             if net not in NETS:
-                sys.exit(f"scaling_model: unknown net {net} (one of {', '.join(NETS)})")
-            t = tables.setdefault(net, {})
+                skipped.add(parts[0])
+                continue
+            t = into.setdefault(net, {})
             t[b] = min(s, t.get(b, s))
-    return tables
+    if skipped:
+        print(f"scaling_model: skipped {', '.join(sorted(skipped))} (nets: {', '.join(NETS)})",
+              file=sys.stderr)
+    order = lambda d: {n: d[n] for n in NETS if n in d}
+    return order(tables), order(unfused)
 
 
 def main():
@@ -247,9 +292,9 @@ def main():
                     "recursive halving/doubling 2 log2(P) alpha [ring]")
     ap.add_argument("--weak", default="32,256", help="local batches of the weak table [32,256]")
     a = ap.parse_args()
-    tables = read_table(a.table) if a.table else MEASURED
+    tables, unfused = read_table(a.table) if a.table else (MEASURED, MEASURED_UNFUSED)
     betas = [float(x) * 1e9 / 8 for x in a.beta.split(",")]
-    m = Model(tables, a.alpha * 1e-6, betas, a.small, a.algorithm)
+    m = Model(tables, unfused, a.alpha * 1e-6, betas, a.small, a.algorithm)
     print(f"alpha {a.alpha:g} us, beta {', '.join(gb(b) for b in betas)}; gradient all-reduce: "
           f"{a.algorithm}; 2-double sum: {a.small}\n")
     print_compute(m)
@@ -257,6 +302,7 @@ def main():
     print_strong(m)
     print_weak(m, [int(x) for x in a.weak.split(",")])
     print_thresholds(m)
+    print_unfused(m)
     print_check(m)
 
 
