@@ -3,7 +3,8 @@
 #
 # - 100 steps (the first 1,200 training images: 1,000 train and 200 validate, batch 10) on 2
 #   ranks give one rank's training cost to 1e-5 relative, for plain SGD, dropout (its masks
-#   are keyed by the column's place in the whole mini-batch, not the rank's), Adam and ReLU,
+#   are keyed by the column's place in the whole mini-batch, not the rank's), Adam, ReLU, a
+#   conv net and an LSTM (each kind scales its gradient by the rank's share),
 #   and the overlapped per-layer sums give the one call's cost exactly;
 # - a 3-epoch run on all of MNIST ends within 0.1 percentage point (10 images) of one rank's
 #   test accuracy;
@@ -73,7 +74,7 @@ close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -
 one() { "$BIN" train "$@" --threads 1 >"$TMP/out" 2>"$TMP/err"; }
 two() { "${MPIRUN[@]}" -np 2 "$BIN" train "$@" --progress never >"$TMP/out" 2>"$TMP/err"; }
 
-echo "1..15"
+echo "1..17"
 
 # ---- equivalence ----------------------------------------------------------------------------
 cases=(
@@ -81,6 +82,9 @@ cases=(
     "--layers 784,30,10 --eta 0.5 --dropout 0.2"
     "--layers 784,30,10 --optimizer adam --eta 0.001"
     "--layers 784,100,10 --hidden-act relu --output softmax --cost log-likelihood --init he --eta 0.1"
+    # Every layer kind must scale its gradient by the share (the target's alpha) as dense does.
+    "--arch conv:6x5x5:relu,maxpool:2,dense:10:softmax --cost log-likelihood --eta 0.05"
+    "--arch lstm:16,dense:10:softmax --cost log-likelihood --eta 0.05"
 )
 for c in "${cases[@]}"; do
     # shellcheck disable=SC2086 # the case's flags are words
@@ -243,5 +247,5 @@ else
     not_ok "the MPI build without mpirun"
 fi
 
-[[ $n -eq 15 ]] || { echo "# ran $n tests, planned 15"; exit 1; }
+[[ $n -eq 17 ]] || { echo "# ran $n tests, planned 17"; exit 1; }
 exit $((failures > 0))
