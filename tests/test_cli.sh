@@ -578,6 +578,12 @@ if grep -q '"eta": 0.1,' "$SUMMARY" && grep -q '"threads": 1,' "$SUMMARY"; then
 else
     not_ok "summary: $(grep -E '"(eta|threads)"' "$SUMMARY" | tr -d '\n')"
 fi
+if grep -q '^  "ranks": 1,$' "$SUMMARY" && grep -q '^  "communication_seconds": 0,$' "$SUMMARY"
+then
+    ok "a run without mpirun records 1 rank and no communication"
+else
+    not_ok "summary: $(grep -E '"(ranks|communication_seconds)"' "$SUMMARY" | tr -d '\n')"
+fi
 
 if command -v python3 >/dev/null 2>&1; then
     # check_json FILE [PYTHON-EXPRESSION over d, the parsed file, and a, the extra arguments]

@@ -123,7 +123,7 @@ accuracy() { sed -n 's/^test accuracy .*(\([0-9]*\)\/10000)$/\1/p' "$TMP/out"; }
 flags=(--data "$MNIST" --layers 784,30,10 --eta 0.5 --epochs 3 --batch 10 --seed 7)
 one "${flags[@]}"
 a=$(accuracy)
-two "${flags[@]}"
+two "${flags[@]}" --summary-json "$TMP/summary.json"
 b=$(accuracy)
 if [[ -n $a && -n $b ]] && ((a - b <= 10 && b - a <= 10)); then
     ok "3 epochs of all MNIST: 2 ranks $b / 10000, one rank $a (within 0.1 point)"
@@ -131,8 +131,11 @@ else
     not_ok "3 epochs of all MNIST: 2 ranks '$b', one rank '$a'"
 fi
 if grep -q '^communication [0-9.]* s  [0-9.]*% of training (rank 0 of 2)$' "$TMP/out" &&
-    [[ $(grep -c '^test accuracy' "$TMP/out") -eq 1 ]]; then
-    ok "rank 0 alone prints: one test line, and the communication share"
+    [[ $(grep -c '^test accuracy' "$TMP/out") -eq 1 ]] &&
+    grep -q '^  "ranks": 2,$' "$TMP/summary.json" &&
+    grep -Eq '^  "communication_seconds": [0-9.e-]+,$' "$TMP/summary.json" &&
+    ! grep -q '^  "communication_seconds": 0,$' "$TMP/summary.json"; then
+    ok "rank 0 alone prints: one test line, the communication share; the summary says 2 ranks"
 else
     not_ok "the 2-rank run's output"
 fi

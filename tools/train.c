@@ -845,6 +845,10 @@ static int write_summary_json(FILE *f, const void *arg)
     json_double(f, s->train_seconds);
     fputs(",\n  \"samples_per_second\": ", f);
     json_double(f, s->samples_per_second);
+    /* The processes the run took (mpirun's ranks) and rank 0's seconds in their sums: a
+     * throughput means nothing without them. Not in config: a checkpoint resumes on any. */
+    fprintf(f, ",\n  \"ranks\": %d,\n  \"communication_seconds\": ", ranks_size());
+    json_double(f, ranks_seconds());
     fputs(",\n  \"config\": ", f);
     write_config_json(f, job->o, s->threads, s->data_dir, "  ");
     fputs("\n}\n", f);
