@@ -788,6 +788,11 @@ typedef struct bp_collective {
  * checkpoint written by P ranks resumes on Q. BP_EINVAL for a rank or size out of range or a
  * missing function. */
 BP_API bp_status bp_trainer_set_collective(bp_trainer *t, const bp_collective *c);
+/* After each epoch the ranks compare their parameters and optimiser state (a hash against
+ * rank 0's); where they differ, because the transport's sums were not the same bits on every
+ * rank, rank 0's are broadcast again. The count of such epochs (0 with a transport that sums
+ * alike everywhere, which MPI implementations do). */
+BP_API long bp_trainer_resyncs(const bp_trainer *t);
 /* bp_evaluate of t's net on ds, shared over the trainer's ranks (each evaluates a contiguous
  * share; the counts and costs are summed); bp_evaluate itself without a collective. */
 BP_API bp_status bp_trainer_evaluate(bp_trainer *t, const bp_dataset *ds, float *accuracy,

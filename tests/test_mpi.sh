@@ -134,8 +134,9 @@ if grep -q '^communication [0-9.]* s  [0-9.]*% of training (rank 0 of 2)$' "$TMP
     [[ $(grep -c '^test accuracy' "$TMP/out") -eq 1 ]] &&
     grep -q '^  "ranks": 2,$' "$TMP/summary.json" &&
     grep -Eq '^  "communication_seconds": [0-9.e-]+,$' "$TMP/summary.json" &&
-    ! grep -q '^  "communication_seconds": 0,$' "$TMP/summary.json"; then
-    ok "rank 0 alone prints: one test line, the communication share; the summary says 2 ranks"
+    ! grep -q '^  "communication_seconds": 0,$' "$TMP/summary.json" &&
+    ! grep -q 'parameters differed' "$TMP/err"; then
+    ok "rank 0 alone prints: one test line, the communication share; the summary says 2 ranks; the ranks' parameters agreed after every epoch"
 else
     not_ok "the 2-rank run's output"
 fi

@@ -1326,6 +1326,11 @@ static int report_test(train_run *r)
     printf("test accuracy %.2f%% (%zu/%zu)\n", 100.0 * test_acc, r->correct, r->n_test);
     printf("training %.2f s  %.0f samples/s  (wall %.2f s)\n", r->res.train_seconds,
            r->res.samples_per_second, bp_clock_seconds() - r->t_start);
+    long resyncs = bp_trainer_resyncs(r->trainer);
+    if (resyncs > 0 && ranks_rank() == 0)
+        fprintf(stderr, "backprop: warning: after %ld epoch%s the ranks' parameters differed "
+                "(MPI's sums were not the same bits on every rank) and were made rank 0's "
+                "again\n", resyncs, resyncs == 1 ? "" : "s");
     /* Rank 0's: the gradient sums, the evaluations' and the stop votes', waits included. */
     if (ranks_size() > 1)
         printf("communication %.2f s  %.1f%% of training (rank 0 of %d)\n", ranks_seconds(),

@@ -311,6 +311,9 @@ struct bp_trainer {
                              running statistics) when early_stop > 0, else NULL; valid once
                              best_epoch > 0 */
     bp_collective coll;   /* the ranks this trainer is one of; size 0: it trains alone */
+    long resyncs;         /* epochs after which the ranks' parameters differed (the
+                             transport's sums were not the same bits everywhere) and rank 0's
+                             were broadcast again */
     int next_sum;         /* with coll's start_sum_floats: the layer whose gradient sum starts
                              next (they go top down); sum_failed, one of them failed */
     int sum_failed;
@@ -596,6 +599,48 @@ static bp_status shared_step(bp_trainer *t, size_t start, int batch, double *cos
     return BP_OK;
 }
 
+/* A 64-bit FNV-1a of n floats' bits, folded into h. */
+static uint64_t hash_floats(uint64_t h, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], sizeof bits);
+        h = (h ^ bits) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* Every rank takes the same step only if every rank gets the same sums, which MPI advises
+ * but does not promise (an implementation may combine in another order on each rank). After
+ * each epoch the ranks compare a hash of their parameters and optimiser state with rank 0's;
+ * on any difference rank 0's are broadcast again and the trainer counts it
+ * (bp_trainer_resyncs), so the ranks never drift apart silently. */
+static bp_status check_ranks_agree(bp_trainer *t)
+{
+    bp_net *net = t->net;
+    const bp_collective *c = &t->coll;
+    uint64_t mine = hash_floats(0xcbf29ce484222325ULL, net->params, net->n_params);
+    mine = hash_floats(mine, net->state, net->n_state);
+    mine = hash_floats(mine, t->state, t->state_count);
+    float bits[2]; /* the hash travels as the bits of two floats: a broadcast copies them */
+    memcpy(bits, &mine, sizeof bits);
+    if (c->broadcast_floats(c->user, bits, 2, 0) != 0)
+        return collective_failed("broadcast of rank 0's parameter hash");
+    uint64_t theirs;
+    memcpy(&theirs, bits, sizeof theirs);
+    double differ[1] = {theirs != mine};
+    if (c->sum_doubles(c->user, differ, 1) != 0)
+        return collective_failed("sum of the parameter checks");
+    if (differ[0] == 0.0)
+        return BP_OK;
+    if (c->broadcast_floats(c->user, net->params, net->n_params, 0) != 0 ||
+        (net->n_state && c->broadcast_floats(c->user, net->state, net->n_state, 0) != 0) ||
+        (t->state_count && c->broadcast_floats(c->user, t->state, t->state_count, 0) != 0))
+        return collective_failed("broadcast of rank 0's parameters");
+    t->resyncs++;
+    return BP_OK;
+}
+
 /* The votes not yet summed, at the end of an epoch: the stop one of the ranks asked for after
  * the epoch's last mini-batch. */
 static bp_status last_votes(bp_trainer *t, double *votes)
@@ -714,6 +759,8 @@ static bp_status finish_epoch(bp_trainer *t, bp_epoch_report *report)
         for (size_t i = 0; i < net->n_state; i++)
             net->state[i] *= share;
     }
+    if (t->coll.size && (st = check_ranks_agree(t)) != BP_OK)
+        return st;
     if (t->n_norms)
         st = bp_net_grad_norms(t->net, t->train, (size_t)t->cfg.norm_samples, t->norms, t->n_norms);
     if (report)
@@ -1025,6 +1072,8 @@ bp_status bp_trainer_set_collective(bp_trainer *t, const bp_collective *c)
     t->vote = 0;
     return BP_OK;
 }
+
+long bp_trainer_resyncs(const bp_trainer *t) { return t ? t->resyncs : 0; }
 
 bp_status bp_trainer_evaluate(bp_trainer *t, const bp_dataset *ds, float *accuracy, double *cost)
 {
