@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 enum {
     LOG_NORM_SAMPLES = 1000, /* --norm-samples with --log: Nielsen's ch. 5 measures over 1000 */
@@ -1411,14 +1410,15 @@ static int join_ranks(options *o)
     if (ranks_size() == 1)
         return 0;
     if (o->runtime.threads == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        long share = cores > 0 ? cores / ranks_local() : 1;
-        o->runtime.threads = share > 0 ? (int)share : 1;
+        int share = bp_get_threads() / ranks_local(); /* the library's "one per core" */
+        o->runtime.threads = share > 0 ? share : 1;
     }
     if (ranks_rank() != 0) {
         silence_errors(1);
+        /* Not a reason to fail alone, which would leave the other ranks waiting: at worst
+         * this rank's lines appear too. */
         if (!freopen("/dev/null", "w", stdout))
-            return 1;
+            clearerr(stdout);
         o->output.summary = o->log = o->save = o->checkpoint = NULL;
     }
     return 0;
